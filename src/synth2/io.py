@@ -1,0 +1,123 @@
+"""Atomic writes and checked reads for stage inputs and outputs.
+
+Every output is written to a temporary sibling and renamed into place, so a crash mid-write leaves the
+previous output (or nothing) but never half a file. Every read of another stage's output names the
+stage to run first when the input is missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
+
+from synth2.errors import Synth2Error
+
+
+class MissingInputError(Synth2Error):
+    """An input of a stage is missing or cannot be read."""
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
+
+    Works for files and for directories (e.g. a `save_pretrained` target).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = tmp_dir / final.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to {tmp} for {final}")
+        if final.is_dir() and not final.is_symlink():
+            # os.replace cannot replace a non-empty directory: move the old one aside first.
+            old = tmp_dir / (final.name + ".old")
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_parquet(df: pd.DataFrame, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_json(obj: Any, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_tensors(tensors: dict[str, np.ndarray], path: Path | str, metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _require(path: Path, produced_by: str) -> Path:
+    if not path.exists():
+        raise MissingInputError(
+            f"{path} is missing: run the '{produced_by}' stage first (dvc repro {produced_by})"
+        )
+    return path
+
+
+def read_parquet(path: Path | str, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
+    path = _require(Path(path), produced_by)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise MissingInputError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run 'dvc repro {produced_by}'"
+        ) from None
+    missing = [c for c in columns or [] if c not in df.columns]
+    if missing:
+        raise MissingInputError(
+            f"{path} lacks columns {missing}; re-run 'dvc repro {produced_by}' to rebuild it"
+        )
+    return df
+
+
+def read_json(path: Path | str, produced_by: str) -> Any:
+    path = _require(Path(path), produced_by)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MissingInputError(f"{path} is not valid JSON ({exc}); re-run 'dvc repro {produced_by}'") from None
+
+
+def read_tensors(path: Path | str, produced_by: str) -> dict[str, np.ndarray]:
+    path = _require(Path(path), produced_by)
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise MissingInputError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run 'dvc repro {produced_by}'"
+        ) from None
+
+
+def require_dir(path: Path | str, produced_by: str) -> Path:
+    """Check that a `save_pretrained` directory exists before loading from it."""
+    path = _require(Path(path), produced_by)
+    if not path.is_dir():
+        raise MissingInputError(f"{path} should be a directory; re-run 'dvc repro {produced_by}'")
+    return path

@@ -1,0 +1,204 @@
+"""Typed view of `params.yaml`.
+
+One pydantic model per stage section, namespaced as in DVC's example-get-started. Loading validates the
+whole file before any stage does work: an unknown key, a wrong type or an out-of-range value raises
+`ParamsError` with one line naming the dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synth2.errors import Synth2Error
+
+PARAMS_FILE = Path("params.yaml")
+
+PosInt = Annotated[int, Field(gt=0)]
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ParamsError(Synth2Error):
+    """params.yaml is missing, malformed or invalid."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorldParams(Section):
+    image_size: Annotated[int, Field(ge=24, le=128)] = 32
+    pool_size: PosInt = 20000
+    real_train_size: PosInt = 2000
+    text_corpus_size: PosInt = 50000
+    test_per_combo: PosInt = 10
+    test_refs: Annotated[int, Field(ge=3, le=10)] = 4
+    holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.25
+    zipf_a: Annotated[float, Field(ge=0.0, le=4.0)] = 1.0
+    two_object_prob: Prob = 0.2
+
+
+class CaptionLMParams(Section):
+    n_layer: PosInt = 2
+    n_head: PosInt = 4
+    n_embd: PosInt = 128
+    steps: PosInt = 1500
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-3
+    # Fraction of training examples shown without a concept prompt: they teach the LM its natural,
+    # skewed caption distribution, which the unbalanced ablation samples.
+    unprompted_fraction: Prob = 0.2
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "CaptionLMParams":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class CaptionsParams(Section):
+    model_path: str = "models/caption_lm"
+    prompt_template: str = "concepts: {concepts} caption:"
+    unprompted_template: str = "caption:"
+    n_prompted: PosInt = 6000
+    n_unprompted: PosInt = 3000
+    temperature: PosFloat = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    max_new_tokens: PosInt = 24
+    batch_size: PosInt = 256
+
+    @model_validator(mode="after")
+    def _template_has_slot(self) -> "CaptionsParams":
+        if "{concepts}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain '{concepts}'")
+        return self
+
+
+class BalanceParams(Section):
+    target_size: PosInt = 3000
+    near_duplicate_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.98
+    n_clusters: PosInt = 32
+    min_words: PosInt = 3
+    max_words: PosInt = 30
+
+
+class ImageEncoderParams(Section):
+    embed_dim: PosInt = 64
+    steps: PosInt = 2000
+    batch_size: PosInt = 128
+    lr: PosFloat = 2e-3
+    # Weight of the image-gradient term: plain MSE on small objects encodes shape poorly.
+    gradient_loss_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    probe_holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+
+
+class PriorParams(Section):
+    num_layers: PosInt = 2
+    num_attention_heads: PosInt = 4
+    attention_head_dim: PosInt = 32
+    steps: PosInt = 3000
+    batch_size: PosInt = 128
+    lr: PosFloat = 1e-3
+    num_train_timesteps: PosInt = 1000
+    num_inference_steps: PosInt = 50
+
+
+class SynthesizeParams(Section):
+    batch_size: PosInt = 512
+    timing_captions: PosInt = 512
+
+
+class TrainVLMParams(Section):
+    prefix_length: PosInt = 4
+    steps: PosInt = 1500
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-3
+    # Fraction of each batch drawn from synthetic pairs in the synth variants.
+    mix_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    freeze_lm: bool = False
+    max_caption_tokens: PosInt = 24
+
+
+class EvaluateParams(Section):
+    batch_size: PosInt = 256
+    n_examples: PosInt = 24
+
+
+class TrackingParams(Section):
+    experiment: str = "synth2"
+    # Relative paths are resolved against the project root; MLFLOW_TRACKING_URI overrides this.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registered_model: str = "synth2-vlm"
+    champion_metric: str = "unseen.attr_all"
+
+
+class GateParams(Section):
+    caption_min_words: PosInt = 3
+    caption_max_words: PosInt = 30
+    max_duplicate_fraction: Prob = 0.95
+    balanced_min_concept_coverage: Prob = 0.9
+    balanced_max_concept_ratio: PosFloat = 10.0
+    embedding_norm_slack: PosFloat = 0.5
+
+
+class OrchestrationParams(Section):
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    retry_delay_s: Annotated[float, Field(ge=0.0)] = 5.0
+
+
+class Params(Section):
+    seed: Annotated[int, Field(ge=0)] = 0
+    profile: Literal["world"] = "world"
+    world: WorldParams = WorldParams()
+    caption_lm: CaptionLMParams = CaptionLMParams()
+    captions: CaptionsParams = CaptionsParams()
+    balance: BalanceParams = BalanceParams()
+    image_encoder: ImageEncoderParams = ImageEncoderParams()
+    prior: PriorParams = PriorParams()
+    synthesize: SynthesizeParams = SynthesizeParams()
+    train_vlm: TrainVLMParams = TrainVLMParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+    gates: GateParams = GateParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
+
+
+def _describe(error: dict, path: Path) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    given = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}' (value {given!r}); remove it or fix its spelling"
+    allowed = error["msg"].removeprefix("Value error, ")
+    return f"{path}: invalid value for '{key}': {given!r} ({allowed})"
+
+
+def parse_params(raw: object, path: Path = PARAMS_FILE) -> Params:
+    """Validate an already-parsed YAML document."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ParamsError(_describe(errors[0], path) + more) from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; every failure is a one-line `ParamsError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run from the project root, or copy params.yaml from the repository")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_params(raw, path)

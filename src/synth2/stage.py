@@ -1,0 +1,51 @@
+"""The frame every DVC stage runs in: params, seeding, and one-line errors.
+
+A stage module defines `run(params)` and `main = stage_main("name", run)`. Any `Synth2Error` (bad
+params, a missing input, a failed gate) becomes one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from synth2.errors import Synth2Error
+from synth2.params import Params, load_params
+
+log = logging.getLogger("synth2")
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # Two cores: more threads than cores only adds contention.
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def run_stage(name: str, body: Callable[[Params], None]) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s", datefmt="%H:%M:%S")
+    start = time.perf_counter()
+    try:
+        params = load_params()
+        seed_everything(params.seed)
+        body(params)
+    except Synth2Error as exc:
+        print(f"error: stage '{name}': {exc}", file=sys.stderr)
+        sys.exit(1)
+    log.info("done in %.1f s", time.perf_counter() - start)
+
+
+def stage_main(name: str, body: Callable[[Params], None]) -> Callable[[], None]:
+    def main() -> None:
+        run_stage(name, body)
+
+    return main
