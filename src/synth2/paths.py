@@ -44,6 +44,7 @@ REAL_EMBEDDINGS = EMBEDDINGS / "real_train.safetensors"
 TEST_EMBEDDINGS = EMBEDDINGS / "test.safetensors"
 IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
 RECONSTRUCTIONS = REPORTS / "image_encoder" / "reconstructions.png"
+IMAGE_ENCODER_LOSS = PLOTS / "image_encoder_loss.csv"
 
 # prior
 PRIOR = MODELS / "prior"
@@ -60,6 +61,14 @@ SYNTHETIC_SHEET = REPORTS / "synthesize" / "synthetic.png"
 # train_vlm (one directory per variant)
 VLM_VARIANTS = ("baseline", "synth", "synth_unbalanced")
 VLM = MODELS / "vlm"
+
+# gates (one validation report per gate)
+GATES = REPORTS / "gates"
+
+
+def gate_report(name: str) -> Path:
+    return GATES / f"{name}.json"
+
 
 # evaluate
 EVAL_METRICS = METRICS / "evaluate.json"
