@@ -36,7 +36,7 @@ class WorldParams(Section):
     real_train_size: PosInt = 2000
     text_corpus_size: PosInt = 50000
     test_per_combo: PosInt = 10
-    test_refs: Annotated[int, Field(ge=3, le=10)] = 4
+    test_refs: Annotated[int, Field(ge=3, le=5)] = 4  # at most one per human template
     holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.25
     zipf_a: Annotated[float, Field(ge=0.0, le=4.0)] = 1.0
     two_object_prob: Prob = 0.2
@@ -52,6 +52,8 @@ class CaptionLMParams(Section):
     # Fraction of training examples shown without a concept prompt: they teach the LM its natural,
     # skewed caption distribution, which the unbalanced ablation samples.
     unprompted_fraction: Prob = 0.2
+    # Context length: prompt + caption + eos (word tokens); longer examples are truncated.
+    n_positions: Annotated[int, Field(ge=16, le=1024)] = 64
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "CaptionLMParams":
