@@ -46,6 +46,8 @@ def write_params(directory: Path, overrides: dict | None = None) -> Path:
 def stage_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MLFLOW_DISABLE_TELEMETRY="true")
+    # Stage tests check stage outputs; MLflow tracking has its own tests (tests/test_tracking.py).
+    env.setdefault("SYNTH2_TRACKING", "0")
     return env
 
 

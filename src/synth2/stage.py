@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from synth2 import tracking
 from synth2.errors import Synth2Error
 from synth2.params import Params, load_params
 
@@ -37,7 +38,9 @@ def run_stage(name: str, body: Callable[[Params], None]) -> None:
     try:
         params = load_params()
         seed_everything(params.seed)
-        body(params)
+        # MLflow is written from inside the stage so that a bare `dvc repro` records too.
+        with tracking.stage_run(name, params):
+            body(params)
     except Synth2Error as exc:
         print(f"error: stage '{name}': {exc}", file=sys.stderr)
         sys.exit(1)
