@@ -82,7 +82,11 @@ class CaptionsParams(Section):
 
 class BalanceParams(Section):
     target_size: PosInt = 3000
-    near_duplicate_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.98
+    # MiniLM cosine above which a caption repeats an already-kept one. Captions differing only in
+    # position or size reach 0.99+, so by default only captions that parse to the same attributes
+    # count as near-duplicates; 0.97 then drops same-template synonym swaps (see balancing.py).
+    near_duplicate_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.97
+    near_duplicate_same_content: bool = True
     n_clusters: PosInt = 32
     min_words: PosInt = 3
     max_words: PosInt = 30
@@ -142,8 +146,12 @@ class GateParams(Section):
     caption_min_words: PosInt = 3
     caption_max_words: PosInt = 30
     max_duplicate_fraction: Prob = 0.95
+    # Raw LM samples may hold a few too-short or odd captions (balance filters them); the gate stops
+    # the pipeline when fewer than this fraction are well-formed. Balanced captions must all be.
+    caption_min_valid_fraction: Prob = 0.9
     balanced_min_concept_coverage: Prob = 0.9
     balanced_max_concept_ratio: PosFloat = 10.0
+    # Synthetic norms must lie in [min*(1-slack), max*(1+slack)] of the real embeddings' norms.
     embedding_norm_slack: PosFloat = 0.5
 
 
