@@ -1,0 +1,307 @@
+"""Great Expectations data-quality gates between stages.
+
+Each gate turns its inputs into pandas frames (one per table, plus derived columns such as word counts
+or embedding norms), validates each frame against a suite built here in code with thresholds from
+`params.gates`, and writes the whole validation result to `reports/gates/<gate>.json`. A failed gate
+raises `GateError`, one line naming every failed expectation with a few offending rows, so `dvc repro`
+and the Prefect flow stop before anything downstream runs.
+
+Gates: `real` (world tables), `captions` (raw LM samples), `balanced` (the balanced selection),
+`synthetic` (synthesised image embeddings against the real ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synth2 import paths, tracking
+from synth2.errors import Synth2Error
+from synth2.io import read_parquet, read_tensors, write_json
+from synth2.params import GateParams, Params
+
+log = logging.getLogger("synth2")
+
+# A caption is made of words and ordinary punctuation; LM garbage (markup, control characters, runs of
+# symbols) is not.
+CAPTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ,.;:'!?()\-]*$"
+N_SAMPLES = 3
+
+
+class GateError(Synth2Error):
+    """A data-quality gate failed."""
+
+
+@dataclass
+class Table:
+    """One frame to validate, its expectations, and the columns that identify an offending row."""
+
+    name: str
+    frame: pd.DataFrame
+    expectations: list[Any]
+    show: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GateResult:
+    gate: str
+    success: bool
+    report: dict[str, Any]
+    failures: list[str]
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _expectations():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations.expectations as gxe
+
+    return gxe
+
+
+def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None = None) -> GateResult:
+    """Validate every table with GX (ephemeral context: nothing written to disk by GX itself)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    started = time.perf_counter()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas(f"gate_{gate}")
+    report: dict[str, Any] = {"gate": gate, "thresholds": thresholds or {}, "tables": {}}
+    failures: list[str] = []
+    for table in tables:
+        suite = gx.ExpectationSuite(name=f"{gate}.{table.name}", expectations=table.expectations)
+        batch = (
+            source.add_dataframe_asset(table.name)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": table.frame})
+        )
+        result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
+        report["tables"][table.name] = _clean(result.to_json_dict())
+        failures += [_describe(table, r) for r in result.results if not r.success]
+    report["success"] = not failures
+    report["failures"] = failures
+    log.info("gate %s: %d tables, %d failed expectations in %.2f s", gate, len(tables), len(failures), time.perf_counter() - started)
+    return GateResult(gate, not failures, report, failures)
+
+
+def _describe(table: Table, result: Any) -> str:
+    """`table: expectation(column, bounds): what was seen, e.g. offending rows`."""
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in {"batch_id", "column"} and v is not None}
+    column = config.kwargs.get("column")
+    args = ", ".join([*([column] if column else []), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
+    res = result.result or {}
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        seen = f"raised {result.exception_info.get('exception_message')}"
+    elif "unexpected_count" in res:
+        seen = f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected"
+        rows = res.get("partial_unexpected_index_list") or []
+        if rows and table.show:
+            sample = table.frame.loc[rows[:N_SAMPLES], [c for c in table.show if c in table.frame]]
+            seen += ", e.g. " + " | ".join(
+                " ".join(f"{k}={_short(v)}" for k, v in row.items()) for row in sample.to_dict("records")
+            )
+        elif res.get("partial_unexpected_list"):
+            seen += ", e.g. " + ", ".join(_short(v) for v in res["partial_unexpected_list"][:N_SAMPLES])
+    else:
+        seen = f"observed {_short(res.get('observed_value'))}"
+        if column and column in table.frame and config.type.startswith("expect_column_proportion_of_unique"):
+            top = table.frame[column].value_counts().head(N_SAMPLES)
+            seen += ", most repeated: " + ", ".join(f"{_short(v)}×{n}" for v, n in top.items())
+    return f"{table.name}: {config.type}({args}): {seen}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple, set)) and len(value) > 6:
+        value = [*list(value)[:6], "…"]
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN/inf (GX reports carry NaN offending values)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+# ------------------------------------------------------------------------------------- the gates
+
+
+def _words(captions: pd.Series) -> pd.Series:
+    return captions.fillna("").astype(str).str.split().str.len()
+
+
+def real_tables(g: GateParams) -> list[Table]:
+    """World tables: attributes present and in the world's vocabularies, image ids within the pixels."""
+    from safetensors import safe_open
+
+    from synth2.world.scenes import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES
+
+    gxe = _expectations()
+    pixels = Path(paths.PIXELS)
+    if not pixels.exists():
+        raise GateError(f"{pixels} is missing: run the 'prepare' stage first (dvc repro prepare)")
+    with safe_open(str(pixels), "numpy") as f:
+        n_images = f.get_slice(next(iter(f.keys()))).get_shape()[0]
+
+    def scene_expectations(with_ids: bool) -> list[Any]:
+        exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("colour", "shape", "size", "position", "combo")]
+        for column, vocab in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES), ("position", POSITIONS),
+                              ("colour2", COLOURS), ("shape2", SHAPES), ("relation", RELATIONS)):
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(vocab)))  # nulls: one-object scenes
+        if with_ids:
+            exps += [
+                gxe.ExpectColumnValuesToNotBeNull(column="image_id"),
+                gxe.ExpectColumnValuesToBeBetween(column="image_id", min_value=0, max_value=n_images - 1),
+                gxe.ExpectColumnValuesToBeUnique(column="image_id"),
+            ]
+        return exps
+
+    show = ["image_id", "colour", "shape", "size", "position", "combo"]
+    tables = []
+    for name, path, with_ids in (("unlabeled_pool", paths.POOL, True), ("real_train", paths.REAL_TRAIN, True),
+                                 ("test", paths.TEST, True), ("text_corpus", paths.TEXT_CORPUS, False)):
+        frame = read_parquet(path, "prepare")
+        exps = scene_expectations(with_ids)
+        if "caption" in frame or name in ("real_train", "text_corpus"):
+            exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
+        if name == "test":
+            frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
+            exps += [gxe.ExpectColumnValuesToNotBeNull(column="seen"),
+                     gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1)]
+        tables.append(Table(name, frame, exps, show + ["caption"]))
+    concepts = read_parquet(paths.CONCEPTS, "prepare")
+    tables.append(Table("concepts", concepts, [gxe.ExpectColumnValuesToNotBeNull(column="concept"),
+                                               gxe.ExpectColumnValuesToBeUnique(column="concept")], ["concept"]))
+    return tables
+
+
+def caption_tables(g: GateParams) -> list[Table]:
+    """Raw LM captions: present, mostly well-formed and of sane length, not all one caption."""
+    gxe = _expectations()
+    tables = []
+    for name, path in (("prompted", paths.PROMPTED_CAPTIONS), ("unprompted", paths.UNPROMPTED_CAPTIONS)):
+        frame = read_parquet(path, "captions", columns=["caption"])
+        frame = frame.assign(n_words=_words(frame["caption"]))
+        exps = [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="caption"),
+            gxe.ExpectColumnValuesToBeBetween(column="n_words", min_value=g.caption_min_words,
+                                              max_value=g.caption_max_words, mostly=g.caption_min_valid_fraction),
+            gxe.ExpectColumnValuesToMatchRegex(column="caption", regex=CAPTION_PATTERN, mostly=g.caption_min_valid_fraction),
+            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="caption", min_value=1.0 - g.max_duplicate_fraction),
+        ]
+        if name == "prompted":
+            exps.append(gxe.ExpectColumnValuesToNotBeNull(column="concept"))
+        tables.append(Table(name, frame, exps, ["caption", "concept", "n_words"]))
+    return tables
+
+
+def balanced_tables(g: GateParams) -> list[Table]:
+    """Balanced captions: complete, all of sane length, unique, covering the concepts evenly."""
+    gxe = _expectations()
+    frame = read_parquet(paths.BALANCED, "balance", columns=["caption", "concept"])
+    frame = frame.assign(n_words=_words(frame["caption"]))
+    concept_set = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])["concept"].dropna().unique().tolist()
+    exps = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("caption", "concept", "colour", "shape")),
+        gxe.ExpectColumnValuesToBeBetween(column="n_words", min_value=g.caption_min_words, max_value=g.caption_max_words),
+        gxe.ExpectColumnValuesToMatchRegex(column="caption", regex=CAPTION_PATTERN),
+        gxe.ExpectColumnValuesToBeUnique(column="caption"),
+        gxe.ExpectColumnValuesToBeInSet(column="concept", value_set=concept_set),
+    ]
+    # Coverage and balance are properties of the concept histogram: one row per concept of the set, so
+    # the offending rows GX reports are the uncovered or over-represented concepts themselves.
+    counts = frame["concept"].value_counts().reindex(concept_set, fill_value=0)
+    smallest = counts[counts > 0].min() if (counts > 0).any() else 1
+    histogram = pd.DataFrame({"concept": counts.index, "count": counts.to_numpy(), "ratio_to_min": counts.to_numpy() / smallest})
+    hist_exps = [
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=1, mostly=g.balanced_min_concept_coverage),
+        gxe.ExpectColumnValuesToBeBetween(column="ratio_to_min", max_value=g.balanced_max_concept_ratio),
+    ]
+    return [
+        Table("balanced", frame, exps, ["caption", "concept", "colour", "shape", "n_words"]),
+        Table("concept_histogram", histogram, hist_exps, ["concept", "count", "ratio_to_min"]),
+    ]
+
+
+def synthetic_tables(g: GateParams) -> list[Table]:
+    """Synthetic embeddings: finite, the real embeddings' dimension, norms within the real range."""
+    gxe = _expectations()
+    real = read_tensors(paths.REAL_EMBEDDINGS, "image_encoder")["embeddings"]
+    real_norms = np.linalg.norm(real.astype(np.float64), axis=1)
+    low, high = float(real_norms.min()) * (1 - g.embedding_norm_slack), float(real_norms.max()) * (1 + g.embedding_norm_slack)
+    files = sorted(Path(paths.SYNTHETIC).glob("*.safetensors"))
+    if not files:
+        raise GateError(f"no *.safetensors in {paths.SYNTHETIC}: run the 'synthesize' stage first (dvc repro synthesize)")
+    tables = []
+    for path in files:
+        tensors = read_tensors(path, "synthesize")
+        if "embeddings" not in tensors:
+            raise GateError(f"{path} has no 'embeddings' tensor (keys: {sorted(tensors)}); re-run 'dvc repro synthesize'")
+        emb = np.asarray(tensors["embeddings"])
+        emb2d = emb.reshape(len(emb), -1) if emb.ndim >= 1 and len(emb) else emb.reshape(0, 0)
+        with np.errstate(all="ignore"):
+            norms = np.linalg.norm(emb2d.astype(np.float64), axis=1) if emb2d.size else np.zeros(len(emb2d))
+        frame = pd.DataFrame({
+            "row": np.arange(len(emb2d)),
+            "finite": np.isfinite(emb2d).all(axis=1) if emb2d.size else np.ones(len(emb2d), bool),
+            "dim": emb.shape[-1] if emb.ndim == 2 else -1,
+            "norm": norms,
+        })
+        exps = [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[int(real.shape[1])]),
+            gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=low, max_value=high),
+        ]
+        tables.append(Table(path.stem, frame, exps, ["row", "finite", "dim", "norm"]))
+    return tables
+
+
+GATES: dict[str, Callable[[GateParams], list[Table]]] = {
+    "real": real_tables,
+    "captions": caption_tables,
+    "balanced": balanced_tables,
+    "synthetic": synthetic_tables,
+}
+
+
+def run_gate(gate: str, params: Params) -> GateResult:
+    """Validate, write the report, log it to MLflow; raise GateError when an expectation failed."""
+    if gate not in GATES:
+        raise GateError(f"unknown gate '{gate}'; choose one of {', '.join(GATES)}")
+    result = validate(gate, GATES[gate](params.gates), params.gates.model_dump())
+    report_path = paths.gate_report(gate)
+    write_json(result.report, report_path)
+    tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})
+    if not result.success:
+        tracking.log_artifact(report_path, "reports/gates")  # a failed stage's outs are not auto-logged
+        raise GateError(
+            f"gate '{gate}' failed {len(result.failures)} expectation(s): " + "; ".join(result.failures)
+            + f" (report: {report_path})"
+        )
+    return result

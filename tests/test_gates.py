@@ -1,0 +1,138 @@
+"""Great Expectations gates: bad data fails and names the expectations, good data passes."""
+
+from __future__ import annotations
+
+import json
+import os
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synth2 import paths
+from synth2.gates import GateError, run_gate
+from synth2.io import write_parquet, write_tensors
+from synth2.params import load_params
+from synth2.stages import prepare
+from synth2.world.scenes import COLOURS, SHAPES
+from tests.conftest import run_stage, write_params
+
+TEMPLATES = ["a {c} {s}", "a {c} {s} in the picture", "there is a {c} {s} here", "one {c} {s} on a dark background"]
+
+
+def good_captions() -> pd.DataFrame:
+    rows = [{"caption": t.format(c=c, s=s), "concept": f"{c} {s}"} for (c, s), t in product(product(COLOURS, SHAPES), TEMPLATES)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_captions(prompted: pd.DataFrame, unprompted: pd.DataFrame | None = None) -> None:
+    write_parquet(prompted, paths.PROMPTED_CAPTIONS)
+    write_parquet(good_captions().sample(frac=0.5, random_state=0) if unprompted is None else unprompted, paths.UNPROMPTED_CAPTIONS)
+
+
+def test_good_captions_pass_and_report_is_written(project: Path):
+    write_captions(good_captions())
+    result = run_gate("captions", load_params())
+    assert result.success
+    report = json.loads((project / paths.gate_report("captions")).read_text())
+    assert report["success"] and set(report["tables"]) == {"prompted", "unprompted"}
+    assert all(table["success"] for table in report["tables"].values())
+
+
+def test_bad_captions_fail_and_name_each_expectation(project: Path):
+    good = good_captions().head(20)
+    garbage = pd.DataFrame({"caption": ["x", None, None] + [f"<unk>#{i}$$@@" for i in range(20)],
+                            "concept": [None, "red circle", "blue star"] + ["red circle"] * 20})
+    duplicates = pd.DataFrame({"caption": ["a red circle"] * 500 + ["a blue star"] * 3, "concept": "red circle"})
+    write_captions(pd.concat([garbage, good], ignore_index=True), duplicates)
+    with pytest.raises(GateError) as failure:
+        run_gate("captions", load_params())
+    message = str(failure.value)
+    assert "\n" not in message
+    for expectation in ("prompted: expect_column_values_to_not_be_null(caption)",
+                        "prompted: expect_column_values_to_not_be_null(concept)",
+                        "prompted: expect_column_values_to_match_regex(caption",
+                        "prompted: expect_column_values_to_be_between(n_words",
+                        "unprompted: expect_column_proportion_of_unique_values_to_be_between(caption"):
+        assert expectation in message, expectation
+    assert "caption='<unk>#0$$@@'" in message  # offending rows are shown
+    assert "'a red circle'×500" in message  # and the most repeated caption
+    report = json.loads((project / paths.gate_report("captions")).read_text())
+    assert report["success"] is False and len(report["failures"]) == 5
+
+
+def test_balanced_gate_checks_coverage_and_balance(project: Path):
+    concepts = pd.DataFrame({"concept": [f"{c} {s}" for c, s in product(COLOURS, SHAPES)]})
+    write_parquet(concepts, paths.CONCEPTS)
+    good = good_captions().assign(colour=lambda d: d.concept.str.split().str[0], shape=lambda d: d.concept.str.split().str[1])
+    write_parquet(good, paths.BALANCED)
+    assert run_gate("balanced", load_params()).success
+
+    skewed = good[good.concept.str.startswith(("red", "blue"))]  # 12 of 48 concepts
+    skewed = pd.concat([skewed, pd.DataFrame({"caption": [f"a red circle number {i} here" for i in range(60)],
+                                              "concept": "red circle", "colour": "red", "shape": "circle"})])
+    write_parquet(skewed, paths.BALANCED)
+    with pytest.raises(GateError) as failure:
+        run_gate("balanced", load_params())
+    message = str(failure.value)
+    assert "concept_histogram: expect_column_values_to_be_between(count" in message
+    assert "concept_histogram: expect_column_values_to_be_between(ratio_to_min" in message
+    assert "concept='red circle'" in message  # the over-represented concept is the sample row
+
+
+def test_synthetic_gate_checks_finite_dimension_and_norms(project: Path):
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(50, 16)).astype(np.float32)
+    write_tensors({"embeddings": real}, paths.REAL_EMBEDDINGS)
+    write_tensors({"embeddings": real[:20] * 1.1}, paths.SYNTHETIC_BALANCED)
+    write_tensors({"embeddings": real[20:40]}, paths.SYNTHETIC_UNBALANCED)
+    assert run_gate("synthetic", load_params()).success
+
+    bad = real[:20].copy()
+    bad[3, 0] = np.nan
+    bad[5] *= 100.0
+    write_tensors({"embeddings": bad}, paths.SYNTHETIC_BALANCED)
+    write_tensors({"embeddings": real[:10, :8]}, paths.SYNTHETIC_UNBALANCED)
+    with pytest.raises(GateError) as failure:
+        run_gate("synthetic", load_params())
+    message = str(failure.value)
+    assert "balanced: expect_column_values_to_be_in_set(finite" in message and "row=3" in message
+    assert "balanced: expect_column_values_to_be_between(norm" in message and "row=5" in message
+    assert "unbalanced: expect_column_values_to_be_in_set(dim" in message
+
+
+def test_real_gate_passes_on_the_world_and_catches_bad_ids(project: Path):
+    prepare.run(load_params())  # in-process: a subprocess would import everything again
+    assert run_gate("real", load_params()).success
+    real = pd.read_parquet(paths.REAL_TRAIN)
+    real.loc[0, "image_id"] = 10**9
+    real.loc[1, "colour"] = "mauve"
+    write_parquet(real, paths.REAL_TRAIN)
+    with pytest.raises(GateError) as failure:
+        run_gate("real", load_params())
+    message = str(failure.value)
+    assert "real_train: expect_column_values_to_be_between(image_id" in message
+    assert "real_train: expect_column_values_to_be_in_set(colour" in message and "colour='mauve'" in message
+
+
+def test_gate_stage_exits_nonzero_with_one_line(tmp_path: Path):
+    write_params(tmp_path)
+    os.chdir(tmp_path)
+    try:
+        write_captions(pd.DataFrame({"caption": [None, "zz"], "concept": ["a", None]}))
+    finally:
+        os.chdir(Path(__file__).resolve().parents[1])
+    result = run_stage("gate", tmp_path, "captions", check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gate 'captions' failed" in errors[0]
+    assert (tmp_path / paths.gate_report("captions")).exists()
