@@ -121,3 +121,23 @@ def require_dir(path: Path | str, produced_by: str) -> Path:
     if not path.is_dir():
         raise MissingInputError(f"{path} should be a directory; re-run 'dvc repro {produced_by}'")
     return path
+
+
+def write_curve(history: list[tuple[int, float]], path: Path | str, value: str = "loss") -> None:
+    """A training curve as CSV (`step,<value>`), the format `dvc plots` reads."""
+    write_csv(pd.DataFrame(history, columns=["step", value]), path)
+
+
+def write_csv(df: pd.DataFrame, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def require_finite(array: np.ndarray, what: str) -> np.ndarray:
+    """Stop the stage when a model produced NaN or inf: nothing downstream can use it."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise Synth2Error(f"{what}: {len(rows)} of {len(array)} rows are not finite (first rows {rows[:5].tolist()}); "
+                          "lower the learning rate or check the inputs")
+    return array
