@@ -108,10 +108,27 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
 def configure(params: "Params", root: Path | None = None) -> str:
     """Point the MLflow client at the project's store and experiment; return the experiment id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps stage logs readable
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking.tracking_uri, root))
-    return mlflow.set_experiment(params.tracking.experiment).experiment_id
+    root = root or project_root()
+    uri = resolve_tracking_uri(params.tracking.tracking_uri, root)
+    mlflow.set_tracking_uri(uri)
+    name = params.tracking.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        # A local store would put artifacts under ./mlruns of whichever process came first (for
+        # `dvc exp run --temp`, a temporary copy): pin them to the project. A server decides itself.
+        location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another process
+            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -511,16 +528,15 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def _log_dataset(active: _StageRun, path: str, name: str, context: str, digest: str | None) -> None:
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.dataset_source_registry import get_registered_sources
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import InputTag
+    from mlflow.entities import DatasetInput, InputTag
 
     if digest is None or (name, digest, context) in active.datasets:
         return
-    source = resolve_dataset_source(str(Path(path).resolve()))
-    dataset = MetaDataset(source=source, name=name, digest=digest)
-    from mlflow.entities import DatasetInput
-
+    # MLflow registers the local source class twice; resolving a path by URI would warn about it.
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    dataset = MetaDataset(source=local(Path(path).resolve().as_uri()), name=name, digest=digest)
     entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
     active.client.log_inputs(active.run_id, datasets=[entity])
     active.datasets.add((name, digest, context))
@@ -557,9 +573,13 @@ def log_model(
     no pickling, no torch.export, no input example needed. `loader` ("module:callable") is what
     `mlflow.pyfunc.load_model(uri).unwrap_python_model().load()` calls on the directory.
     """
+    import warnings
+
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="synth2-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="synth2-model-") as tmp, warnings.catch_warnings():
+        # The pyfunc wraps a directory; MLflow's advice to add predict() type hints does not apply.
+        warnings.simplefilter("ignore", UserWarning)
         directory = _as_directory(model, Path(tmp) / name)
         md5 = dvc_md5(directory) if Path(directory).resolve().is_relative_to(Path.cwd()) else None
         info = mlflow.pyfunc.log_model(
@@ -614,7 +634,7 @@ def _resolve_model_uri(model: str | Path) -> str:
 
 
 def _register(model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None) -> str:
-    """Register `model_uri` (reusing its version if it is registered already); return the version."""
+    """Register `model_uri`; the same model, or the same bytes (DVC md5), keeps its version."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -622,11 +642,13 @@ def _register(model_uri: str, registered_name: str, tags: Mapping[str, str] | No
     with contextlib.suppress(MlflowException):
         client.create_registered_model(registered_name)
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    md5 = client.get_logged_model(model_id).tags.get(TAG_MODEL_MD5) if model_id else None
     for version in client.search_model_versions(f"name = '{registered_name}'"):
-        if version.source == model_uri or (model_id and getattr(version, "model_id", None) == model_id):
+        same_model = version.source == model_uri or (model_id and getattr(version, "model_id", None) == model_id)
+        if same_model or (md5 and version.tags.get(TAG_MODEL_MD5) == md5):
             break
     else:
-        version = mlflow.register_model(model_uri, registered_name)
+        version = mlflow.register_model(model_uri, registered_name, tags={TAG_MODEL_MD5: md5} if md5 else None)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(registered_name, version.version, key, str(value))
     return str(version.version)

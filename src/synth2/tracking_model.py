@@ -32,7 +32,8 @@ class SavedModelDirectory(PythonModel):
             self._model = target(self.path)
         return self._model
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # No type hints on predict: MLflow would try (and fail) to derive a signature from them.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         model = self.load()
         if not hasattr(model, "predict"):
             raise TypeError(f"{self.path} was logged without a loader whose model has predict(); "

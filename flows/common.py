@@ -1,0 +1,104 @@
+"""What both flows share: the project root, the DVC stage order, metrics, the run summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from synth2 import tracking
+from synth2.params import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_METRICS_PER_FILE = 8
+
+
+def project_root(root: str | None) -> Path:
+    return Path(root).resolve() if root else ROOT
+
+
+def load_project_params(root: Path) -> Params:
+    return load_params(root / "params.yaml")
+
+
+def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
+    """DVC's stage graph in dependency order (ties broken by dvc.yaml order), limited to `targets`
+    and everything upstream of them."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    def address(stage: Any) -> str:
+        # Stage.addressing is relative to the current directory; the tasks run DVC in `root`.
+        dvcfile = os.path.relpath(stage.path, root)
+        return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        by_name = {address(stage): stage for stage in graph.nodes}
+        position = {name: i for i, name in enumerate(by_name)}
+        if targets:
+            unknown = [t for t in targets if t not in by_name]
+            if unknown:
+                raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(by_name)}")
+            wanted = set(targets)
+            for target in targets:
+                wanted |= {address(s) for s in nx.descendants(graph, by_name[target])}
+            graph = graph.subgraph([by_name[n] for n in wanted])
+        ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: f"{position[address(s)]:05d}")
+        return [address(stage) for stage in ordered]
+
+
+def dvc_metrics(root: Path, rev: str | None = None) -> dict[str, dict[str, float]]:
+    """Numeric metrics per metrics file as DVC reads them (`dvc metrics show`; `rev` may name a DVC
+    experiment). Per file, because dvc.api.metrics_show merges files and the VLM variants share keys."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            shown = repo.metrics.show(revs=[rev] if rev else None, on_error="ignore")
+    except Exception:  # no metrics yet, or an experiment DVC cannot resolve
+        return {}
+    # Keyed by revision; the workspace ("") comes along unless it is the one asked for.
+    chosen = [v for k, v in shown.items() if (k not in ("", "workspace")) == bool(rev)]
+    files = (chosen[0] if chosen else {}).get("data", {})
+    return {path: tracking.numeric_metrics(entry.get("data") or {}) for path, entry in sorted(files.items())}
+
+
+def tracking_env(run_id: str | None, root: Path, params: Params, flow_run_id: str | None) -> dict[str, str]:
+    """What the stage processes need to nest their MLflow runs under the flow's run."""
+    env = {"MLFLOW_TRACKING_URI": tracking.resolve_tracking_uri(params.tracking.tracking_uri, root)}
+    if run_id:
+        env[tracking.ENV_PARENT_RUN] = run_id
+    if flow_run_id:
+        env[tracking.ENV_FLOW_RUN] = flow_run_id
+    return env
+
+
+def start_run(params: Params, root: Path, name: str, tags: dict[str, str], run_params: dict[str, Any] | None = None):
+    """Open the flow's parent MLflow run; (None, None) when tracking is off."""
+    if not tracking.enabled():
+        return None, None
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri(params.tracking.tracking_uri, root)
+    return tracking.start_pipeline_run(params, name, tags, run_params)
+
+
+def summary_markdown(title: str, outcomes: list[dict[str, Any]], metrics: dict[str, dict[str, float]],
+                     run_id: str | None, experiment_id: str | None, tracking_uri: str, extra: str = "") -> str:
+    ran = [o["stage"] for o in outcomes if o["ran"]]
+    lines = [f"# {title}", "", f"**{len(ran)} ran, {len(outcomes) - len(ran)} skipped** (DVC found them unchanged).", ""]
+    if extra:
+        lines += [extra, ""]
+    if outcomes:
+        lines += ["| stage | DVC | seconds |", "|---|---|---:|"]
+        lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'skipped'} | {o['seconds']:.1f} |" for o in outcomes]
+        lines.append("")
+    if metrics:
+        lines += ["## Key metrics", "", "| file | metric | value |", "|---|---|---:|"]
+        for path, values in metrics.items():
+            for key, value in list(values.items())[:KEY_METRICS_PER_FILE]:
+                lines.append(f"| {path} | {key} | {value:.4g} |")
+        lines.append("")
+    if run_id:
+        lines += ["## MLflow", "", f"Run `{run_id}` in experiment {experiment_id} (store `{tracking_uri}`).",
+                  f"Open it with `make ui`: {tracking.run_url(run_id, experiment_id)}", ""]
+    return "\n".join(lines)

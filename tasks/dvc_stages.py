@@ -1,0 +1,119 @@
+"""Prefect tasks that run DVC stages and experiments through DVC, one at a time.
+
+DVC stays authoritative: it decides whether a stage is stale, runs its command, caches its outs and
+writes dvc.lock. A task only asks DVC to reproduce one stage (`Repo.reproduce(stage, single_item=True)`
+in a subprocess, see tasks/_repro.py), streams the output into the Prefect log, and reports whether DVC
+ran or skipped the stage. Two DVC commands cannot share a workspace, so the flows call these tasks
+sequentially, never concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+# A stage that failed through synth2.errors.Synth2Error (bad params, missing input, failed gate)
+# prints this prefix; such failures are deterministic and not worth a retry.
+STAGE_ERROR_PREFIX = "error: stage '"
+TAIL_LINES = 30
+REPRO_SCRIPT = Path(__file__).with_name("_repro.py")
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    ran: bool  # False: DVC found the stage unchanged and skipped it
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage (or experiment) exited non-zero; `transient` says whether a retry may help."""
+
+    def __init__(self, stage: str, message: str, transient: bool) -> None:
+        super().__init__(f"stage '{stage}' failed: {message}")
+        self.stage = stage
+        self.transient = transient
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry crashes and lock contention, not a failed gate or bad params (they fail again)."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return exc.transient
+    except Exception:
+        return True
+    return True
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    merged = {**os.environ, **(env or {})}
+    # dvc.yaml runs `python -m …`: make that the interpreter running the flow (the project venv).
+    merged["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), merged.get("PATH", "")])
+    merged.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return merged
+
+
+def _stream(cmd: list[str], cwd: Path, env: dict[str, str], label: str) -> tuple[int, deque[str]]:
+    """Run `cmd`, forwarding each output line to the Prefect log; return (exit code, last lines)."""
+    logger = get_run_logger()
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                logger.info("%s | %s", label, line)
+        return proc.wait(), tail
+
+
+def _failure(stage: str, code: int, tail: deque[str]) -> StageFailed:
+    errors = [line for line in tail if line.startswith(STAGE_ERROR_PREFIX)]
+    if errors:
+        return StageFailed(stage, errors[-1], transient=False)
+    return StageFailed(stage, f"exit status {code}; last output: {' / '.join(list(tail)[-5:])}", transient=True)
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retry_condition_fn=_worth_retrying)
+def run_dvc_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | None = None) -> StageOutcome:
+    """Reproduce one DVC stage; DVC skips it when deps, params and outs are unchanged."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="synth2-task-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        # By path, not `-m`: the project being reproduced need not have this package on its path.
+        cmd = [sys.executable, str(REPRO_SCRIPT), stage, str(result_file), *(["--force"] if force else [])]
+        code, tail = _stream(cmd, Path(root), _environment(env), stage)
+        if code != 0 or not result_file.exists():
+            raise _failure(stage, code, tail)
+        ran = bool(json.loads(result_file.read_text())["ran"])
+    outcome = StageOutcome(stage, ran, round(time.perf_counter() - started, 2))
+    get_run_logger().info("%s: %s in %.1f s", stage, "ran" if ran else "skipped (unchanged)", outcome.seconds)
+    return outcome
+
+
+@task(name="dvc-experiment", task_run_name="exp-{name}", retry_condition_fn=_worth_retrying)
+def run_dvc_experiment(name: str, overrides: dict[str, Any], root: str, env: dict[str, str] | None = None) -> str:
+    """`dvc exp run --temp -S key=value …`: the variant runs in a temporary copy of the workspace, so
+    params.yaml, dvc.lock and the outputs in the workspace stay as committed; the result is kept as a
+    DVC experiment (`dvc exp show`, `dvc exp apply NAME`)."""
+    sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, *sets]
+    code, tail = _stream(cmd, Path(root), _environment(env), f"exp {name}")
+    if code != 0:
+        raise _failure(f"exp {name}", code, tail)
+    return name
