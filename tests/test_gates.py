@@ -71,7 +71,8 @@ def test_bad_captions_fail_and_name_each_expectation(project: Path):
 
 
 def test_balanced_gate_checks_coverage_and_balance(project: Path):
-    concepts = pd.DataFrame({"concept": [f"{c} {s}" for c, s in product(COLOURS, SHAPES)]})
+    combos = [f"{c} {s}" for c, s in product(COLOURS, SHAPES)]
+    concepts = pd.DataFrame({"concept": [*COLOURS, *combos], "kind": ["colour"] * len(COLOURS) + ["combo"] * len(combos)})
     write_parquet(concepts, paths.CONCEPTS)
     good = good_captions().assign(colour=lambda d: d.concept.str.split().str[0], shape=lambda d: d.concept.str.split().str[1])
     write_parquet(good, paths.BALANCED)

@@ -224,7 +224,12 @@ def balanced_tables(g: GateParams) -> list[Table]:
     gxe = _expectations()
     frame = read_parquet(paths.BALANCED, "balance", columns=["caption", "concept"])
     frame = frame.assign(n_words=_words(frame["caption"]))
-    concept_set = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])["concept"].dropna().unique().tolist()
+    concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])
+    # balance labels each caption with its parsed colour-shape combination: those are the concepts to
+    # cover (the world's concept table also lists bare colours and shapes, used only as prompts).
+    if "kind" in concepts:
+        concepts = concepts[concepts["kind"] == "combo"]
+    concept_set = concepts["concept"].dropna().unique().tolist()
     exps = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("caption", "concept", "colour", "shape")),
