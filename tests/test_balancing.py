@@ -121,9 +121,10 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     ]
     synonym_swap = "a tiny cyan diamond in the top left"  # same content, MiniLM cosine > 0.97
     other_position = "a small cyan diamond in the top right"  # cosine > 0.97, but says something else
-    garbage = ["asdf qwerty zxcv", "", "the the the the", "a photo of a dog on a sofa"]
+    garbage = ["asdf qwerty zxcv", "the the the the", "a photo of a dog on a sofa"]
+    malformed = ["", "a small red <unk> star ### in the top left"]  # the second one parses
     too_short, too_long = "red star", "a small red star in the top left " + "and nothing else " * 10
-    df = pd.DataFrame({"caption": repeats + [synonym_swap, other_position] + garbage + [too_short, too_long] + captions})
+    df = pd.DataFrame({"caption": repeats + [synonym_swap, other_position] + garbage + malformed + [too_short, too_long] + captions})
     df["source"] = np.arange(len(df))
 
     params = BalanceParams(target_size=120, n_clusters=8, max_words=30)
@@ -131,12 +132,13 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
 
     removed = report["removed"]
     assert removed["exact_duplicates"] >= 2  # the repeats, plus the skewed set's own repeats
+    assert removed["malformed"] == len(malformed)
     assert removed["unparseable"] == len(garbage)
     assert removed["length"] == 2
     assert removed["near_duplicates"] >= 1
     assert report["selected"] == len(selected) == 120 and not report["short_of_target"]
     assert [s["step"] for s in report["steps"]] == [
-        "normalise", "exact_duplicates", "unparseable", "length", "near_duplicates", "select",
+        "normalise", "exact_duplicates", "malformed", "unparseable", "length", "near_duplicates", "select",
     ]  # fmt: skip
     assert sum(s["removed"] for s in report["steps"]) == len(df) - len(selected)
 
@@ -145,7 +147,7 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     assert "a small cyan diamond in the top left" in kept  # first of the repeats survives, normalised
     assert synonym_swap not in kept
     assert other_position in kept  # the near-duplicate test must not erase attribute differences
-    assert not kept & {normalise_caption(g) for g in garbage + [too_short, too_long]}
+    assert not kept & {normalise_caption(g) for g in garbage + malformed + [too_short, too_long]}
 
     # Balance: the selection's concept distribution is much flatter than the input's.
     input_concepts = [f"{c} {s}" for c, s in (caption_concept(t) for t in captions)]
@@ -185,6 +187,7 @@ def test_balancing_is_deterministic_for_a_seed():
     ("captions", "params", "step"),
     [
         (["asdf", "hello world", "???"], BalanceParams(), "unparseable"),
+        (["<<>>", "### ###"], BalanceParams(), "malformed"),
         (["a small red star in the top left"], BalanceParams(min_words=20, max_words=30), "length"),
         ([], BalanceParams(), "input"),
     ],
@@ -227,3 +230,9 @@ def test_minilm_cannot_tell_a_position_change_from_a_synonym_swap(embed):
     assert greedy_near_duplicates(x, threshold).tolist() == [True, False, False]
     content = [("cyan", "diamond", "small", "top left")] * 2 + [("cyan", "diamond", "small", "top right")]
     assert greedy_near_duplicates(x, threshold, groups=content).tolist() == [True, False, True]
+
+
+def test_malformed_filter_is_the_balanced_gate_pattern():
+    from synth2 import balancing, gates
+
+    assert balancing.CAPTION_PATTERN == gates.CAPTION_PATTERN

@@ -6,12 +6,15 @@ samples into a balanced selection in visible steps, each counted in the returned
 
 1. normalise       lowercase, strip, collapse whitespace, strip trailing punctuation
 2. exact_duplicates drop repeats of an already-seen normalised caption
-3. unparseable     drop captions the world parser cannot read (no colour or no shape)
-4. length          drop captions outside [min_words, max_words]
-5. near_duplicates embed (MiniLM) and greedily drop captions whose cosine to an already-kept caption
+3. malformed       drop captions with characters other than words and ordinary punctuation (LM
+                   garbage; the same pattern the 'balanced' gate enforces, so balancing never hands
+                   the gate a row it must reject)
+4. unparseable     drop captions the world parser cannot read (no colour or no shape)
+5. length          drop captions outside [min_words, max_words]
+6. near_duplicates embed (MiniLM) and greedily drop captions whose cosine to an already-kept caption
                    exceeds `near_duplicate_threshold`; with `near_duplicate_same_content` only
                    captions that parse to the same attributes count (see below)
-6. select          KMeans-cluster the embeddings, then pick `target_size` captions round-robin over
+7. select          KMeans-cluster the embeddings, then pick `target_size` captions round-robin over
                    concepts ("red star") and, within a concept, round-robin over clusters
 
 Why the same-content guard: MiniLM barely separates captions that differ in one attribute word.
@@ -47,6 +50,10 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 
 _SPACES = re.compile(r"\s+")
 _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
+# Identical to synth2.gates.CAPTION_PATTERN (a test keeps them in step); not imported from there
+# because the gates module pulls in the tracking stack.
+CAPTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ,.;:'!?()\-]*$"
+_WELL_FORMED = re.compile(CAPTION_PATTERN)
 # Pairwise similarity is computed in blocks of this many rows: ~4 MB per block against 1k kept rows.
 NEAR_DUPLICATE_CHUNK = 1024
 KMEANS_N_INIT = 2
@@ -55,6 +62,7 @@ KMEANS_N_INIT = 2
 _HINTS = {
     "input": "the captions table is empty; check the 'captions' stage output",
     "exact_duplicates": "every caption was a repeat; this cannot leave zero on its own",
+    "malformed": "every caption holds characters outside words and ordinary punctuation; inspect the LM samples",
     "unparseable": "no caption names a colour and a shape of the world; is the caption LM trained?",
     "length": "adjust balance.min_words / balance.max_words",
     "near_duplicates": "raise balance.near_duplicate_threshold",
@@ -213,6 +221,11 @@ def balance_captions(
     before = len(work)
     work = work.drop_duplicates("caption", keep="first").reset_index(drop=True)
     steps.record("exact_duplicates", before, len(work), time.perf_counter() - t)
+
+    t = time.perf_counter()
+    before = len(work)
+    work = work[[bool(_WELL_FORMED.match(c)) for c in work["caption"]]].reset_index(drop=True)
+    steps.record("malformed", before, len(work), time.perf_counter() - t)
 
     t = time.perf_counter()
     before = len(work)
