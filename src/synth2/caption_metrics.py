@@ -56,7 +56,7 @@ def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd
     """Share of predictions whose parsed colour, shape, size and position match the true scene.
 
     `truths[i]` is Scene-like: an object with those attributes, a mapping, or a DataFrame row (a
-    DataFrame is read row by row). "all" counts a prediction right only when all four match. An
+    DataFrame is read row by row). "colour_shape" needs both colour and shape right; "all" counts a prediction right only when all four match. An
     unparseable prediction (no colour or no shape) counts as wrong on every attribute.
     """
     rows = truths.to_dict("records") if isinstance(truths, pd.DataFrame) else list(truths)
@@ -64,7 +64,7 @@ def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd
         raise Synth2Error(f"{len(predictions)} predictions but {len(rows)} true scenes")
     if not rows:
         raise Synth2Error("no predictions to score")
-    correct = {name: 0 for name in (*SCORED_ATTRIBUTES, "all")}
+    correct = {name: 0 for name in (*SCORED_ATTRIBUTES, "colour_shape", "all")}
     for prediction, truth in zip(predictions, rows, strict=True):
         parsed = parse(str(prediction))
         hits = [
@@ -72,6 +72,8 @@ def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd
         ]
         for name, hit in zip(SCORED_ATTRIBUTES, hits, strict=True):
             correct[name] += hit
+        # The compositional test: both words of the held-out colour-shape pair right at once.
+        correct["colour_shape"] += hits[0] and hits[1]
         correct["all"] += all(hits)
     return {name: count / len(rows) for name, count in correct.items()}
 

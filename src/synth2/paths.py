@@ -55,6 +55,9 @@ PRIOR_LOSS = PLOTS / "prior_loss.csv"
 SYNTHETIC = DATA / "synthetic"
 SYNTHETIC_BALANCED = SYNTHETIC / "balanced.safetensors"
 SYNTHETIC_UNBALANCED = SYNTHETIC / "unbalanced.safetensors"
+# Captions of the synthetic pairs, row-aligned with the embeddings above.
+SYNTHETIC_BALANCED_CAPTIONS = SYNTHETIC / "balanced.parquet"
+SYNTHETIC_UNBALANCED_CAPTIONS = SYNTHETIC / "unbalanced.parquet"
 SYNTHESIZE_METRICS = METRICS / "synthesize.json"
 SYNTHETIC_SHEET = REPORTS / "synthesize" / "synthetic.png"
 
