@@ -33,7 +33,9 @@ def seed_everything(seed: int) -> None:
 
 
 def run_stage(name: str, body: Callable[[Params], None]) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s", datefmt="%H:%M:%S")
+    # Our own progress at INFO; libraries (GX, MLflow, DVC) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {name} %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
     start = time.perf_counter()
     try:
         params = load_params()
