@@ -67,3 +67,7 @@ def workspace(tmp_path: Path) -> Path:
     """An empty project workspace holding only a tiny params.yaml."""
     write_params(tmp_path)
     return tmp_path
+
+
+# Real local services (MLflow server, Prefect server), shared by the test session; see tests/services.py.
+from tests.services import mlflow_server, prefect_server  # noqa: E402, F401

@@ -8,11 +8,16 @@ MLflow copies this file next to the model's artifacts and runs it on load, so no
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+
+# predict() takes whatever the loaded model takes; MLflow's nudge towards typed inputs does not apply.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class SavedModelDirectory(PythonModel):

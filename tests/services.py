@@ -1,0 +1,100 @@
+"""Real local services for the tests: an MLflow tracking server and a Prefect server on 127.0.0.1.
+
+Each runs in its own session (process group) and is stopped through that group's id, its own PID,
+when the test session ends. `listening_addresses` lets tests check that nothing listens beyond
+loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1",
+               GX_ANALYTICS_ENABLED="false")
+    env.update(extra)
+    return env
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """Addresses the process and its descendants listen on."""
+    pids = {pid}
+    with contextlib.suppress(psutil.Error):
+        pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+@contextlib.contextmanager
+def background(cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """Start `cmd` in its own session, wait until `health_url` answers, stop the session on exit."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(health_url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{health_url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the session started above: the server and its workers
+        try:
+            proc.wait(timeout=3)  # test stores need no graceful drain; SIGKILL after a short grace
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and served artifacts; yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
+    with background(cmd, service_env(), f"http://127.0.0.1:{port}/health", root / "server.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        assert listening_addresses(proc.pid) <= {"127.0.0.1"}, listening_addresses(proc.pid)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1, SQLite under its own PREFECT_HOME; yields the API URL."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = service_env(PREFECT_HOME=str(home))
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with background(cmd, env, f"http://127.0.0.1:{port}/api/health", home / "server.log") as proc:
+        assert listening_addresses(proc.pid) <= {"127.0.0.1"}, listening_addresses(proc.pid)
+        yield f"http://127.0.0.1:{port}/api"
