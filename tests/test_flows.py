@@ -1,0 +1,153 @@
+"""Prefect deployments and flows against a real Prefect server (and MLflow server) on 127.0.0.1.
+
+The flows run a throwaway two-stage DVC project (tests/dvc_project.py), so the orchestration machinery
+is tested independently of the model code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.dvc_project import make_project
+from tests.services import BIN, service_env
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+# Fails the way a synth2 stage does on bad input: one "error: stage ..." line, exit status 1.
+BROKEN_CMD = "python -c \"import sys; sys.exit(\\\"error: stage 'broken': bad input\\\")\""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, prefect_server: str) -> Iterator[Path]:
+    """The tiny project, with flows pointed at the test servers for the whole module."""
+    root = make_project(tmp_path_factory.mktemp("flows") / "project")
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with pytest.MonkeyPatch.context() as mp, temporary_settings({PREFECT_API_URL: prefect_server}):
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        mp.setenv("SYNTH2_TRACKING_STRICT", "1")
+        yield root
+
+
+def run_async(coro):
+    return asyncio.run(coro)
+
+
+def test_deployments_register_with_their_schedules(prefect_server: str, tmp_path: Path):
+    env = service_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path), SYNTH2_ROOT=str(ROOT))
+    for args in (["work-pool", "create", "synth2-local", "--type", "process", "--overwrite"], ["--no-prompt", "deploy", "--all"]):
+        result = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.experiment import synth2_experiment
+    from flows.pipeline import synth2_pipeline
+
+    flow_names = {"flows/pipeline.py:synth2_pipeline": synth2_pipeline.name,
+                  "flows/experiment.py:synth2_experiment": synth2_experiment.name}
+    expected = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+    async def read_back():
+        async with get_client() as client:
+            return [await client.read_deployment_by_name(f"{flow_names[d['entrypoint']]}/{d['name']}") for d in expected]
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        deployments = run_async(read_back())
+    for want, got in zip(expected, deployments):
+        assert got.parameters == want["parameters"]
+        assert got.work_pool_name == "synth2-local"
+        assert got.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        schedules = [(s.schedule.cron, s.schedule.timezone, s.active) for s in got.schedules]
+        assert schedules == [(s["cron"], s["timezone"], s["active"]) for s in want["schedules"]]
+    assert sum(bool(d.schedules) for d in deployments) >= 2
+
+
+def test_pipeline_flow_runs_then_skips_every_stage(project: Path, mlflow_server: str, prefect_server: str):
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import synth2_pipeline
+
+    first = synth2_pipeline(root=str(project))
+    second = synth2_pipeline(root=str(project))
+    assert [(o["stage"], o["ran"]) for o in first["stages"]] == [("make_numbers", True), ("sum_numbers", True)]
+    assert [o["ran"] for o in second["stages"]] == [False, False]  # unchanged: DVC skips every stage
+    assert first["metrics"]["metrics/total.json"] == {"total": 15.0}
+
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(first["mlflow_run_id"])
+    flow_run_id = parent.data.tags["synth2.prefect.flow_run_id"]
+    assert parent.info.status == "FINISHED" and flow_run_id
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["synth2.stage"] for c in children) == ["make_numbers", "sum_numbers"]
+    assert {c.data.tags["synth2.prefect.flow_run_id"] for c in children} == {flow_run_id}
+    assert client.get_run(second["mlflow_run_id"]).data.tags["synth2.stages_ran"] == "none"
+
+    async def summaries():
+        async with get_client() as prefect:
+            found = await prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["synth2-pipeline-summary"])))
+            return [a.data for a in found]
+
+    texts = run_async(summaries())
+    assert any("**2 ran, 0 skipped**" in t and first["mlflow_run_id"] in t for t in texts)
+    assert any("**0 ran, 2 skipped**" in t for t in texts)
+
+
+def test_failed_stage_stops_the_flow_without_retrying(project: Path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import synth2_pipeline
+
+    dvc_file = project / "dvc.yaml"
+    original = dvc_file.read_text()
+    dvc_yaml = yaml.safe_load(original)
+    dvc_yaml["stages"]["broken"] = {"cmd": BROKEN_CMD, "always_changed": True}
+    dvc_file.write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    try:
+        state = synth2_pipeline(targets=["broken"], root=str(project), return_state=True)
+    finally:
+        dvc_file.write_text(original)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="error: stage 'broken': bad input"):
+        state.result()
+
+    async def task_runs():
+        async with get_client() as prefect:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await prefect.read_task_runs(flow_run_filter=flt)
+
+    broken = [t for t in run_async(task_runs()) if t.name.startswith("broken")]
+    assert len(broken) == 1 and broken[0].run_count == 1  # a stage's own error is not worth a retry
+
+
+def test_experiment_flow_keeps_params_yaml_and_records_overrides(project: Path, mlflow_server: str):
+    from mlflow import MlflowClient
+
+    from flows.experiment import synth2_experiment
+
+    params_before = (project / "params.yaml").read_bytes()
+    result = synth2_experiment({"seed": 3}, name="seed3", root=str(project))
+    assert (project / "params.yaml").read_bytes() == params_before
+    assert result["metrics"]["metrics/total.json"] == {"total": 25.0}  # 3+4+5+6+7, from the experiment
+    listed = subprocess.run([str(BIN / "dvc"), "exp", "list", "--name-only"], cwd=project, capture_output=True, text=True)
+    assert "seed3" in listed.stdout.split()
+
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(result["mlflow_run_id"])
+    assert parent.data.params["override.seed"] == "3" and parent.data.tags["synth2.dvc.exp_name"] == "seed3"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {c.data.params.get("seed") for c in children if c.data.tags["synth2.stage"] == "make_numbers"} == {"3"}
