@@ -1,0 +1,275 @@
+"""The VLM: a ClipCap-style prefix captioner (Mokady et al. 2021) over image embeddings.
+
+An MLP maps one image embedding (dim D) to `prefix_length` vectors in the LM's input-embedding space;
+the causal LM reads them through `inputs_embeds`, followed by the caption's token embeddings:
+
+    [p_1 .. p_P] [w_1 .. w_T <eos>] [pad ...]      loss on w_1 .. <eos> only
+
+The LM is loaded with `AutoModelForCausalLM.from_pretrained`, so it is our caption LM in the shapes
+world and any hub checkpoint in the real profile. It is fine-tuned by default: a prototype with a frozen
+tiny LM and only the mapper trained learned almost nothing in 1.5k steps, while fine-tuning did.
+`freeze_lm=True` keeps it fixed (and in eval mode), as ClipCap does with a large pretrained GPT-2.
+
+Embeddings are standardised with the real training set's per-dimension mean and std (kept as buffers
+and saved with the mapper), so the mapper sees unit-scale inputs whatever the image encoder's scale.
+Synthetic embeddings go through the same transform: they are meant to live in the real ones' space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from synth2.io import MissingInputError, atomic_path
+from synth2.models.caption_lm import IGNORE_INDEX, clean_generation, cosine_lr, use_default_causal_lm_loss
+from synth2.params import TrainVLMParams
+
+log = logging.getLogger("synth2")
+
+CONFIG_FILE = "prefix_captioner.json"
+MAPPER_FILE = "mapper.safetensors"
+LM_SUBDIR = "lm"  # LM + tokenizer, loadable on their own with the Auto* classes
+
+Pairs = tuple[np.ndarray | torch.Tensor, Sequence[str]]  # (embeddings [N, D], captions)
+
+
+class PrefixCaptioner(nn.Module):
+    def __init__(
+        self,
+        lm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        embed_dim: int,
+        prefix_length: int,
+        freeze_lm: bool = False,
+        max_caption_tokens: int = 24,
+    ) -> None:
+        super().__init__()
+        self.lm = lm
+        use_default_causal_lm_loss(lm)
+        self.tokenizer = tokenizer
+        self.embed_dim = embed_dim
+        self.prefix_length = prefix_length
+        self.freeze_lm = freeze_lm
+        self.max_caption_tokens = max_caption_tokens
+        hidden = lm.get_input_embeddings().embedding_dim
+        out = hidden * prefix_length
+        # ClipCap's MLP: one tanh hidden layer halfway between input and output width.
+        self.mapper = nn.Sequential(
+            nn.Linear(embed_dim, (embed_dim + out) // 2),
+            nn.Tanh(),
+            nn.Linear((embed_dim + out) // 2, out),
+        )
+        self.register_buffer("emb_mean", torch.zeros(embed_dim))
+        self.register_buffer("emb_std", torch.ones(embed_dim))
+        if freeze_lm:
+            self.lm.requires_grad_(False)
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.emb_mean.device
+
+    def train(self, mode: bool = True) -> "PrefixCaptioner":
+        super().train(mode)
+        if self.freeze_lm:
+            self.lm.eval()  # a frozen LM keeps dropout off, as at inference
+        return self
+
+    def set_embedding_stats(self, embeddings: torch.Tensor) -> None:
+        """Standardise inputs with these embeddings' per-dimension mean and std."""
+        embeddings = embeddings.float()
+        self.emb_mean.copy_(embeddings.mean(0))
+        # A near-constant dimension would otherwise be blown up by a tiny std.
+        self.emb_std.copy_(embeddings.std(0, unbiased=False).clamp_min(1e-3 * embeddings.std().item() + 1e-8))
+
+    def prefix(self, image_emb: torch.Tensor) -> torch.Tensor:
+        """[B, D] image embeddings -> [B, P, H] prefix vectors in the LM's embedding dtype."""
+        x = (image_emb.to(self.device, torch.float32) - self.emb_mean) / self.emb_std
+        prefix = self.mapper(x).view(-1, self.prefix_length, self.mapper[-1].out_features // self.prefix_length)
+        return prefix.to(self.lm.get_input_embeddings().weight.dtype)
+
+    def encode_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded caption ids + <eos> (no <bos>: the prefix starts the sequence) and attention mask."""
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        ids = self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]
+        ids = [(seq + [eos])[: self.max_caption_tokens] for seq in ids]
+        width = max(len(seq) for seq in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, seq in enumerate(ids):
+            input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[i, : len(seq)] = 1
+        return input_ids, attention_mask
+
+    # --- the model ----------------------------------------------------------------------------------
+
+    def forward(self, image_emb: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the caption tokens (prefix and padding masked)."""
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        prefix = self.prefix(image_emb)
+        tokens = self.lm.get_input_embeddings()(input_ids)
+        batch = input_ids.shape[0]
+        prefix_mask = torch.ones(batch, self.prefix_length, dtype=attention_mask.dtype, device=self.device)
+        # Mask by attention_mask, not by pad id: GPT-2-style tokenizers pad with <eos>, which is a label.
+        labels = torch.cat(
+            [
+                torch.full((batch, self.prefix_length), IGNORE_INDEX, dtype=torch.long, device=self.device),
+                input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX),
+            ],
+            dim=1,
+        )
+        return self.lm(
+            inputs_embeds=torch.cat([prefix, tokens], dim=1),
+            attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
+            labels=labels,
+        ).loss
+
+    @torch.inference_mode()
+    def generate(self, image_emb: np.ndarray | torch.Tensor, max_new_tokens: int = 24, batch_size: int = 256) -> list[str]:
+        """Greedy caption per embedding. With only `inputs_embeds`, `generate` returns just the new tokens."""
+        image_emb = torch.as_tensor(image_emb)
+        was_training = self.training
+        self.eval()
+        eos = self.lm.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        captions: list[str] = []
+        for start in range(0, len(image_emb), batch_size):
+            prefix = self.prefix(image_emb[start : start + batch_size])
+            output = self.lm.generate(
+                inputs_embeds=prefix,
+                attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
+            texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
+            captions.extend(clean_generation(text) for text in texts)
+        self.train(was_training)
+        return captions
+
+    # --- persistence --------------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        return {
+            "embed_dim": self.embed_dim,
+            "prefix_length": self.prefix_length,
+            "freeze_lm": self.freeze_lm,
+            "max_caption_tokens": self.max_caption_tokens,
+        }
+
+    def save(self, path: Path | str) -> None:
+        """Mapper (+ embedding stats) as safetensors, config JSON, and the LM + tokenizer, atomically."""
+        mapper_state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("lm.")}
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            save_file(mapper_state, str(tmp / MAPPER_FILE))
+            (tmp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, sort_keys=True) + "\n")
+            self.lm.save_pretrained(tmp / LM_SUBDIR)
+            self.tokenizer.save_pretrained(tmp / LM_SUBDIR)
+
+    @classmethod
+    def load(cls, path: Path | str, device: str | torch.device = "cpu") -> "PrefixCaptioner":
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() or not (path / MAPPER_FILE).is_file():
+            raise MissingInputError(f"{path} is not a saved prefix captioner (no {CONFIG_FILE} or {MAPPER_FILE})")
+        config = json.loads((path / CONFIG_FILE).read_text())
+        lm = AutoModelForCausalLM.from_pretrained(path / LM_SUBDIR)
+        tokenizer = AutoTokenizer.from_pretrained(path / LM_SUBDIR)
+        model = cls(lm, tokenizer, **config)
+        missing, unexpected = model.load_state_dict(load_file(str(path / MAPPER_FILE)), strict=False)
+        if unexpected or any(not k.startswith("lm.") for k in missing):
+            raise MissingInputError(f"{path / MAPPER_FILE} does not match its config: missing {missing}, unexpected {unexpected}")
+        return model.to(device).eval()
+
+
+def train_prefix_captioner(
+    lm_dir: Path | str,
+    real: Pairs,
+    synthetic: Pairs | None,
+    params: TrainVLMParams,
+    seed: int,
+    log_every: int = 100,
+) -> tuple[PrefixCaptioner, list[float]]:
+    """Train a prefix captioner on real pairs, plus synthetic ones if given.
+
+    Every variant runs `params.steps` steps of `params.batch_size` pairs; with synthetic pairs a fixed
+    `round(mix_ratio * batch_size)` of each batch is drawn from them, so variants differ only in data.
+    Pairs are drawn uniformly with replacement from each pool. Returns the model in eval mode and the
+    loss of every step.
+    """
+    real_emb, real_captions = torch.as_tensor(real[0]).float(), list(real[1])
+    if len(real_emb) != len(real_captions) or not len(real_captions):
+        raise ValueError(f"real pairs: {len(real_emb)} embeddings vs {len(real_captions)} captions")
+    n_synthetic = 0
+    if synthetic is not None:
+        syn_emb, syn_captions = torch.as_tensor(synthetic[0]).float(), list(synthetic[1])
+        if len(syn_emb) != len(syn_captions) or not len(syn_captions):
+            raise ValueError(f"synthetic pairs: {len(syn_emb)} embeddings vs {len(syn_captions)} captions")
+        if syn_emb.shape[1] != real_emb.shape[1]:
+            raise ValueError(f"synthetic embeddings have dim {syn_emb.shape[1]}, real ones {real_emb.shape[1]}")
+        n_synthetic = round(params.mix_ratio * params.batch_size)
+    n_real = params.batch_size - n_synthetic
+
+    torch.manual_seed(seed)
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir)
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    model = PrefixCaptioner(
+        lm, tokenizer, real_emb.shape[1], params.prefix_length, params.freeze_lm, params.max_caption_tokens
+    )
+    model.set_embedding_stats(real_emb)
+
+    # One pool of all pairs, tokenised once; synthetic rows follow the real ones.
+    embeddings, captions = real_emb, real_captions
+    if n_synthetic:
+        embeddings, captions = torch.cat([real_emb, syn_emb]), real_captions + syn_captions
+    input_ids, attention_mask = model.encode_captions(captions)
+    lengths = attention_mask.sum(1)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=params.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    warmup = max(1, min(100, params.steps // 10))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, params.steps, warmup))
+    sampler = torch.Generator().manual_seed(seed)
+    log.info(
+        "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch, %d steps, %.2fM trainable params",
+        len(real_captions), len(captions) - len(real_captions), n_real, n_synthetic, params.steps,
+        sum(p.numel() for p in trainable) / 1e6,
+    )
+
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step in range(params.steps):
+        idx = torch.randint(len(real_captions), (n_real,), generator=sampler)
+        if n_synthetic:
+            syn_idx = len(real_captions) + torch.randint(len(captions) - len(real_captions), (n_synthetic,), generator=sampler)
+            idx = torch.cat([idx, syn_idx])
+        width = int(lengths[idx].max())
+        loss = model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == params.steps:
+            recent = losses[-log_every:]
+            log.info(
+                "prefix captioner step %d/%d loss %.4f (%.1f s)",
+                step + 1, params.steps, sum(recent) / len(recent), time.perf_counter() - start,
+            )
+    model.eval()
+    return model, losses
