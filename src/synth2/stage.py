@@ -28,8 +28,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # The world profile's models are tiny: one thread is as fast as two on an idle 2-core machine and
-    # 4-10x faster on a busy one (spinning OpenMP threads). SYNTH2_TORCH_THREADS overrides it.
+    # The world profile's models are tiny; on a busy 2-core machine two threads were measured 4-10x
+    # slower than one (spinning OpenMP threads). SYNTH2_TORCH_THREADS overrides it.
     torch.set_num_threads(int(os.environ.get("SYNTH2_TORCH_THREADS", "1")))
 
 
