@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS: dict = {
     "seed": 0,
     "world": {"pool_size": 400, "real_train_size": 200, "text_corpus_size": 1500, "test_per_combo": 2},
-    "caption_lm": {"steps": 60, "n_embd": 64, "batch_size": 32},
+    "caption_lm": {"steps": 300, "n_embd": 64, "batch_size": 32},
     "captions": {"n_prompted": 200, "n_unprompted": 100, "batch_size": 100},
     "balance": {"target_size": 80, "n_clusters": 8},
     "image_encoder": {"steps": 60, "embed_dim": 32, "batch_size": 64},

@@ -1,0 +1,73 @@
+"""The whole Synth² pipeline, `dvc repro` on a tiny world: every stage runs for real on small data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from synth2 import paths
+from tests.conftest import ROOT, run_stage, stage_env, write_params
+
+pytestmark = pytest.mark.slow
+DVC = str(Path(os.sys.executable).with_name("dvc"))
+
+
+def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    env = stage_env() | {"SYNTH2_TRACKING": "0", "PATH": f"{Path(DVC).parent}:{os.environ['PATH']}"}
+    return subprocess.run([DVC, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    workspace = tmp_path_factory.mktemp("pipeline")
+    shutil.copy(ROOT / "dvc.yaml", workspace)
+    shutil.copytree(ROOT / "src", workspace / "src")  # dvc.yaml declares source files as deps
+    write_params(workspace)
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
+    result = dvc(workspace, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workspace
+
+
+def test_every_variant_is_scored_on_every_split(pipeline: Path):
+    metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
+    keys = {"bleu4", "cider", "attr_colour", "attr_shape", "attr_size", "attr_position", "attr_colour_shape", "attr_all"}
+    for variant in paths.VLM_VARIANTS:
+        for split in ("overall", "seen", "unseen"):
+            assert set(metrics[variant][split]) == keys
+            assert all(0.0 <= metrics[variant][split][k] <= 10.0 for k in keys)
+    assert set(metrics["gain_over_baseline"]) == {"synth", "synth_unbalanced"}
+    assert (pipeline / paths.EVAL_EXAMPLES).read_text().count("\n") > 3
+
+
+def test_stage_outputs_are_complete(pipeline: Path):
+    synthesize = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())
+    assert synthesize["balanced"]["pairs"] > 0
+    assert synthesize["speed"]["pixel_over_embedding_time"] > 0
+    diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
+    # Balancing evens out the concepts the LM over-samples.
+    assert diversity["balanced"]["concept_entropy"] > diversity["unbalanced"]["concept_entropy"]
+    for variant in paths.VLM_VARIANTS:
+        assert (pipeline / paths.vlm_dir(variant) / "lm" / "config.json").exists()
+    assert (pipeline / paths.RECONSTRUCTIONS).stat().st_size > 0
+    assert (pipeline / paths.SYNTHETIC_SHEET).stat().st_size > 0
+    assert not list((pipeline / "data").rglob(".*.tmp*")) and not list((pipeline / "models").glob(".*"))
+
+
+def test_rerun_is_a_no_op(pipeline: Path):
+    status = dvc(pipeline, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+def test_missing_input_names_the_stage_to_run_first(tmp_path: Path):
+    write_params(tmp_path)
+    for stage, upstream in [("caption_lm", "prepare"), ("synthesize", "balance"), ("evaluate", "prepare")]:
+        result = run_stage(stage, tmp_path, check=False)
+        assert result.returncode == 1
+        assert f"run the '{upstream}' stage first" in result.stderr.strip().splitlines()[-1], result.stderr
