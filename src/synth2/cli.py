@@ -1,6 +1,7 @@
 """The `synth2` command line.
 
     synth2 world show --n 16 OUT.png    contact sheet of freshly sampled scenes with their captions
+    synth2 results                      Markdown table of the evaluated variants (after `make run`)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--style", choices=("human", "corpus"), default="human")
     show.add_argument("--image-size", type=int, default=32)
+    commands.add_parser("results", help="print the results table of the last evaluation")
     return parser
 
 
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.n <= 0:
                 raise Synth2Error(f"--n must be positive, got {args.n}")
             world_show(args.n, args.out, args.seed, args.style, args.image_size)
+        elif args.command == "results":
+            from synth2.results import results_table
+
+            print(results_table())
     except Synth2Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
