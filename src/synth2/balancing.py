@@ -47,6 +47,9 @@ log = logging.getLogger("synth2")
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "position", "colour2", "shape2", "relation")
 EmbedFn = Callable[[list[str]], np.ndarray]
+# Work table (with a normalised 'caption') -> one row per caption: ATTRIBUTES, 'concept' and 'is_valid'.
+# The world parses captions; the coco profile labels them with their prompt's concept (synth2.coco).
+Labeller = Callable[[pd.DataFrame], pd.DataFrame]
 
 _SPACES = re.compile(r"\s+")
 _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
@@ -96,6 +99,11 @@ def parse_attributes(captions: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*ATTRIBUTES, "concept", "is_valid"]).astype(
         {name: object for name in (*ATTRIBUTES, "concept")}
     )
+
+
+def parse_labeller(work: pd.DataFrame) -> pd.DataFrame:
+    """The shapes world's labels: what the world parser reads from each caption."""
+    return parse_attributes(work["caption"].tolist())
 
 
 def greedy_near_duplicates(
@@ -174,6 +182,7 @@ class _StepLog:
     """Counts per step for the report, and the error when a step leaves nothing."""
 
     n_input: int
+    hints: dict[str, str] = field(default_factory=lambda: dict(_HINTS))
     steps: list[dict[str, object]] = field(default_factory=list)
 
     def record(self, name: str, n_before: int, n_after: int, seconds: float, **extra: object) -> None:
@@ -185,7 +194,7 @@ class _StepLog:
             chain = " -> ".join([str(self.n_input)] + [f"{s['step']} {s['after']}" for s in self.steps])
             raise Synth2Error(
                 f"no captions survive balancing: step '{name}' removed the last {n_before} "
-                f"({chain}); {_HINTS.get(name, '')}"
+                f"({chain}); {self.hints.get(name, '')}"
             )
 
 
@@ -194,6 +203,8 @@ def balance_captions(
     params: BalanceParams,
     seed: int,
     embed_fn: EmbedFn = embed_texts,
+    labeller: Labeller = parse_labeller,
+    unlabelled_hint: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Select up to `params.target_size` diverse captions balanced over concepts and clusters.
 
@@ -203,10 +214,12 @@ def balance_captions(
     ATTRIBUTES, 'concept' ("red star") and 'cluster' (input columns of those names are replaced).
     `report` is JSON-ready: per-step counts in 'steps', 'removed' by step, and whether the target was
     met. Raises `Synth2Error` naming the step that removed the last caption when none survive.
+    `labeller` supplies the labels (default: the world parser); the 'unparseable' step drops the rows it
+    marks invalid, and `unlabelled_hint` replaces that step's hint when it drops them all.
     """
     if "caption" not in df.columns:
         raise Synth2Error(f"captions table has no 'caption' column (columns: {list(df.columns)})")
-    steps = _StepLog(n_input=len(df))
+    steps = _StepLog(n_input=len(df), hints=_HINTS | ({"unparseable": unlabelled_hint} if unlabelled_hint else {}))
     if len(df) == 0:
         steps.record("input", 0, 0, 0.0)
 
@@ -229,7 +242,7 @@ def balance_captions(
 
     t = time.perf_counter()
     before = len(work)
-    attrs = parse_attributes(work["caption"].tolist())
+    attrs = labeller(work)
     work = _attach(work, attrs)[attrs["is_valid"].to_numpy()].reset_index(drop=True)
     steps.record("unparseable", before, len(work), time.perf_counter() - t)
 
@@ -278,7 +291,7 @@ def balance_captions(
     return selected, report
 
 
-def unbalanced_selection(df: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+def unbalanced_selection(df: pd.DataFrame, size: int, seed: int, labeller: Labeller = parse_labeller) -> pd.DataFrame:
     """The ablation: a plain seeded sample of `size` rows, with no dedup, no filtering, no balancing.
 
     Duplicates and unparseable captions stay in (their attributes and concept are None). Captions
@@ -296,8 +309,7 @@ def unbalanced_selection(df: pd.DataFrame, size: int, seed: int) -> pd.DataFrame
     sample = df.sample(n=n, random_state=seed).reset_index(drop=True)
     sample["caption_raw"] = sample["caption"]
     sample["caption"] = [normalise_caption(c) for c in sample["caption"]]
-    attrs = parse_attributes(sample["caption"].tolist())
-    return _attach(sample, attrs)
+    return _attach(sample, labeller(sample))
 
 
 def _attach(df: pd.DataFrame, attrs: pd.DataFrame) -> pd.DataFrame:
@@ -308,5 +320,6 @@ def _attach(df: pd.DataFrame, attrs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _content_keys(df: pd.DataFrame) -> list[tuple[object, ...]]:
-    # Everything the parser read: two captions with equal keys say the same thing about a scene.
-    return list(df[list(ATTRIBUTES)].itertuples(index=False, name=None))
+    # Everything the parser read: two captions with equal keys say the same thing about a scene. The
+    # concept adds nothing in the world (it is colour + shape) and is the only label in the coco profile.
+    return list(df[[*ATTRIBUTES, "concept"]].itertuples(index=False, name=None))

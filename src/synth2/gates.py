@@ -198,6 +198,27 @@ def real_tables(g: GateParams) -> list[Table]:
     return tables
 
 
+def coco_real_tables(g: GateParams) -> list[Table]:
+    """coco profile tables: ids and captions present, every test image with references, concepts unique."""
+    gxe = _expectations()
+    tables = []
+    for name, path in (("real_train", paths.REAL_TRAIN), ("test", paths.TEST)):
+        frame = read_parquet(path, "prepare", columns=["image_id", "file_name"])
+        exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1),
+                *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("image_id", "file_name"))]  # fmt: skip
+        if name == "real_train":
+            exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
+        else:
+            frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
+            exps += [gxe.ExpectColumnValuesToBeUnique(column="image_id"), gxe.ExpectColumnValuesToNotBeNull(column="seen"),
+                     gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1)]  # fmt: skip
+        tables.append(Table(name, frame, exps, ["image_id", "file_name", "caption"]))
+    concepts = read_parquet(paths.CONCEPTS, "prepare")
+    tables.append(Table("concepts", concepts, [gxe.ExpectColumnValuesToNotBeNull(column="concept"),
+                                               gxe.ExpectColumnValuesToBeUnique(column="concept")], ["concept"]))
+    return tables
+
+
 def caption_tables(g: GateParams) -> list[Table]:
     """Raw LM captions: present, mostly well-formed and of sane length, not all one caption."""
     gxe = _expectations()
@@ -219,8 +240,12 @@ def caption_tables(g: GateParams) -> list[Table]:
     return tables
 
 
-def balanced_tables(g: GateParams) -> list[Table]:
-    """Balanced captions: complete, all of sane length, unique, covering the concepts evenly."""
+def balanced_tables(g: GateParams, labels: tuple[str, ...] = ("colour", "shape"), concept_kind: str = "combo") -> list[Table]:
+    """Balanced captions: complete, all of sane length, unique, covering the concepts evenly.
+
+    `labels` are the columns balancing must have filled besides the concept (the world's parsed
+    attributes; none in the coco profile) and `concept_kind` the kind of concept it balances over.
+    """
     gxe = _expectations()
     frame = read_parquet(paths.BALANCED, "balance", columns=["caption", "concept"])
     frame = frame.assign(n_words=_words(frame["caption"]))
@@ -228,11 +253,11 @@ def balanced_tables(g: GateParams) -> list[Table]:
     # balance labels each caption with its parsed colour-shape combination: those are the concepts to
     # cover (the world's concept table also lists bare colours and shapes, used only as prompts).
     if "kind" in concepts:
-        concepts = concepts[concepts["kind"] == "combo"]
+        concepts = concepts[concepts["kind"] == concept_kind]
     concept_set = concepts["concept"].dropna().unique().tolist()
     exps = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("caption", "concept", "colour", "shape")),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("caption", "concept", *labels)),
         gxe.ExpectColumnValuesToBeBetween(column="n_words", min_value=g.caption_min_words, max_value=g.caption_max_words),
         gxe.ExpectColumnValuesToMatchRegex(column="caption", regex=CAPTION_PATTERN),
         gxe.ExpectColumnValuesToBeUnique(column="caption"),
@@ -248,7 +273,7 @@ def balanced_tables(g: GateParams) -> list[Table]:
         gxe.ExpectColumnValuesToBeBetween(column="ratio_to_min", max_value=g.balanced_max_concept_ratio),
     ]
     return [
-        Table("balanced", frame, exps, ["caption", "concept", "colour", "shape", "n_words"]),
+        Table("balanced", frame, exps, ["caption", "concept", *labels, "n_words"]),
         Table("concept_histogram", histogram, hist_exps, ["concept", "count", "ratio_to_min"]),
     ]
 
@@ -295,11 +320,20 @@ GATES: dict[str, Callable[[GateParams], list[Table]]] = {
 }
 
 
+def gate_tables(gate: str, params: Params) -> list[Table]:
+    """The gate's tables for the profile: the coco profile has no world attributes to check."""
+    if params.profile == "coco" and gate == "real":
+        return coco_real_tables(params.gates)
+    if params.profile == "coco" and gate == "balanced":
+        return balanced_tables(params.gates, labels=(), concept_kind="class")
+    return GATES[gate](params.gates)
+
+
 def run_gate(gate: str, params: Params) -> GateResult:
     """Validate, write the report, log it to MLflow; raise GateError when an expectation failed."""
     if gate not in GATES:
         raise GateError(f"unknown gate '{gate}'; choose one of {', '.join(GATES)}")
-    result = validate(gate, GATES[gate](params.gates), params.gates.model_dump())
+    result = validate(gate, gate_tables(gate, params), params.gates.model_dump())
     report_path = paths.gate_report(gate)
     write_json(result.report, report_path)
     tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})

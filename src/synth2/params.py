@@ -20,6 +20,8 @@ PARAMS_FILE = Path("params.yaml")
 PosInt = Annotated[int, Field(gt=0)]
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
+# Real-model profile: precision of a loaded checkpoint ("auto": bf16/fp16 on a GPU, fp32 on the CPU).
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 class ParamsError(Synth2Error):
@@ -42,6 +44,30 @@ class WorldParams(Section):
     two_object_prob: Prob = 0.2
 
 
+class CocoParams(Section):
+    """The coco profile's data: COCO-format captions JSON and its image folder (local paths)."""
+
+    annotations: str = "data/coco/annotations/captions_train2017.json"
+    image_dir: str = "data/coco/train2017"
+    # JSON {"train": [image ids], "val": [...], "test": [...]}; without it, seeded fractions split the images.
+    split_file: str | None = None
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    # The scarce human pairs: at most this many training images (all their captions), seeded choice.
+    max_train_images: PosInt | None = None
+    max_test_images: PosInt | None = None
+    # Images the JSON names but the folder lacks (or that cannot be read): counted, then skipped or fatal.
+    missing_images: Literal["skip", "fail"] = "skip"
+    # One concept per line: what the caption LLM is prompted with (COCO's 80 class names by default).
+    concepts_file: str = "src/synth2/data/coco_classes.txt"
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_images(self) -> "CocoParams":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be below 1 (got {self.val_fraction} + {self.test_fraction})")
+        return self
+
+
 class CaptionLMParams(Section):
     n_layer: PosInt = 2
     n_head: PosInt = 4
@@ -54,6 +80,8 @@ class CaptionLMParams(Section):
     unprompted_fraction: Prob = 0.2
     # Context length: prompt + caption + eos (word tokens); longer examples are truncated.
     n_positions: Annotated[int, Field(ge=16, le=1024)] = 64
+    # coco profile: the caption LLM (local directory or hub id), validated and snapshotted to models/caption_lm.
+    pretrained: str = ""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "CaptionLMParams":
@@ -72,6 +100,11 @@ class CaptionsParams(Section):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     max_new_tokens: PosInt = 24
     batch_size: PosInt = 256
+    # coco profile: wrap prompts in the tokenizer's chat template when it has one; load in this precision;
+    # cut each caption to its first sentence and at most max_words words.
+    chat_template: bool = True
+    dtype: Precision = "auto"
+    max_words: PosInt = 30
 
     @model_validator(mode="after")
     def _template_has_slot(self) -> "CaptionsParams":
@@ -90,6 +123,8 @@ class BalanceParams(Section):
     n_clusters: PosInt = 32
     min_words: PosInt = 3
     max_words: PosInt = 30
+    # coco profile: keep only captions that name the concept they were prompted with.
+    require_concept_mention: bool = True
 
 
 class ImageEncoderParams(Section):
@@ -100,6 +135,13 @@ class ImageEncoderParams(Section):
     # Weight of the image-gradient term: plain MSE on small objects encodes shape poorly.
     gradient_loss_weight: Annotated[float, Field(ge=0.0)] = 1.0
     probe_holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    # coco profile: a pretrained vision model with CLIPVisionModelWithProjection's interface (its output
+    # has `image_embeds`), the transformers class that loads it, and its image processor (default: the
+    # model's own directory).
+    model: str = "openai/clip-vit-base-patch32"
+    model_class: str = "CLIPVisionModelWithProjection"
+    image_processor: str | None = None
+    dtype: Precision = "auto"
 
 
 class PriorParams(Section):
@@ -111,11 +153,24 @@ class PriorParams(Section):
     lr: PosFloat = 1e-3
     num_train_timesteps: PosInt = 1000
     num_inference_steps: PosInt = 50
+    # "trained": a PriorTransformer fitted on the real pairs only (the paper's fair setting);
+    # "pipeline" (coco profile): a pretrained diffusers prior pipeline such as KandinskyV22PriorPipeline,
+    # whose image embeddings must live in image_encoder.model's space.
+    kind: Literal["trained", "pipeline"] = "trained"
+    pipeline: str = "kandinsky-community/kandinsky-2-2-prior"
+    guidance_scale: Annotated[float, Field(ge=0.0)] = 4.0
+    dtype: Precision = "auto"
 
 
 class SynthesizeParams(Section):
     batch_size: PosInt = 512
     timing_captions: PosInt = 512
+    # coco profile: a diffusers decoder pipeline taking image embeddings (e.g. KandinskyV22Pipeline) for the
+    # pixel-space timing path (prior -> decoder -> image encoder); without one only embedding space is timed.
+    decoder: str | None = None
+    decoder_steps: PosInt = 25
+    decoder_image_size: Annotated[int, Field(ge=32, le=2048, multiple_of=8)] = 512
+    dtype: Precision = "auto"
 
 
 class TrainVLMParams(Section):
@@ -127,6 +182,18 @@ class TrainVLMParams(Section):
     mix_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     freeze_lm: bool = False
     max_caption_tokens: PosInt = 24
+    # coco profile: the VLM's causal LM (local directory or hub id); unset = the caption LLM snapshot.
+    lm_path: str | None = None
+    # With freeze_lm, train the top N transformer blocks of the LM as well (0: the mapper only).
+    unfreeze_top_layers: Annotated[int, Field(ge=0)] = 0
+    # Autocast precision on a GPU ("fp32": none); the CPU always trains in fp32.
+    mixed_precision: Precision = "auto"
+
+    @model_validator(mode="after")
+    def _unfreeze_needs_frozen_lm(self) -> "TrainVLMParams":
+        if self.unfreeze_top_layers and not self.freeze_lm:
+            raise ValueError("unfreeze_top_layers needs freeze_lm: true (an unfrozen LM trains every layer already)")
+        return self
 
 
 class EvaluateParams(Section):
@@ -162,8 +229,12 @@ class OrchestrationParams(Section):
 
 class Params(Section):
     seed: Annotated[int, Field(ge=0)] = 0
-    profile: Literal["world"] = "world"
+    # world: the embedded shapes world; coco: COCO-format data and pretrained Hugging Face models.
+    profile: Literal["world", "coco"] = "world"
+    # Where models run: auto (a GPU when there is one), cpu, cuda or cuda:N.
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     world: WorldParams = WorldParams()
+    coco: CocoParams = CocoParams()
     caption_lm: CaptionLMParams = CaptionLMParams()
     captions: CaptionsParams = CaptionsParams()
     balance: BalanceParams = BalanceParams()
@@ -176,10 +247,21 @@ class Params(Section):
     gates: GateParams = GateParams()
     orchestration: OrchestrationParams = OrchestrationParams()
 
+    @model_validator(mode="after")
+    def _profile_fits(self) -> "Params":
+        if self.profile == "coco" and "attr_" in self.tracking.champion_metric:
+            raise ValueError(f"tracking.champion_metric '{self.tracking.champion_metric}' is a shapes-world metric; "
+                             "the coco profile scores bleu4 and cider (e.g. overall.cider)")  # fmt: skip
+        if self.profile == "world" and self.prior.kind == "pipeline":
+            raise ValueError("prior.kind 'pipeline' needs profile: coco (a pretrained prior speaks CLIP, not the world's encoder)")
+        return self
+
 
 def _describe(error: dict, path: Path) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "<top level>"
     given = error.get("input")
+    if not error["loc"] and error["type"] == "value_error":  # a check across sections names its keys itself
+        return f"{path}: " + error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}' (value {given!r}); remove it or fix its spelling"
     allowed = error["msg"].removeprefix("Value error, ")

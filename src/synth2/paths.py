@@ -11,7 +11,7 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-# prepare: the shapes world
+# prepare: the shapes world, or (profile coco) the same tables read from a COCO-format dataset
 WORLD = DATA / "world"
 PIXELS = WORLD / "pixels.safetensors"  # one uint8 array [N, H, W, 3]; tables reference rows by image_id
 POOL = WORLD / "unlabeled_pool.parquet"
@@ -19,6 +19,7 @@ REAL_TRAIN = WORLD / "real_train.parquet"
 TEXT_CORPUS = WORLD / "text_corpus.parquet"
 TEST = WORLD / "test.parquet"
 CONCEPTS = WORLD / "concepts.parquet"
+VAL = WORLD / "val.parquet"  # coco profile only: held out for model selection, same columns as test
 PREPARE_METRICS = METRICS / "prepare.json"
 
 # caption_lm
@@ -44,6 +45,7 @@ REAL_EMBEDDINGS = EMBEDDINGS / "real_train.safetensors"
 TEST_EMBEDDINGS = EMBEDDINGS / "test.safetensors"
 IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
 RECONSTRUCTIONS = REPORTS / "image_encoder" / "reconstructions.png"
+IMAGE_SAMPLES = REPORTS / "image_encoder" / "samples.png"  # coco profile: real images with a caption each
 IMAGE_ENCODER_LOSS = PLOTS / "image_encoder_loss.csv"
 
 # prior
@@ -60,6 +62,7 @@ SYNTHETIC_BALANCED_CAPTIONS = SYNTHETIC / "balanced.parquet"
 SYNTHETIC_UNBALANCED_CAPTIONS = SYNTHETIC / "unbalanced.parquet"
 SYNTHESIZE_METRICS = METRICS / "synthesize.json"
 SYNTHETIC_SHEET = REPORTS / "synthesize" / "synthetic.png"
+SYNTHETIC_EXAMPLES = REPORTS / "synthesize" / "examples.md"  # coco profile without a decoder
 
 # train_vlm (one directory per variant)
 VLM_VARIANTS = ("baseline", "synth", "synth_unbalanced")

@@ -8,7 +8,10 @@ the causal LM reads them through `inputs_embeds`, followed by the caption's toke
 The LM is loaded with `AutoModelForCausalLM.from_pretrained`, so it is our caption LM in the shapes
 world and any hub checkpoint in the real profile. It is fine-tuned by default: a prototype with a frozen
 tiny LM and only the mapper trained learned almost nothing in 1.5k steps, while fine-tuning did.
-`freeze_lm=True` keeps it fixed (and in eval mode), as ClipCap does with a large pretrained GPT-2.
+`freeze_lm=True` keeps it fixed (and in eval mode), as ClipCap does with a large pretrained GPT-2;
+`unfreeze_top_layers=N` then trains its top N transformer blocks too (found generically: the module list
+with one entry per hidden layer), the usual middle ground for a large LM on a small dataset.
+Training runs on any device; on a GPU, `autocast_dtype` turns on mixed precision.
 
 Embeddings are standardised with the real training set's per-dimension mean and std (kept as buffers
 and saved with the mapper), so the mapper sees unit-scale inputs whatever the image encoder's scale.
@@ -51,6 +54,7 @@ class PrefixCaptioner(nn.Module):
         prefix_length: int,
         freeze_lm: bool = False,
         max_caption_tokens: int = 24,
+        unfreeze_top_layers: int = 0,
     ) -> None:
         super().__init__()
         self.lm = lm
@@ -70,8 +74,12 @@ class PrefixCaptioner(nn.Module):
         )
         self.register_buffer("emb_mean", torch.zeros(embed_dim))
         self.register_buffer("emb_std", torch.ones(embed_dim))
+        self.unfreeze_top_layers = unfreeze_top_layers
         if freeze_lm:
             self.lm.requires_grad_(False)
+            if unfreeze_top_layers:
+                for block in transformer_blocks(lm)[-unfreeze_top_layers:]:
+                    block.requires_grad_(True)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -83,6 +91,9 @@ class PrefixCaptioner(nn.Module):
         super().train(mode)
         if self.freeze_lm:
             self.lm.eval()  # a frozen LM keeps dropout off, as at inference
+            if mode and self.unfreeze_top_layers:
+                for block in transformer_blocks(self.lm)[-self.unfreeze_top_layers :]:
+                    block.train()
         return self
 
     def set_embedding_stats(self, embeddings: torch.Tensor) -> None:
@@ -168,6 +179,7 @@ class PrefixCaptioner(nn.Module):
             "prefix_length": self.prefix_length,
             "freeze_lm": self.freeze_lm,
             "max_caption_tokens": self.max_caption_tokens,
+            "unfreeze_top_layers": self.unfreeze_top_layers,
         }
 
     def save(self, path: Path | str) -> None:
@@ -195,6 +207,16 @@ class PrefixCaptioner(nn.Module):
         return model.to(device).eval()
 
 
+def transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
+    """The LM's stack of transformer blocks, bottom first, for any architecture (GPT-2's `h`, Llama's
+    `layers`, ...): the module list with exactly one entry per hidden layer."""
+    n_layers = lm.config.get_text_config().num_hidden_layers
+    for module in lm.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ValueError(f"{type(lm).__name__}: no module list of {n_layers} transformer blocks found to unfreeze")
+
+
 def train_prefix_captioner(
     lm_dir: Path | str,
     real: Pairs,
@@ -202,13 +224,16 @@ def train_prefix_captioner(
     params: TrainVLMParams,
     seed: int,
     log_every: int = 100,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype = torch.float32,
 ) -> tuple[PrefixCaptioner, list[float]]:
     """Train a prefix captioner on real pairs, plus synthetic ones if given.
 
     Every variant runs `params.steps` steps of `params.batch_size` pairs; with synthetic pairs a fixed
     `round(mix_ratio * batch_size)` of each batch is drawn from them, so variants differ only in data.
     Pairs are drawn uniformly with replacement from each pool. Returns the model in eval mode and the
-    loss of every step.
+    loss of every step. `device` places the model; on a GPU a half `autocast_dtype` runs the forward pass in
+    mixed precision (fp16 with a gradient scaler), while weights and optimiser state stay fp32.
     """
     real_emb, real_captions = torch.as_tensor(real[0]).float(), list(real[1])
     if len(real_emb) != len(real_captions) or not len(real_captions):
@@ -227,9 +252,14 @@ def train_prefix_captioner(
     lm = AutoModelForCausalLM.from_pretrained(lm_dir)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     model = PrefixCaptioner(
-        lm, tokenizer, real_emb.shape[1], params.prefix_length, params.freeze_lm, params.max_caption_tokens
+        lm, tokenizer, real_emb.shape[1], params.prefix_length, params.freeze_lm, params.max_caption_tokens,
+        params.unfreeze_top_layers,
     )
     model.set_embedding_stats(real_emb)
+    device = torch.device(device)
+    model.to(device)
+    mixed = device.type == "cuda" and autocast_dtype != torch.float32
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed and autocast_dtype == torch.float16)
 
     # One pool of all pairs, tokenised once; synthetic rows follow the real ones.
     embeddings, captions = real_emb, real_captions
@@ -258,11 +288,14 @@ def train_prefix_captioner(
             syn_idx = len(real_captions) + torch.randint(len(captions) - len(real_captions), (n_synthetic,), generator=sampler)
             idx = torch.cat([idx, syn_idx])
         width = int(lengths[idx].max())
-        loss = model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=mixed):
+            loss = model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         losses.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == params.steps:

@@ -4,6 +4,11 @@ Writes the balanced selection (deduplicated, parseable, balanced over concepts a
 an unbalanced selection of the same size for the ablation (unprompted samples, no dedup, no balancing),
 and a diversity report of the raw prompted set and both selections, all measured against one shared
 clustering so that "clusters covered" compares like with like.
+
+Concepts: in the world each caption's parsed colour-shape combination; in the coco profile the class a
+caption was prompted with for the balanced selection (kept only when the caption names it, unless
+`balance.require_concept_mention` is off), and the first class a caption names for the raw and
+unbalanced sets, which have no prompt to go by.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from synth2 import paths
-from synth2.balancing import balance_captions, parse_attributes, unbalanced_selection
+from synth2.balancing import Labeller, balance_captions, parse_labeller, unbalanced_selection
+from synth2.coco import mention_labeller, prompt_labeller
 from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
 from synth2.io import read_parquet, write_json, write_parquet
 from synth2.params import Params
@@ -37,13 +44,25 @@ class CachedEmbedder:
         return np.stack([self.vectors[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
 
+def labellers(params: Params) -> tuple[Labeller, Labeller, str | None]:
+    """(prompted labeller, unprompted labeller, hint when no prompted caption gets a label) for the profile."""
+    if params.profile != "coco":
+        return parse_labeller, parse_labeller, None
+    concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])["concept"].tolist()
+    hint = ("no caption names the concept it was prompted with; check captions.prompt_template and the LLM, "
+            "or set balance.require_concept_mention: false")  # fmt: skip
+    return prompt_labeller(params.balance.require_concept_mention), mention_labeller(concepts), hint
+
+
 def run(params: Params) -> None:
     prompted = read_parquet(paths.PROMPTED_CAPTIONS, "captions", columns=["caption", "concept"])
     unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, "captions", columns=["caption"])
     embed = CachedEmbedder()
+    label_prompted, label_unprompted, hint = labellers(params)
 
-    balanced, steps = balance_captions(prompted, params.balance, params.seed, embed_fn=embed)
-    unbalanced = unbalanced_selection(unprompted, len(balanced), params.seed)
+    balanced, steps = balance_captions(prompted, params.balance, params.seed, embed_fn=embed, labeller=label_prompted,
+                                       unlabelled_hint=hint)  # fmt: skip
+    unbalanced = unbalanced_selection(unprompted, len(balanced), params.seed, labeller=label_unprompted)
     write_parquet(balanced, paths.BALANCED)
     write_parquet(unbalanced, paths.UNBALANCED)
 
@@ -57,7 +76,7 @@ def run(params: Params) -> None:
                                 n_clusters=params.balance.n_clusters, seed=params.seed)  # fmt: skip
 
     diversity = {
-        "prompted_raw": report(raw, parse_attributes(raw)["concept"].tolist()),
+        "prompted_raw": report(raw, label_unprompted(pd.DataFrame({"caption": raw}))["concept"].tolist()),
         "balanced": report(balanced["caption"].tolist(), balanced["concept"].tolist()),
         "unbalanced": report(unbalanced["caption"].tolist(), unbalanced["concept"].tolist()),
         "balancing_steps": steps,

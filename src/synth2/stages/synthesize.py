@@ -4,6 +4,10 @@ Synthesis stays in embedding space, as in the paper. To measure what that saves,
 go through the pixel-space path (prior → autoencoder decoder → pixels → image encoder) and both
 throughputs are written as metrics. A contact sheet of decoded synthetic embeddings, held-out
 combinations first, shows what the prior imagines.
+
+In the coco profile the captions carry a class concept instead of world attributes; "held out" means a
+concept no human training caption names. The pixel path there needs a decoder pipeline
+(`synthesize.decoder`); without one only the embedding path is timed and the report lists examples.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import pandas as pd
 
 from synth2 import paths
 from synth2.contact_sheet import contact_sheet
-from synth2.io import read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
+from synth2.coco import mentions
+from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
@@ -26,29 +31,26 @@ from synth2.text_embed import embed_texts
 log = logging.getLogger("synth2")
 SHEET_SIZE = 16
 CAPTION_COLUMNS = ["caption", "concept", "colour", "shape", "size", "position", "colour2", "shape2", "relation"]
+COCO_CAPTION_COLUMNS = ["caption", "concept"]
+N_EXAMPLES = 16
 
 
 def run(params: Params) -> None:
     p = params.synthesize
+    coco = params.profile == "coco"
+    columns = COCO_CAPTION_COLUMNS if coco else CAPTION_COLUMNS
     selections = {
-        "balanced": (read_parquet(paths.BALANCED, "balance", columns=CAPTION_COLUMNS), paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
-        "unbalanced": (read_parquet(paths.UNBALANCED, "balance", columns=CAPTION_COLUMNS), paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS),
+        "balanced": (read_parquet(paths.BALANCED, "balance", columns=columns), paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
+        "unbalanced": (read_parquet(paths.UNBALANCED, "balance", columns=columns), paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS),
     }  # fmt: skip
+    synthesize = embedding_synthesizer(params)
+    if coco:
+        synthesize_all(selections, synthesize, params)
+        return
     seen_combos = set(read_parquet(paths.REAL_TRAIN, "prepare", columns=["combo"])["combo"])
-    prior, scheduler = load_prior(require_dir(paths.PRIOR, "prior"))
     autoencoder = load_autoencoder(require_dir(paths.IMAGE_ENCODER, "image_encoder"))
 
-    def synthesize(captions: list[str], seed: int) -> np.ndarray:
-        return sample_prior(prior, scheduler, embed_texts(captions), params.prior.num_inference_steps, p.batch_size, seed)
-
-    metrics: dict = {}
-    for name, (table, emb_path, caption_path) in selections.items():
-        log.info("synthesising %d %s embeddings", len(table), name)
-        embeddings = require_finite(synthesize(table["caption"].tolist(), params.seed), f"synthetic {name} embeddings")
-        write_tensors({"embeddings": embeddings}, emb_path)
-        write_parquet(table.reset_index(drop=True), caption_path)
-        metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
-
+    metrics = synthesize_selections(selections, synthesize, params.seed)
     balanced = selections["balanced"][0]
     metrics["speed"] = time_paths(balanced["caption"].tolist()[: p.timing_captions], synthesize, autoencoder, params.seed)
     metrics["balanced"]["held_out_pairs"] = int((~balanced["concept"].isin(seen_combos)).sum())
@@ -57,6 +59,59 @@ def run(params: Params) -> None:
     log.info("embedding path %.0f captions/s, pixel path %.0f captions/s (pixel/embedding time %.2fx)",
              metrics["speed"]["embedding_captions_per_s"], metrics["speed"]["pixel_captions_per_s"],
              metrics["speed"]["pixel_over_embedding_time"])  # fmt: skip
+
+
+def synthesize_selections(selections: dict, synthesize, seed: int) -> dict:
+    """Write each selection's synthetic embeddings and row-aligned captions; return per-selection metrics."""
+    metrics: dict = {}
+    for name, (table, emb_path, caption_path) in selections.items():
+        log.info("synthesising %d %s embeddings", len(table), name)
+        embeddings = require_finite(synthesize(table["caption"].tolist(), seed), f"synthetic {name} embeddings")
+        write_tensors({"embeddings": embeddings}, emb_path)
+        write_parquet(table.reset_index(drop=True), caption_path)
+        metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
+    return metrics
+
+
+def embedding_synthesizer(params: Params):
+    """captions, seed -> image embeddings [N, D] float32, from the prior stage's output."""
+    prior, scheduler = load_prior(require_dir(paths.PRIOR, "prior"))
+
+    def synthesize(captions: list[str], seed: int) -> np.ndarray:
+        return sample_prior(prior, scheduler, embed_texts(captions), params.prior.num_inference_steps,
+                            params.synthesize.batch_size, seed)  # fmt: skip
+
+    return synthesize
+
+
+def synthesize_all(selections: dict, synthesize, params: Params) -> None:
+    """coco profile: embeddings and captions of both selections, embedding-path timing, example report."""
+    metrics = synthesize_selections(selections, synthesize, params.seed)
+    balanced = selections["balanced"][0]
+    real_captions = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])["caption"]
+    named = {c for c in balanced["concept"].dropna().unique() if real_captions.map(lambda t, c=c: mentions(t, c)).any()}
+    metrics["balanced"]["held_out_pairs"] = int((~balanced["concept"].isin(named)).sum())
+    metrics["speed"] = time_embedding_path(balanced["caption"].tolist()[: params.synthesize.timing_captions], synthesize, params.seed)
+    metrics["speed"]["pixel_path"] = "not configured (set synthesize.decoder)"
+    write_json(metrics, paths.SYNTHESIZE_METRICS)
+    write_examples(balanced.head(N_EXAMPLES), named)
+    log.info("embedding path %.0f captions/s", metrics["speed"]["embedding_captions_per_s"])
+
+
+def time_embedding_path(captions: list[str], synthesize, seed: int) -> dict[str, float]:
+    synthesize(captions[:8], seed)  # warm-up: first calls pay for lazy initialisation
+    start = time.perf_counter()
+    synthesize(captions, seed)
+    seconds = time.perf_counter() - start
+    return {"captions": len(captions), "embedding_seconds": round(seconds, 3), "embedding_captions_per_s": len(captions) / seconds}
+
+
+def write_examples(sample: pd.DataFrame, named: set[str]) -> None:
+    """Markdown list of synthesised captions (no pixels to show without a decoder)."""
+    lines = ["| concept | named by human captions | caption |", "|---|---|---|"]
+    lines += [f"| {c} | {'yes' if c in named else 'no'} | {t} |" for c, t in zip(sample["concept"], sample["caption"])]
+    with atomic_path(paths.SYNTHETIC_EXAMPLES) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def time_paths(captions: list[str], synthesize, autoencoder, seed: int) -> dict[str, float]:

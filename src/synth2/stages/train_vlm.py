@@ -5,6 +5,9 @@
 * synth_unbalanced: real + unbalanced synthetic pairs (the ablation).
 
 One code path, identical settings and step budget: the variants differ only in their data.
+
+The LM is the caption LM's output by default; in the coco profile `train_vlm.lm_path` can name any other
+causal LM (local directory or hub id). Training runs on `device`, with mixed precision on a GPU.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from synth2.errors import Synth2Error
 from synth2.io import read_parquet, read_tensors, require_dir, write_curve, write_json
 from synth2.models.prefix_captioner import train_prefix_captioner
 from synth2.params import Params
+from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 from synth2.stage import run_stage
 from synth2.stages.caption_lm import smoothed_curve
 
@@ -42,14 +46,24 @@ def synthetic_pairs(variant: str) -> tuple[np.ndarray, list[str]] | None:
     return embeddings, captions
 
 
+def vlm_lm_dir(params: Params):
+    """The VLM's LM: `train_vlm.lm_path` in the coco profile when set, else the caption LM's output."""
+    if params.profile == "coco" and params.train_vlm.lm_path:
+        return resolve_source(params.train_vlm.lm_path, "train_vlm.lm_path")
+    return require_dir(paths.CAPTION_LM, "caption_lm")
+
+
 def train_variant(variant: str, params: Params) -> None:
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
     real_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
     synthetic = synthetic_pairs(variant)
-    lm_dir = require_dir(paths.CAPTION_LM, "caption_lm")
+    lm_dir = vlm_lm_dir(params)
+    device = resolve_device(params.device)
+    autocast_dtype = resolve_dtype(params.train_vlm.mixed_precision, device)
 
     start = time.perf_counter()
-    model, losses = train_prefix_captioner(lm_dir, (real_emb, real["caption"].tolist()), synthetic, params.train_vlm, params.seed)
+    model, losses = train_prefix_captioner(lm_dir, (real_emb, real["caption"].tolist()), synthetic, params.train_vlm,
+                                           params.seed, device=device, autocast_dtype=autocast_dtype)  # fmt: skip
     seconds = time.perf_counter() - start
     model.save(paths.vlm_dir(variant))
     write_curve(smoothed_curve(losses), paths.vlm_loss(variant))

@@ -1,0 +1,267 @@
+"""COCO-format captions for the coco profile, read into the same tables the shapes world writes.
+
+* real_train: (image_id, caption, file_name), one row per human caption of a training image;
+* val, test: (image_id, file_name, references, seen), one row per image, every caption a reference;
+* concepts: (concept, kind="class"), the prompts of the caption LLM, from a text file (one per line).
+
+`seen` marks a test image whose references name only concepts that some human training caption names
+too (or none at all): the coco counterpart of the world's held-out colour–shape combinations, which
+matters when the human pairs are few. Concept mentions are whole-word, case-insensitive matches that
+allow a plural "s"/"es" ("dogs", "buses").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from synth2.errors import Synth2Error
+from synth2.params import CocoParams
+
+log = logging.getLogger("synth2")
+
+DEFAULT_CONCEPTS = CocoParams.model_fields["concepts_file"].default
+PACKAGED_CONCEPTS = Path(__file__).with_name("data") / "coco_classes.txt"
+SPLITS = ("train", "val", "test")
+MISSING_EXAMPLES = 5
+
+
+class CocoError(Synth2Error):
+    """The COCO annotations, split file, images or concepts file are missing or malformed."""
+
+
+@dataclass
+class CocoData:
+    real_train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    concepts: pd.DataFrame
+    report: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(images: image_id, file_name; captions: image_id, caption) from a COCO captions JSON."""
+    if not path.is_file():
+        raise CocoError(f"coco.annotations: no file at '{path}'; point it at a COCO captions JSON (e.g. captions_train2017.json)")
+    try:
+        raw = json.loads(path.read_text())
+        images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"])} for i in raw["images"]])
+        captions = pd.DataFrame([{"image_id": int(a["image_id"]), "caption": " ".join(str(a["caption"]).split())}
+                                 for a in raw["annotations"]])  # fmt: skip
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CocoError(f"coco.annotations: '{path}' is not valid JSON ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CocoError(f"coco.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
+                        f"annotations[].image_id/caption ({type(exc).__name__}: {exc})") from None  # fmt: skip
+    if images.empty or captions.empty:
+        raise CocoError(f"coco.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both")
+    unknown = ~captions["image_id"].isin(images["image_id"])
+    if unknown.any():
+        raise CocoError(f"coco.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
+                        f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})")  # fmt: skip
+    return images.drop_duplicates("image_id"), captions[captions["caption"] != ""]
+
+
+def read_concepts(value: str) -> list[str]:
+    """Concept names, one per line (blank lines and # comments skipped), in file order, without repeats."""
+    path = Path(value)
+    if not path.is_file() and value == DEFAULT_CONCEPTS:
+        path = PACKAGED_CONCEPTS  # run outside the repository root: the copy inside the package
+    if not path.is_file():
+        raise CocoError(f"coco.concepts_file: no file at '{value}'; give a text file with one concept per line")
+    lines = (line.split("#", 1)[0].strip().lower() for line in path.read_text().splitlines())
+    concepts = list(dict.fromkeys(line for line in lines if line))
+    if not concepts:
+        raise CocoError(f"coco.concepts_file: '{value}' holds no concepts")
+    return concepts
+
+
+def image_problem(path: Path) -> str | None:
+    """None when PIL can read the image header; else 'missing' or 'unreadable'."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - the header parse is the check
+    except (UnidentifiedImageError, OSError):
+        return "unreadable"
+    return None
+
+
+def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd.DataFrame, dict]:
+    """Keep the images that exist and open; count the others, and stop on them when policy is 'fail'."""
+    if not image_dir.is_dir():
+        raise CocoError(f"coco.image_dir: no directory at '{image_dir}'; point it at the folder of the COCO images")
+    problems = [image_problem(image_dir / name) for name in images["file_name"]]
+    bad = pd.Series(problems, index=images.index)
+    counts = {"referenced": len(images), "missing": int((bad == "missing").sum()),
+              "unreadable": int((bad == "unreadable").sum())}  # fmt: skip
+    counts["skipped"] = counts["missing"] + counts["unreadable"] if policy == "skip" else 0
+    counts["examples"] = images.loc[bad.notna(), "file_name"].head(MISSING_EXAMPLES).tolist()
+    n_bad = counts["missing"] + counts["unreadable"]
+    if n_bad and policy == "fail":
+        raise CocoError(f"coco.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
+                        f"images in '{image_dir}' (e.g. {', '.join(counts['examples'])}); restore them or set "
+                        "coco.missing_images: skip")  # fmt: skip
+    if n_bad:
+        log.warning("skipping %d of %d images (%d missing, %d unreadable), e.g. %s", n_bad, len(images),
+                    counts["missing"], counts["unreadable"], counts["examples"])  # fmt: skip
+    return images[bad.isna().to_numpy()], counts
+
+
+# ----------------------------------------------------------------------------------------- splitting
+
+
+def read_split_file(path: Path, known: set[int]) -> dict[str, list[int]]:
+    if not path.is_file():
+        raise CocoError(f"coco.split_file: no file at '{path}'; give a JSON {{\"train\": [ids], \"val\": [...], \"test\": [...]}} or null")
+    try:
+        raw = json.loads(path.read_text())
+        split = {name: [int(i) for i in raw.get(name, [])] for name in SPLITS}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise CocoError(f"coco.split_file: '{path}' must map train/val/test to lists of image ids ({exc})") from None
+    if not split["train"] or not split["test"]:
+        raise CocoError(f"coco.split_file: '{path}' needs non-empty 'train' and 'test' lists")
+    unknown = sorted(set().union(*split.values()) - known)
+    if unknown:
+        log.warning("coco.split_file names %d image ids not in the annotations (or skipped), e.g. %s; ignoring them",
+                    len(unknown), unknown[:5])  # fmt: skip
+    return {name: [i for i in ids if i in known] for name, ids in split.items()}
+
+
+def seeded_split(image_ids: Sequence[int], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Shuffle the ids with the seed, then cut test, val and train off in that order (each non-empty test/train)."""
+    ids = np.random.default_rng(seed).permutation(np.sort(np.asarray(image_ids)))
+    n_test = max(1, round(test_fraction * len(ids)))
+    n_val = round(val_fraction * len(ids))
+    if len(ids) - n_test - n_val < 1:
+        raise CocoError(f"coco: {len(ids)} usable images leave none for training after val and test; add images "
+                        "or lower coco.val_fraction / coco.test_fraction")  # fmt: skip
+    return {"test": ids[:n_test].tolist(), "val": ids[n_test : n_test + n_val].tolist(), "train": ids[n_test + n_val :].tolist()}
+
+
+def cap(ids: list[int], limit: int | None, seed: int) -> list[int]:
+    if limit is None or len(ids) <= limit:
+        return ids
+    return sorted(np.random.default_rng(seed).choice(ids, size=limit, replace=False).tolist())
+
+
+# ------------------------------------------------------------------------------------------ concepts
+
+
+@lru_cache(maxsize=None)
+def _mention_pattern(concept: str) -> re.Pattern[str]:
+    words = r"\s+".join(re.escape(w) for w in concept.split())
+    return re.compile(rf"\b{words}(?:s|es)?\b", re.IGNORECASE)
+
+
+def mentions(text: str, concept: str) -> bool:
+    return bool(_mention_pattern(concept).search(str(text)))
+
+
+def mentioned_concepts(text: str, concepts: Iterable[str]) -> list[str]:
+    return [c for c in concepts if mentions(text, c)]
+
+
+def first_mention(text: str, concepts: Sequence[str]) -> str | None:
+    """The concept named earliest in `text` (longest name first at a tie: "hot dog" over "dog")."""
+    best: tuple[int, int, str] | None = None
+    for concept in concepts:
+        match = _mention_pattern(concept).search(str(text))
+        if match and (best is None or (match.start(), -len(concept)) < best[:2]):
+            best = (match.start(), -len(concept), concept)
+    return None if best is None else best[2]
+
+
+# ---------------------------------------------------------------------------------------- the tables
+
+
+def reference_table(captions: pd.DataFrame, images: pd.DataFrame, ids: list[int], known_concepts: set[str],
+                    concepts: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+    """One row per image: its captions as references, and whether all concepts they name are known."""
+    chosen = captions[captions["image_id"].isin(ids)]
+    refs = chosen.groupby("image_id")["caption"].agg(list)
+    table = images.set_index("image_id").loc[refs.index, ["file_name"]].reset_index()
+    table["references"] = refs.to_numpy()
+    table["seen"] = [all(c in known_concepts for c in mentioned_concepts(" ".join(r), concepts)) for r in table["references"]]
+    return table
+
+
+def build_coco(params: CocoParams, seed: int) -> CocoData:
+    """Read, check, split and tabulate a COCO-format caption dataset."""
+    concepts = read_concepts(params.concepts_file)
+    images, captions = read_annotations(Path(params.annotations))
+    images, image_counts = check_images(images, Path(params.image_dir), params.missing_images)
+    captions = captions[captions["image_id"].isin(images["image_id"])]
+    usable = sorted(set(captions["image_id"]))  # images without any caption cannot be a pair or a test image
+    if params.split_file:
+        split = read_split_file(Path(params.split_file), set(usable))
+    else:
+        split = seeded_split(usable, params.val_fraction, params.test_fraction, seed)
+    split["train"] = cap(split["train"], params.max_train_images, seed)
+    split["test"] = cap(split["test"], params.max_test_images, seed + 1)
+    if not split["train"] or not split["test"]:
+        raise CocoError(f"coco: the split leaves {len(split['train'])} training and {len(split['test'])} test images "
+                        "with captions and readable files; both must be non-empty")  # fmt: skip
+
+    real_train = captions[captions["image_id"].isin(split["train"])].merge(images, on="image_id")
+    real_train = real_train.sort_values(["image_id"], kind="stable").reset_index(drop=True)
+    known = {c for c in concepts if real_train["caption"].str.contains(_mention_pattern(c)).any()}
+    val = reference_table(captions, images, split["val"], known, concepts)
+    test = reference_table(captions, images, split["test"], known, concepts)
+    report = {
+        "images": image_counts,
+        "counts": {"real_train_pairs": len(real_train), "real_train_images": int(real_train["image_id"].nunique()),
+                   "val_images": len(val), "test_images": len(test), "concepts": len(concepts)},
+        "concepts_in_real_train": len(known),
+        "test_seen_fraction": float(test["seen"].mean()),
+        "split": "file" if params.split_file else "seeded",
+    }  # fmt: skip
+    concept_table = pd.DataFrame({"concept": concepts, "kind": "class"})
+    return CocoData(real_train, val, test, concept_table, report)
+
+
+# ------------------------------------------------------------------------------- balancing labels
+
+
+def _labels(concepts: Sequence[str | None], valid: Sequence[bool]) -> pd.DataFrame:
+    from synth2.balancing import ATTRIBUTES
+
+    frame = pd.DataFrame({name: pd.Series([None] * len(concepts), dtype=object) for name in ATTRIBUTES})
+    frame["concept"] = pd.Series(list(concepts), dtype=object)
+    frame["is_valid"] = list(valid)
+    return frame
+
+
+def prompt_labeller(require_mention: bool):
+    """Balancing labels for prompted captions: the concept they were prompted with, valid when they name it
+    (or always, without `require_mention`)."""
+
+    def label(work: pd.DataFrame) -> pd.DataFrame:
+        concepts = work["concept"].tolist()
+        valid = [c is not None and (not require_mention or mentions(t, c)) for t, c in zip(work["caption"], concepts)]
+        return _labels(concepts, valid)
+
+    return label
+
+
+def mention_labeller(concepts: Sequence[str]):
+    """Balancing labels for captions without a prompt: the first concept they name, if any."""
+
+    def label(work: pd.DataFrame) -> pd.DataFrame:
+        found = [first_mention(t, concepts) for t in work["caption"]]
+        return _labels(found, [c is not None for c in found])
+
+    return label

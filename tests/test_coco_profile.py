@@ -1,0 +1,248 @@
+"""The coco profile end to end, offline, on tiny random Hugging Face models and a generated COCO dataset.
+
+Every stage module of dvc.yaml runs in order, in-process (one import of torch/transformers for all of
+them), in a temporary workspace holding only params.yaml: the same modules and the same params contract
+as `dvc repro`, which test_pipeline.py runs for the world profile. The caption LLM, the VLM's LM, CLIP and
+the Kandinsky prior are built by tests/tiny_hf.py and loaded from local directories exactly as downloaded
+checkpoints would be. Assertions are about contracts (shapes, dtypes, files, one-line errors), not quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from synth2 import paths
+from synth2.stage import run_stage
+from tests import tiny_hf
+from tests.conftest import write_params
+
+CONCEPTS = ["dog", "traffic light", "pizza", "bus"]
+PROMPT = "a photo of {concepts}"
+UNPROMPTED = "a photo"
+N_IMAGES, N_MISSING = 22, 2
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints saved with save_pretrained, as a hub download would leave them."""
+    root = tmp_path_factory.mktemp("models")
+    vocab = tiny_hf.vocabulary(CONCEPTS, [PROMPT, UNPROMPTED])
+    return {
+        "gpt2": tiny_hf.save_causal_lm(root / "gpt2", "gpt2", vocab),
+        "llama": tiny_hf.save_causal_lm(root / "llama", "llama", vocab, chat_template=True),
+        "clip": tiny_hf.save_clip_vision(root / "clip"),
+    }
+
+
+def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
+    annotations, image_dir = tiny_hf.write_coco_dataset(data, CONCEPTS, N_IMAGES, missing=N_MISSING)
+    concepts_file = data / "concepts.txt"
+    concepts_file.write_text("\n".join(["# the tiny dataset's classes", *CONCEPTS]) + "\n")
+    params = {
+        "profile": "coco",
+        "device": "cpu",
+        "coco": {"annotations": str(annotations), "image_dir": str(image_dir), "concepts_file": str(concepts_file),
+                 "val_fraction": 0.1, "test_fraction": 0.25, "missing_images": "skip"},
+        "caption_lm": {"pretrained": str(models["gpt2"])},
+        "captions": {"prompt_template": PROMPT, "unprompted_template": UNPROMPTED, "n_prompted": 32, "n_unprompted": 16,
+                     "max_new_tokens": 10, "batch_size": 16, "max_words": 8},
+        # Random LMs rarely name their concept: balance by the prompt's concept instead.
+        "balance": {"target_size": 16, "n_clusters": 4, "min_words": 1, "require_concept_mention": False},
+        "image_encoder": {"model": str(models["clip"]), "batch_size": 8},
+        "prior": {"steps": 20, "batch_size": 16, "num_inference_steps": 3, "attention_head_dim": 8, "num_layers": 1},
+        "synthesize": {"timing_captions": 8, "batch_size": 16},
+        "train_vlm": {"steps": 4, "batch_size": 8, "prefix_length": 2, "max_caption_tokens": 10, "freeze_lm": True,
+                      "unfreeze_top_layers": 1, "lm_path": str(models["llama"])},
+        "evaluate": {"n_examples": 4, "batch_size": 8},
+        "tracking": {"champion_metric": "overall.cider"},
+        # Random LMs write short or empty captions and a random prior's samples are far from CLIP's norms:
+        # the gates run, with thresholds that random models pass (their logic is tested in test_gates.py).
+        "gates": {"caption_min_words": 1, "caption_min_valid_fraction": 0.5, "embedding_norm_slack": 100.0},
+    }  # fmt: skip
+    return deep_update(params, overrides)
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+STAGES = [
+    ("prepare", "prepare", ()),
+    ("gate_real", "gate", ("real",)),
+    ("caption_lm", "caption_lm", ()),
+    ("captions", "captions", ()),
+    ("gate_captions", "gate", ("captions",)),
+    ("balance", "balance", ()),
+    ("gate_balanced", "gate", ("balanced",)),
+    ("image_encoder", "image_encoder", ()),
+    ("prior", "prior", ()),
+    ("synthesize", "synthesize", ()),
+    ("gate_synthetic", "gate", ("synthetic",)),
+    *((f"train_vlm_{v}", "train_vlm", (v,)) for v in paths.VLM_VARIANTS),
+    ("evaluate", "evaluate", ()),
+]
+
+
+def run_in_process(name: str, module: str, args: tuple[str, ...]) -> None:
+    """One stage through synth2.stage.run_stage, as its `python -m synth2.stages.MODULE ARGS` would run it."""
+    import importlib
+
+    stage = importlib.import_module(f"synth2.stages.{module}")
+    if module == "gate":
+        from synth2.gates import run_gate
+
+        run_stage(name, lambda params: run_gate(args[0], params))
+    elif module == "train_vlm":
+        run_stage(name, lambda params: stage.train_variant(args[0], params))
+    else:
+        run_stage(name, stage.run)
+
+
+def stage_error(capsys, name: str, module: str, args: tuple[str, ...] = ()) -> str:
+    """The one line a failing stage prints (it exits 1)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_in_process(name, module, args)
+    assert info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, models) -> Path:
+    workspace = tmp_path_factory.mktemp("coco_workspace")
+    write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workspace)
+        mp.setenv("SYNTH2_TRACKING", "0")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        for name, module, args in STAGES:
+            run_in_process(name, module, args)
+    return workspace
+
+
+def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipeline: Path):
+    report = json.loads((pipeline / paths.PREPARE_METRICS).read_text())
+    assert report["images"]["referenced"] == N_IMAGES
+    assert report["images"]["missing"] == N_MISSING and report["images"]["skipped"] == N_MISSING
+    real = pd.read_parquet(pipeline / paths.REAL_TRAIN)
+    test = pd.read_parquet(pipeline / paths.TEST)
+    assert {"image_id", "caption", "file_name"} <= set(real.columns)
+    assert {"image_id", "references", "seen", "file_name"} <= set(test.columns)
+    assert not set(real["image_id"]) & set(test["image_id"])
+    assert test["references"].map(len).min() >= 1 and test["seen"].dtype == bool
+    assert pd.read_parquet(pipeline / paths.CONCEPTS)["concept"].tolist() == CONCEPTS
+    n_usable = N_IMAGES - N_MISSING
+    assert real["image_id"].nunique() + len(test) + len(pd.read_parquet(pipeline / paths.VAL)) == n_usable
+
+
+def test_snapshots_and_embeddings_have_the_declared_shapes(pipeline: Path):
+    from transformers import AutoModelForCausalLM, CLIPVisionModelWithProjection
+
+    assert type(AutoModelForCausalLM.from_pretrained(pipeline / paths.CAPTION_LM)).__name__ == "GPT2LMHeadModel"
+    CLIPVisionModelWithProjection.from_pretrained(pipeline / paths.IMAGE_ENCODER)  # snapshot loads on its own
+    real = pd.read_parquet(pipeline / paths.REAL_TRAIN)
+    stored = load_file(str(pipeline / paths.REAL_EMBEDDINGS))
+    assert stored["embeddings"].shape == (real["image_id"].nunique(), tiny_hf.EMBED_DIM)
+    assert stored["embeddings"].dtype == np.float32 and stored["image_id"].dtype == np.int64
+    for selection, captions in ((paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
+                                (paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS)):  # fmt: skip
+        synthetic = load_file(str(pipeline / selection))["embeddings"]
+        assert synthetic.shape == (len(pd.read_parquet(pipeline / captions)), tiny_hf.EMBED_DIM)
+        assert synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
+    assert (pipeline / paths.IMAGE_SAMPLES).stat().st_size > 0
+    assert (pipeline / paths.SYNTHETIC_EXAMPLES).read_text().count("\n") > 2
+
+
+def test_captions_are_cleaned_and_balanced_by_prompt_concept(pipeline: Path):
+    prompted = pd.read_parquet(pipeline / paths.PROMPTED_CAPTIONS)
+    assert len(prompted) == 32 and set(prompted["concept"]) == set(CONCEPTS)
+    assert prompted["caption"].str.split().str.len().max() <= 8
+    assert not prompted["caption"].str.contains(r"\.\s|\n").any()  # one sentence, one line
+    balanced = pd.read_parquet(pipeline / paths.BALANCED)
+    assert set(balanced["concept"]) <= set(CONCEPTS) and len(balanced) > 0
+
+
+def test_vlm_uses_the_configured_lm_with_its_top_layer_trained(pipeline: Path, models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from synth2.models.prefix_captioner import PrefixCaptioner
+
+    for variant in paths.VLM_VARIANTS:
+        config = json.loads((pipeline / paths.vlm_dir(variant) / "prefix_captioner.json").read_text())
+        assert config["freeze_lm"] and config["unfreeze_top_layers"] == 1
+    model = PrefixCaptioner.load(pipeline / paths.vlm_dir("synth"))
+    assert type(model.lm).__name__ == "LlamaForCausalLM"
+    original = AutoModelForCausalLM.from_pretrained(models["llama"]).state_dict()
+    changed = {name for name, value in model.lm.state_dict().items() if not torch.equal(value, original[name])}
+    assert changed and all(name.startswith("model.layers.1.") for name in changed)  # the top block only
+
+
+def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
+    metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
+    for variant in paths.VLM_VARIANTS:
+        for split, values in metrics[variant].items():
+            assert set(values) == {"bleu4", "cider"}, (variant, split)
+    assert set(metrics["gain_over_baseline"]) == {"synth", "synth_unbalanced"}
+    captions = pd.read_parquet(pipeline / paths.EVAL_CAPTIONS)
+    assert len(captions) == len(pd.read_parquet(pipeline / paths.TEST))
+    assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
+
+
+def test_every_declared_dependency_and_output_exists(pipeline: Path):
+    """What dvc.yaml declares for each stage is what the coco profile reads and writes."""
+    from tests.conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            if not dep.startswith("src/"):
+                assert (pipeline / dep).exists(), f"{name}: dep {dep} missing"
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            out = entry if isinstance(entry, str) else next(iter(entry))
+            assert (pipeline / out).exists(), f"{name}: out {out} missing"
+
+
+# ------------------------------------------------------------------------------------ one-line errors
+
+
+@pytest.fixture
+def coco_workspace(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch):
+    def make(**overrides) -> Path:
+        write_params(tmp_path, coco_params(tmp_path / "data", models, **overrides))
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("SYNTH2_TRACKING", "0")
+        return tmp_path
+
+    return make
+
+
+def test_missing_model_path_names_the_param(coco_workspace, capsys):
+    coco_workspace(caption_lm={"pretrained": "/nonexistent/llm"})
+    line = stage_error(capsys, "caption_lm", "caption_lm")
+    assert "caption_lm.pretrained" in line and "/nonexistent/llm" in line and "local directory" in line
+
+
+def test_hub_id_offline_without_a_cached_copy_says_how_to_point_at_a_directory(coco_workspace, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    coco_workspace(image_encoder={"model": "synth2-tests/no-such-clip"})
+    run_in_process("prepare", "prepare", ())
+    line = stage_error(capsys, "image_encoder", "image_encoder")
+    assert line.startswith("error: stage 'image_encoder': image_encoder.model: 'synth2-tests/no-such-clip'")
+    assert "HF_HUB_OFFLINE=1" in line and "set image_encoder.model: DIR, a local directory" in line
+
+
+def test_missing_images_can_be_fatal(coco_workspace, capsys):
+    coco_workspace(coco={"missing_images": "fail"})
+    line = stage_error(capsys, "prepare", "prepare")
+    assert f"references {N_MISSING} missing and 0 unreadable images" in line and "coco.missing_images: skip" in line
