@@ -1,10 +1,17 @@
 """The coco profile end to end, offline, on tiny random Hugging Face models and a generated COCO dataset.
 
-Every stage module of dvc.yaml runs in order, in-process (one import of torch/transformers for all of
-them), in a temporary workspace holding only params.yaml: the same modules and the same params contract
-as `dvc repro`, which test_pipeline.py runs for the world profile. The caption LLM, the VLM's LM, CLIP and
-the Kandinsky prior are built by tests/tiny_hf.py and loaded from local directories exactly as downloaded
-checkpoints would be. Assertions are about contracts (shapes, dtypes, files, one-line errors), not quality.
+Every stage of dvc.yaml runs in order, in-process (one import of torch/transformers for all of them),
+through the same stage frame as `python -m synth2.stages.NAME` (test_pipeline.py runs `dvc repro` for the
+world profile). The caption LLM, the VLM's LM, CLIP and the Kandinsky prior are built by tests/tiny_hf.py
+and loaded from local directories exactly as downloaded checkpoints would be. Two runs:
+
+* `pipeline`: GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the
+  prior is a PriorTransformer trained on the real pairs; untracked, in a bare workspace;
+* `tracked_pipeline`: a Llama with a chat template writes the captions in bf16 and is also the VLM's LM,
+  the prior is a pretrained KandinskyV22PriorPipeline; in a git + DVC workspace with MLflow tracking on,
+  so the MLflow records are asserted too.
+
+Assertions are about contracts (shapes, dtypes, files, MLflow records, one-line errors), not quality.
 """
 
 from __future__ import annotations
@@ -117,17 +124,49 @@ def stage_error(capsys, name: str, module: str, args: tuple[str, ...] = ()) -> s
     return lines[-1]
 
 
+def run_all_stages(workspace: Path, env: dict[str, str]) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workspace)
+        for key, value in {"HF_HUB_OFFLINE": "1", **env}.items():
+            mp.setenv(key, value)
+        for name, module, args in STAGES:
+            run_in_process(name, module, args)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, models) -> Path:
     workspace = tmp_path_factory.mktemp("coco_workspace")
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workspace)
-        mp.setenv("SYNTH2_TRACKING", "0")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        for name, module, args in STAGES:
-            run_in_process(name, module, args)
+    run_all_stages(workspace, {"SYNTH2_TRACKING": "0"})
     return workspace
+
+
+@pytest.fixture(scope="module")
+def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
+    """The second run, in a git + DVC workspace (dvc.yaml and the sources its stages declare) with MLflow on."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    workspace = tmp_path_factory.mktemp("coco_tracked")
+    shutil.copy(ROOT / "dvc.yaml", workspace)
+    shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    kandinsky = tiny_hf.save_kandinsky_prior(tmp_path_factory.mktemp("kandinsky"))
+    overrides = {
+        "caption_lm": {"pretrained": str(models["llama"])},
+        "captions": {"chat_template": True, "dtype": "bf16"},
+        "prior": {"kind": "pipeline", "pipeline": str(kandinsky), "guidance_scale": 2.0},
+        "train_vlm": {"lm_path": None, "freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
+    }
+    write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models, **overrides))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
+    uri = f"sqlite:///{workspace}/mlflow.db"
+    run_all_stages(workspace, {"SYNTH2_TRACKING": "1", "SYNTH2_TRACKING_STRICT": "1", "MLFLOW_TRACKING_URI": uri,
+                               "MLFLOW_DISABLE_TELEMETRY": "true"})  # fmt: skip
+    return workspace, uri
 
 
 def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipeline: Path):
@@ -213,6 +252,54 @@ def test_every_declared_dependency_and_output_exists(pipeline: Path):
             assert (pipeline / out).exists(), f"{name}: out {out} missing"
 
 
+def test_llama_with_chat_template_writes_the_captions_in_bf16(tracked_pipeline):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synth2.stages.captions import chat_prompts
+
+    workspace, _ = tracked_pipeline
+    assert type(AutoModelForCausalLM.from_pretrained(workspace / paths.CAPTION_LM)).__name__ == "LlamaForCausalLM"
+    prompted = pd.read_parquet(workspace / paths.PROMPTED_CAPTIONS)
+    assert len(prompted) == 32 and prompted["caption"].str.split().str.len().max() <= 8
+    tokenizer = AutoTokenizer.from_pretrained(workspace / paths.CAPTION_LM)
+    assert chat_prompts(tokenizer, ["a photo of dog"]) == ["a photo of dog caption:"]  # <bos> left to the tokenizer
+    assert set(prompted["dtype"]) == {"bfloat16"} and set(prompted["device"]) == {"cpu"}
+
+
+def test_kandinsky_prior_pipeline_synthesises_clip_sized_embeddings(tracked_pipeline):
+    from diffusers import DiffusionPipeline
+
+    workspace, _ = tracked_pipeline
+    assert type(DiffusionPipeline.from_pretrained(workspace / paths.PRIOR)).__name__ == "KandinskyV22PriorPipeline"
+    metrics = json.loads((workspace / paths.PRIOR_METRICS).read_text())
+    assert metrics["pipeline"] == "KandinskyV22PriorPipeline" and metrics["embedding_dim"] == tiny_hf.EMBED_DIM
+    synthetic = load_file(str(workspace / paths.SYNTHETIC_BALANCED))["embeddings"]
+    assert synthetic.shape[1] == tiny_hf.EMBED_DIM and synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
+    evaluate = json.loads((workspace / paths.EVAL_METRICS).read_text())
+    assert set(evaluate["synth"]["overall"]) == {"bleu4", "cider"}
+
+
+def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked_pipeline):
+    from mlflow import MlflowClient
+
+    workspace, uri = tracked_pipeline
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("synth2")
+    runs = {r.data.tags["synth2.stage"]: r for r in client.search_runs([experiment.experiment_id], max_results=100)}
+    assert set(runs) == {name for name, _, _ in STAGES}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert runs["prepare"].data.params["profile"] == "coco"
+    assert runs["captions"].data.params["captions.dtype"] == "bf16"
+    assert any(k.startswith("dvc.out.models/caption_lm") for k in runs["caption_lm"].data.tags)
+    assert {"synth.overall.cider", "baseline.overall.bleu4"} <= set(runs["evaluate"].data.metrics)
+    assert not any("attr_" in key for key in runs["evaluate"].data.metrics)
+    assert runs["image_encoder"].data.metrics["images"] > 0
+    logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert {"caption_lm", "prior"} <= {m.name for m in logged}
+    champion = client.get_model_version_by_alias("synth2-vlm", "champion")
+    assert champion.tags["variant"] in paths.VLM_VARIANTS
+
+
 # ------------------------------------------------------------------------------------ one-line errors
 
 
@@ -246,3 +333,47 @@ def test_missing_images_can_be_fatal(coco_workspace, capsys):
     coco_workspace(coco={"missing_images": "fail"})
     line = stage_error(capsys, "prepare", "prepare")
     assert f"references {N_MISSING} missing and 0 unreadable images" in line and "coco.missing_images: skip" in line
+
+
+# ------------------------------------------------------------------------------------- small pieces
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('Caption: "A dog runs on the beach. It is sunny."', "A dog runs on the beach."),
+        ("Sure! Here is a short caption: a cat on a mat", "a cat on a mat"),
+        ("**A red bus at night**", "A red bus at night"),
+        (", one two three four five six seven eight nine", "one two three four five six seven eight"),
+    ],
+)
+def test_llm_output_is_cleaned_to_one_short_caption(raw: str, expected: str):
+    from synth2.stages.captions import clean_caption
+
+    assert clean_caption(raw, max_words=8) == expected
+
+
+def test_concept_mentions_are_whole_words_with_plurals():
+    from synth2.coco import first_mention, mentions
+
+    assert mentions("Two dogs and a bus", "dog") and mentions("two buses", "bus") and not mentions("a hotdog", "dog")
+    assert first_mention("a hot dog next to a dog", ["dog", "hot dog"]) == "hot dog"
+    assert first_mention("a bench", CONCEPTS) is None
+
+
+def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_path: Path):
+    from synth2.coco import build_coco
+    from synth2.params import CocoParams
+
+    annotations, image_dir = tiny_hf.write_coco_dataset(tmp_path, CONCEPTS, 8)
+    # Images cycle through CONCEPTS: 1000 and 1004 show a dog, 1002 and 1006 pizza.
+    split = {"train": [1000, 1001, 1003], "val": [1005], "test": [1004, 1006]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    concepts_file = tmp_path / "concepts.txt"
+    concepts_file.write_text("\n".join(CONCEPTS))
+    data = build_coco(CocoParams(annotations=str(annotations), image_dir=str(image_dir), concepts_file=str(concepts_file),
+                                 split_file=str(tmp_path / "split.json")), seed=0)  # fmt: skip
+    assert sorted(data.real_train["image_id"].unique()) == split["train"]
+    assert data.val["image_id"].tolist() == split["val"] and sorted(data.test["image_id"]) == split["test"]
+    assert dict(zip(data.test["image_id"], data.test["seen"])) == {1004: True, 1006: False}  # no training caption names pizza
+    assert data.report["split"] == "file" and data.report["concepts_in_real_train"] == 3

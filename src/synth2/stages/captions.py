@@ -104,6 +104,8 @@ def run(params: Params) -> None:
 
     provenance = {"generator": p.model_path, "temperature": p.temperature, "top_p": p.top_p,
                   "max_new_tokens": p.max_new_tokens, "seed": params.seed}  # fmt: skip
+    if coco:
+        provenance |= {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
     prompts = [p.prompt_template.format(concepts=c) for c in prompted_concepts]
     log.info("sampling %d prompted captions from %s", len(prompts), p.model_path)
     prompted = pd.DataFrame({

@@ -23,8 +23,10 @@ from synth2.contact_sheet import contact_sheet
 from synth2.coco import mentions
 from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
+from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pipeline
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
+from synth2.pretrained import resolve_device, resolve_dtype
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts
 
@@ -75,11 +77,26 @@ def synthesize_selections(selections: dict, synthesize, seed: int) -> dict:
 
 def embedding_synthesizer(params: Params):
     """captions, seed -> image embeddings [N, D] float32, from the prior stage's output."""
+    if params.prior.kind == "pipeline":
+        return pipeline_synthesizer(params)
     prior, scheduler = load_prior(require_dir(paths.PRIOR, "prior"))
 
     def synthesize(captions: list[str], seed: int) -> np.ndarray:
         return sample_prior(prior, scheduler, embed_texts(captions), params.prior.num_inference_steps,
                             params.synthesize.batch_size, seed)  # fmt: skip
+
+    return synthesize
+
+
+def pipeline_synthesizer(params: Params):
+    """The snapshotted pretrained prior pipeline (prior.kind: pipeline) on `device`."""
+    device = resolve_device(params.device)
+    pipeline = load_prior_pipeline(require_dir(paths.PRIOR, "prior"), "prior.pipeline", str(paths.PRIOR), device,
+                                   resolve_dtype(params.prior.dtype, device))  # fmt: skip
+
+    def synthesize(captions: list[str], seed: int) -> np.ndarray:
+        return sample_prior_pipeline(pipeline, captions, params.prior.num_inference_steps, params.prior.guidance_scale,
+                                     params.synthesize.batch_size, seed)  # fmt: skip
 
     return synthesize
 
