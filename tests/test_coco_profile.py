@@ -8,8 +8,8 @@ and loaded from local directories exactly as downloaded checkpoints would be. Tw
 * `pipeline`: GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the
   prior is a PriorTransformer trained on the real pairs; untracked, in a bare workspace;
 * `tracked_pipeline`: a Llama with a chat template writes the captions in bf16 and is also the VLM's LM,
-  the prior is a pretrained KandinskyV22PriorPipeline; in a git + DVC workspace with MLflow tracking on,
-  so the MLflow records are asserted too.
+  the prior is a pretrained KandinskyV22PriorPipeline and a KandinskyV22Pipeline decodes for the
+  pixel-space timing; in a git + DVC workspace with MLflow tracking on, so MLflow records are asserted too.
 
 Assertions are about contracts (shapes, dtypes, files, MLflow records, one-line errors), not quality.
 """
@@ -154,10 +154,12 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
     shutil.copy(ROOT / "dvc.yaml", workspace)
     shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     kandinsky = tiny_hf.save_kandinsky_prior(tmp_path_factory.mktemp("kandinsky"))
+    decoder = tiny_hf.save_kandinsky_decoder(tmp_path_factory.mktemp("kandinsky_decoder"))
     overrides = {
         "caption_lm": {"pretrained": str(models["llama"])},
         "captions": {"chat_template": True, "dtype": "bf16"},
         "prior": {"kind": "pipeline", "pipeline": str(kandinsky), "guidance_scale": 2.0},
+        "synthesize": {"decoder": str(decoder), "decoder_steps": 2, "decoder_image_size": 32},
         "train_vlm": {"lm_path": None, "freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
     }
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models, **overrides))
@@ -277,6 +279,16 @@ def test_kandinsky_prior_pipeline_synthesises_clip_sized_embeddings(tracked_pipe
     assert synthetic.shape[1] == tiny_hf.EMBED_DIM and synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
     evaluate = json.loads((workspace / paths.EVAL_METRICS).read_text())
     assert set(evaluate["synth"]["overall"]) == {"bleu4", "cider"}
+
+
+def test_pixel_path_is_timed_through_the_decoder_only_when_one_is_configured(pipeline: Path, tracked_pipeline):
+    workspace, _ = tracked_pipeline
+    speed = json.loads((workspace / paths.SYNTHESIZE_METRICS).read_text())["speed"]
+    assert speed["captions"] == 8 and speed["pixel_over_embedding_time"] > 0 and -1 <= speed["round_trip_cosine"] <= 1
+    assert (workspace / paths.SYNTHETIC_SHEET).stat().st_size > 0
+    without = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())["speed"]
+    assert without["pixel_path"].startswith("not configured") and "pixel_seconds" not in without
+    assert not (pipeline / paths.SYNTHETIC_SHEET).exists()
 
 
 def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked_pipeline):

@@ -152,3 +152,28 @@ def vocabulary(concepts: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every word the tiny LMs must know: captions of the dataset, concept names and prompt templates."""
     texts = [caption_of(c, k, p) + "." for c in COLOURS for k in concepts for p in PLACES]
     return texts + list(concepts) + [t.replace("{concepts}", "") for t in templates] + ["caption:"]
+
+
+def save_kandinsky_decoder(directory: Path) -> Path:
+    """A random KandinskyV22Pipeline (UNet conditioned on image embeddings, MoVQ, DDIM): embeddings -> pixels."""
+    from diffusers import DDIMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        in_channels=4, out_channels=8,  # Kandinsky's UNet predicts mean and variance
+        addition_embed_type="image", encoder_hid_dim=EMBED_DIM, encoder_hid_dim_type="image_proj",
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(16, 32), layers_per_block=1,
+        cross_attention_dim=EMBED_DIM, attention_head_dim=4, resnet_time_scale_shift="scale_shift", class_embed_type=None,
+        norm_num_groups=8,
+    )  # fmt: skip
+    movq = VQModel(
+        block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"], in_channels=3,
+        latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial", num_vq_embeddings=12,
+        out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], vq_embed_dim=4,
+    )  # fmt: skip
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")  # fmt: skip
+    KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq).save_pretrained(directory)
+    return directory

@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from synth2 import paths
 from synth2.contact_sheet import contact_sheet
 from synth2.io import read_parquet, read_tensors, require_finite, write_curve, write_json, write_tensors
 from synth2.models.autoencoder import decode, encode, linear_probe, save_autoencoder, train_autoencoder
-from synth2.io import atomic_path
+from synth2.models.vision import embed_files, load_vision_model, save_vision_model, vision_class
 from synth2.params import Params
-from synth2.pretrained import PretrainedError, load_or_explain, quiet_loading, resolve_device, resolve_dtype, resolve_source
+from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 from synth2.stage import stage_main
 
 log = logging.getLogger("synth2")
@@ -39,51 +38,14 @@ def run(params: Params) -> None:
         train_world_encoder(params)
 
 
-def load_vision_model(params: Params):
+def coco_vision_model(params: Params):
     """(model, image processor) of `image_encoder.model` on `device` in `image_encoder.dtype`."""
-    import transformers
-
     p = params.image_encoder
-    model_class = getattr(transformers, p.model_class, None)
-    if model_class is None or not hasattr(model_class, "from_pretrained"):
-        raise PretrainedError(f"image_encoder.model_class: transformers has no model class '{p.model_class}'")
+    vision_class(p.model_class, "image_encoder.model_class")  # a typo fails before any download
     device = resolve_device(params.device)
-    dtype = resolve_dtype(p.dtype, device)
     model_dir = resolve_source(p.model, "image_encoder.model")
-    processor_param = "image_encoder.image_processor" if p.image_processor else "image_encoder.model"
-    processor_dir = resolve_source(p.image_processor, processor_param) if p.image_processor else model_dir
-    with quiet_loading():
-        model = load_or_explain("image_encoder.model", p.model, p.model_class,
-                                lambda: model_class.from_pretrained(model_dir, dtype=dtype))  # fmt: skip
-        processor = load_or_explain(processor_param, p.image_processor or p.model, "an image processor",
-                                    lambda: transformers.AutoImageProcessor.from_pretrained(processor_dir))  # fmt: skip
-    return model.to(device).eval(), processor
-
-
-@torch.inference_mode()
-def image_embeddings(model, processor, files: list[Path], batch_size: int) -> np.ndarray:
-    """float32 [N, D]: the model's `image_embeds` of each image file, batch by batch."""
-    from PIL import Image
-
-    out = []
-    for start in range(0, len(files), batch_size):
-        images = []
-        for path in files[start : start + batch_size]:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-        embeds = getattr(model(pixel_values=pixels), "image_embeds", None)
-        if embeds is None:
-            raise PretrainedError(f"image_encoder.model_class: {type(model).__name__} returns no image_embeds; "
-                                  "use CLIPVisionModelWithProjection or a class with its interface")  # fmt: skip
-        out.append(embeds.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
-
-
-def save_vision_model(model, processor, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    processor_dir = resolve_source(p.image_processor, "image_encoder.image_processor") if p.image_processor else model_dir
+    return load_vision_model(model_dir, p.model_class, processor_dir, device, resolve_dtype(p.dtype, device), source=p.model)
 
 
 def thumbnails(files: list[Path], size: int = 48) -> np.ndarray:
@@ -96,13 +58,13 @@ def encode_coco(params: Params) -> None:
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "file_name", "caption"])
     test = read_parquet(paths.TEST, "prepare", columns=["image_id", "file_name"])
     image_dir = Path(params.coco.image_dir)
-    model, processor = load_vision_model(params)
+    model, processor = coco_vision_model(params)
     save_vision_model(model, processor, paths.IMAGE_ENCODER)
 
     start, n_images, norms = time.perf_counter(), 0, []
     for name, table, path in (("real_train", real, paths.REAL_EMBEDDINGS), ("test", test, paths.TEST_EMBEDDINGS)):
         images = table.drop_duplicates("image_id")  # real_train has one row per caption
-        emb = image_embeddings(model, processor, [image_dir / f for f in images["file_name"]], params.image_encoder.batch_size)
+        emb = embed_files(model, processor, [image_dir / f for f in images["file_name"]], params.image_encoder.batch_size)
         emb = require_finite(emb, f"{name} embeddings")
         write_tensors({"embeddings": emb, "image_id": images["image_id"].to_numpy()}, path)
         n_images, norms = n_images + len(emb), norms + np.linalg.norm(emb, axis=1).tolist()

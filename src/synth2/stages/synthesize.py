@@ -6,8 +6,9 @@ throughputs are written as metrics. A contact sheet of decoded synthetic embeddi
 combinations first, shows what the prior imagines.
 
 In the coco profile the captions carry a class concept instead of world attributes; "held out" means a
-concept no human training caption names. The pixel path there needs a decoder pipeline
-(`synthesize.decoder`); without one only the embedding path is timed and the report lists examples.
+concept no human training caption names. The pixel path there is prior -> decoder pipeline
+(`synthesize.decoder`, e.g. KandinskyV22Pipeline) -> the image encoder snapshot; without a decoder only
+the embedding path is timed. The report lists example captions, plus a sheet of decoded images.
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ import time
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from synth2 import paths
 from synth2.contact_sheet import contact_sheet
 from synth2.coco import mentions
 from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
+from synth2.models.decoder import decode_embeddings, load_decoder
 from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pipeline
+from synth2.models.vision import embed_images, load_saved_vision_model
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
-from synth2.pretrained import resolve_device, resolve_dtype
+from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts
 
 log = logging.getLogger("synth2")
 SHEET_SIZE = 16
+SHEET_TILE = 32  # decoded images are shrunk to this many pixels a side for the contact sheet
 CAPTION_COLUMNS = ["caption", "concept", "colour", "shape", "size", "position", "colour2", "shape2", "relation"]
 COCO_CAPTION_COLUMNS = ["caption", "concept"]
 N_EXAMPLES = 16
@@ -102,17 +107,65 @@ def pipeline_synthesizer(params: Params):
 
 
 def synthesize_all(selections: dict, synthesize, params: Params) -> None:
-    """coco profile: embeddings and captions of both selections, embedding-path timing, example report."""
+    """coco profile: embeddings and captions of both selections, path timing, example report (and sheet)."""
     metrics = synthesize_selections(selections, synthesize, params.seed)
     balanced = selections["balanced"][0]
     real_captions = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])["caption"]
     named = {c for c in balanced["concept"].dropna().unique() if real_captions.map(lambda t, c=c: mentions(t, c)).any()}
     metrics["balanced"]["held_out_pairs"] = int((~balanced["concept"].isin(named)).sum())
-    metrics["speed"] = time_embedding_path(balanced["caption"].tolist()[: params.synthesize.timing_captions], synthesize, params.seed)
-    metrics["speed"]["pixel_path"] = "not configured (set synthesize.decoder)"
+    timing_captions = balanced["caption"].tolist()[: params.synthesize.timing_captions]
+    round_trip = pixel_round_trip(params)
+    if round_trip is None:
+        metrics["speed"] = time_embedding_path(timing_captions, synthesize, params.seed)
+        metrics["speed"]["pixel_path"] = "not configured (set synthesize.decoder)"
+    else:
+        metrics["speed"] = time_decoder_paths(timing_captions, synthesize, round_trip, params.seed)
+        sample = balanced.head(SHEET_SIZE)
+        _, images = round_trip(synthesize(sample["caption"].tolist(), params.seed), params.seed)
+        thumbs = np.stack([np.asarray(image.convert("RGB").resize((SHEET_TILE, SHEET_TILE))) for image in images])
+        contact_sheet(thumbs, sample["caption"].tolist(), paths.SYNTHETIC_SHEET)
     write_json(metrics, paths.SYNTHESIZE_METRICS)
     write_examples(balanced.head(N_EXAMPLES), named)
-    log.info("embedding path %.0f captions/s", metrics["speed"]["embedding_captions_per_s"])
+    log.info("embedding path %.1f captions/s; pixel path %s", metrics["speed"]["embedding_captions_per_s"],
+             metrics["speed"].get("pixel_captions_per_s", "not configured"))  # fmt: skip
+
+
+def pixel_round_trip(params: Params):
+    """embeddings, seed -> (re-encoded embeddings, images) through `synthesize.decoder` and the image encoder
+    snapshot, or None when no decoder is configured."""
+    p = params.synthesize
+    if not p.decoder:
+        return None
+    device = resolve_device(params.device)
+    dtype = resolve_dtype(p.dtype, device)
+    decoder = load_decoder(resolve_source(p.decoder, "synthesize.decoder"), p.decoder, device, dtype)
+    vision, processor = load_saved_vision_model(require_dir(paths.IMAGE_ENCODER, "image_encoder"), device, dtype)
+    # The unconditional embedding, as Kandinsky's prior makes it: the encoder's view of a black image.
+    negative = embed_images(vision, processor, [Image.new("RGB", (p.decoder_image_size,) * 2)], 1)[0]
+
+    def round_trip(embeddings: np.ndarray, seed: int) -> tuple[np.ndarray, list]:
+        images = decode_embeddings(decoder, embeddings, negative, p.decoder_image_size, p.decoder_steps, p.batch_size, seed)
+        return embed_images(vision, processor, images, p.batch_size), images
+
+    return round_trip
+
+
+def time_decoder_paths(captions: list[str], synthesize, round_trip, seed: int) -> dict[str, float]:
+    """caption -> embedding, against caption -> embedding -> decoder pixels -> image encoder -> embedding."""
+    speed = time_embedding_path(captions, synthesize, seed)
+    round_trip(synthesize(captions[:2], seed), seed)  # warm-up
+    start = time.perf_counter()
+    synthetic = synthesize(captions, seed)
+    re_encoded, _ = round_trip(synthetic, seed)
+    pixel_s = time.perf_counter() - start
+    cosine = (synthetic * re_encoded).sum(1) / (np.linalg.norm(synthetic, axis=1) * np.linalg.norm(re_encoded, axis=1) + 1e-8)
+    return speed | {
+        "pixel_seconds": round(pixel_s, 3),
+        "pixel_captions_per_s": len(captions) / pixel_s,
+        "pixel_over_embedding_time": pixel_s / speed["embedding_seconds"],
+        # How much of the synthetic embedding survives the trip through pixels.
+        "round_trip_cosine": float(cosine.mean()),
+    }
 
 
 def time_embedding_path(captions: list[str], synthesize, seed: int) -> dict[str, float]:
