@@ -31,6 +31,14 @@ def load_decoder(directory: Path, source: str, device: torch.device, dtype: torc
     return decoder.to(device)
 
 
+def check_embedding_dim(decoder, dim: int, source: str) -> None:
+    """A decoder conditions on one embedding size (Kandinsky 2.2: 1280, CLIP ViT-bigG-14's)."""
+    expected = getattr(getattr(decoder, "unet", None), "config", {}).get("encoder_hid_dim")
+    if expected is not None and expected != dim:
+        raise Synth2Error(f"synthesize.decoder: '{source}' decodes {expected}-d image embeddings but the image encoder "
+                          f"makes {dim}-d ones; use the vision model the decoder's prior was trained with")  # fmt: skip
+
+
 @torch.inference_mode()
 def decode_embeddings(
     decoder, embeddings: np.ndarray, negative: np.ndarray, size: int, steps: int, batch_size: int, seed: int

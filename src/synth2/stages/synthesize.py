@@ -25,7 +25,7 @@ from synth2.contact_sheet import contact_sheet
 from synth2.coco import mentions
 from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
-from synth2.models.decoder import decode_embeddings, load_decoder
+from synth2.models.decoder import check_embedding_dim, decode_embeddings, load_decoder
 from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pipeline
 from synth2.models.vision import embed_images, load_saved_vision_model
 from synth2.models.prior import load_prior, sample_prior
@@ -142,6 +142,7 @@ def pixel_round_trip(params: Params):
     vision, processor = load_saved_vision_model(require_dir(paths.IMAGE_ENCODER, "image_encoder"), device, dtype)
     # The unconditional embedding, as Kandinsky's prior makes it: the encoder's view of a black image.
     negative = embed_images(vision, processor, [Image.new("RGB", (p.decoder_image_size,) * 2)], 1)[0]
+    check_embedding_dim(decoder, len(negative), p.decoder)
 
     def round_trip(embeddings: np.ndarray, seed: int) -> tuple[np.ndarray, list]:
         images = decode_embeddings(decoder, embeddings, negative, p.decoder_image_size, p.decoder_steps, p.batch_size, seed)
