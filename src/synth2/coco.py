@@ -175,6 +175,12 @@ def mentioned_concepts(text: str, concepts: Iterable[str]) -> list[str]:
     return [c for c in concepts if mentions(text, c)]
 
 
+def named_concepts(texts: pd.Series, concepts: Iterable[str]) -> set[str]:
+    """The concepts that at least one of `texts` names."""
+    texts = texts.astype(str)
+    return {c for c in concepts if texts.str.contains(_mention_pattern(c)).any()}
+
+
 def first_mention(text: str, concepts: Sequence[str]) -> str | None:
     """The concept named earliest in `text` (longest name first at a tie: "hot dog" over "dog")."""
     best: tuple[int, int, str] | None = None
@@ -218,7 +224,7 @@ def build_coco(params: CocoParams, seed: int) -> CocoData:
 
     real_train = captions[captions["image_id"].isin(split["train"])].merge(images, on="image_id")
     real_train = real_train.sort_values(["image_id"], kind="stable").reset_index(drop=True)
-    known = {c for c in concepts if real_train["caption"].str.contains(_mention_pattern(c)).any()}
+    known = named_concepts(real_train["caption"], concepts)
     val = reference_table(captions, images, split["val"], known, concepts)
     test = reference_table(captions, images, split["test"], known, concepts)
     report = {

@@ -22,7 +22,7 @@ from PIL import Image
 
 from synth2 import paths
 from synth2.contact_sheet import contact_sheet
-from synth2.coco import mentions
+from synth2.coco import named_concepts
 from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
 from synth2.models.decoder import check_embedding_dim, decode_embeddings, load_decoder
@@ -111,7 +111,7 @@ def synthesize_all(selections: dict, synthesize, params: Params) -> None:
     metrics = synthesize_selections(selections, synthesize, params.seed)
     balanced = selections["balanced"][0]
     real_captions = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])["caption"]
-    named = {c for c in balanced["concept"].dropna().unique() if real_captions.map(lambda t, c=c: mentions(t, c)).any()}
+    named = named_concepts(real_captions, balanced["concept"].dropna().unique())
     metrics["balanced"]["held_out_pairs"] = int((~balanced["concept"].isin(named)).sum())
     timing_captions = balanced["caption"].tolist()[: params.synthesize.timing_captions]
     round_trip = pixel_round_trip(params)
