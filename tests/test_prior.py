@@ -106,6 +106,17 @@ def test_load_refuses_prior_without_statistics(trained, tmp_path):
         load_prior(tmp_path / "raw")
 
 
+def test_sampling_rejects_wrong_text_dim(trained):
+    prior, scheduler, _, _, _ = trained
+    with pytest.raises(ValueError, match="dim 10"):
+        sample_prior(prior, scheduler, np.zeros((2, 10), dtype=np.float32), 2, progress=False)
+
+
+def test_load_names_the_missing_stage(tmp_path):
+    with pytest.raises(MissingInputError, match="dvc repro prior"):
+        load_prior(tmp_path / "absent")
+
+
 def test_rejects_bad_inputs():
     text, image = toy_pairs(8, seed=0)
     with pytest.raises(ValueError, match="equally many"):
