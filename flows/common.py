@@ -78,8 +78,7 @@ def start_run(params: Params, root: Path, name: str, tags: dict[str, str], run_p
     """Open the flow's parent MLflow run; (None, None) when tracking is off."""
     if not tracking.enabled():
         return None, None
-    os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri(params.tracking.tracking_uri, root)
-    return tracking.start_pipeline_run(params, name, tags, run_params)
+    return tracking.start_pipeline_run(params, name, tags, run_params, root)
 
 
 def summary_markdown(title: str, outcomes: list[dict[str, Any]], metrics: dict[str, dict[str, float]],

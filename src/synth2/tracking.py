@@ -234,6 +234,18 @@ def dvc_md5(path: str | Path) -> str | None:
     return obj.hash_info.value
 
 
+def _pipeline_outs(root: Path) -> set[str]:
+    """Every out declared in dvc.yaml: the pipeline rewrites them, so they do not make code dirty."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            return {os.path.relpath(out.fs_path, root) for out in repo.index.outs}
+    except DvcException:
+        return set()
+
+
 def _hashes(entries) -> dict[str, str]:
     out: dict[str, str] = {}
     for entry in entries:
@@ -324,7 +336,7 @@ def _open(name: str, params: "Params") -> _StageRun:
     client = MlflowClient()
     repo, stage = _load_dvc_stage(name)
     stage_name = stage.addressing if stage is not None else name
-    commit, dirty = git_state(Path.cwd(), {o.def_path for o in repo.index.outs} if stage is not None else set())
+    commit, dirty = git_state(Path.cwd(), _pipeline_outs(Path.cwd()) if repo is not None else set())
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
 
     parent_id, owns_parent, execution = _parent_run(client, experiment_id, commit, dirty)
@@ -699,13 +711,14 @@ def promote_best(
 
 
 def start_pipeline_run(params: "Params", run_name: str, tags: Mapping[str, str] | None = None,
-                       run_params: Mapping[str, Any] | None = None) -> tuple[str, str]:
+                       run_params: Mapping[str, Any] | None = None, root: Path | None = None) -> tuple[str, str]:
     """Open the parent run of a flow execution; returns (run_id, experiment_id). Stage runs nest
     under it once its id is in SYNTH2_PARENT_RUN_ID."""
     from mlflow import MlflowClient
 
-    experiment_id = configure(params)
-    commit, dirty = git_state(project_root())
+    root = root or project_root()
+    experiment_id = configure(params, root)
+    commit, dirty = git_state(root, _pipeline_outs(root))
     all_tags = {TAG_EXECUTION: "prefect", TAG_COMMIT: commit, "mlflow.source.git.commit": commit,
                 TAG_DIRTY: str(dirty).lower(), **(tags or {})}
     client = MlflowClient()
