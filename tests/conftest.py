@@ -62,6 +62,18 @@ def run_stage(name: str, cwd: Path, *args: str, check: bool = True) -> subproces
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The stages run on one thread (synth2.stage); tests of their models do too. On a busy 2-core
+    machine a second thread made these tiny models several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """An empty project workspace holding only a tiny params.yaml."""

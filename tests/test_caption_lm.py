@@ -25,14 +25,6 @@ TEMPLATES = CaptionsParams()
 TINY_LM = CaptionLMParams(n_layer=1, n_head=2, n_embd=48, steps=200, batch_size=32, lr=5e-3, n_positions=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 def corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     rng = np.random.default_rng(seed)
     captions, colours, shapes = [], [], []

@@ -23,14 +23,6 @@ EMBED_DIM = 16
 OVERFIT = TrainVLMParams(prefix_length=2, steps=120, batch_size=12, lr=3e-3, mix_ratio=0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):

@@ -26,14 +26,6 @@ def toy_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return text.astype(np.float32), image.astype(np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small run faster on one thread: a second one only adds synchronisation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def trained():
