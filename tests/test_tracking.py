@@ -48,7 +48,10 @@ def test_bare_dvc_repro_records_lineage_in_an_mlflow_server(tmp_path: Path, mlfl
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mlflow.set_tracking_uri(mlflow_server)
-    project = make_project(tmp_path / "project")
+    # Its own registered model: other tests on the same server register the same toy bytes, and the
+    # registry (rightly) keeps one version per content.
+    registered = "synth2-vlm-lineage-test"
+    project = make_project(tmp_path / "project", {"seed": 1, "tracking": {"champion_metric": "total", "registered_model": registered}})
     env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
     dvc(project, "repro", env=env)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
@@ -84,16 +87,16 @@ def test_bare_dvc_repro_records_lineage_in_an_mlflow_server(tmp_path: Path, mlfl
     assert {a.path for a in client.list_artifacts(make.info.run_id, "dvc/metrics")} == {"dvc/metrics/numbers.json"}
 
     # The model: logged once, registered, aliased champion; its tag ties it to DVC's out md5.
-    version = client.get_model_version_by_alias("synth2-vlm", "champion")
+    version = client.get_model_version_by_alias(registered, "champion")
     model = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
     assert model.tags["synth2.dvc_md5"] == md5s["sum_numbers"]["models/tiny"]
     assert model.source_run_id == total.info.run_id
     assert version.tags["variant"] == "tiny"
-    loaded = mlflow.pyfunc.load_model(f"models:/synth2-vlm@champion").unwrap_python_model().load()
+    loaded = mlflow.pyfunc.load_model(f"models:/{registered}@champion").unwrap_python_model().load()
     assert (Path(loaded) / "weights.txt").read_text() == "15"
 
     # A second repro of unchanged bytes keeps the registry version; a new `dvc repro` is a new parent.
     dvc(project, "repro", "--force", "sum_numbers", env=env)
-    assert client.get_model_version_by_alias("synth2-vlm", "champion").version == version.version
+    assert client.get_model_version_by_alias(registered, "champion").version == version.version
     parents_now = client.search_runs([experiment.experiment_id], filter_string="tags.`synth2.execution` = 'dvc repro'")
     assert len([r for r in parents_now if r.data.tags.get("synth2.execution_id")]) == 2

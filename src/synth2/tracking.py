@@ -636,11 +636,13 @@ def _resolve_model_uri(model: str | Path) -> str:
     found = mlflow.search_logged_models(
         experiment_ids=[_ACTIVE.experiment_id],
         filter_string=f"tags.`{TAG_MODEL_MD5}` = '{md5}'",
-        max_results=1,
+        max_results=100,
         output_format="list",
     )
     if found:
-        return found[0].model_uri
+        # Same bytes may have been logged by earlier runs too: the lineage should point at this run's.
+        own = [m for m in found if m.source_run_id == _ACTIVE.run_id]
+        return (own or found)[0].model_uri
     # Logged by no earlier run (e.g. DVC restored the directory from its cache): log it now.
     return log_model(model, Path(model).name)
 
