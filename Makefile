@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test clean serve ui
+.PHONY: setup run test lint format clean serve ui
 
 setup: $(STAMP)
 
@@ -33,6 +33,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# ruff, configured in pyproject.toml; CI runs `make lint` before `make test`.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000

@@ -36,12 +36,18 @@ from tests.conftest import TINY_PARAMS, deep_merge  # noqa: E402  (the sizes the
 SIZES: dict[str, dict] = {
     "tiny": TINY_PARAMS,
     # Between the test size and the default: every stage does real work in about a minute in all.
-    "small": deep_merge(TINY_PARAMS, {
-        "world": {"pool_size": 2000, "real_train_size": 400, "text_corpus_size": 5000},
-        "caption_lm": {"steps": 200}, "captions": {"n_prompted": 600, "n_unprompted": 300},
-        "balance": {"target_size": 200}, "image_encoder": {"steps": 200}, "prior": {"steps": 200},
-        "train_vlm": {"steps": 150},
-    }),
+    "small": deep_merge(
+        TINY_PARAMS,
+        {
+            "world": {"pool_size": 2000, "real_train_size": 400, "text_corpus_size": 5000},
+            "caption_lm": {"steps": 200},
+            "captions": {"n_prompted": 600, "n_unprompted": 300},
+            "balance": {"target_size": 200},
+            "image_encoder": {"steps": 200},
+            "prior": {"steps": 200},
+            "train_vlm": {"steps": 150},
+        },
+    ),
     "default": {},
 }
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@synth2.invalid", "-c", "commit.gpgsign=false"]
@@ -49,8 +55,13 @@ GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@synth2.invalid", 
 
 def copy_tree(dest: Path, overrides: dict) -> Path:
     """The working tree as git sees it (tracked + untracked, not ignored), committed in a fresh repo."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for rel in filter(None, listed):
         src = ROOT / rel
         if src.is_file():
@@ -68,12 +79,18 @@ def copy_tree(dest: Path, overrides: dict) -> Path:
 
 
 def environment(copy: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SYNTH2_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SYNTH2_"))
+    }
     env.update(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-        PREFECT_HOME=str(copy / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", MLFLOW_DISABLE_TELEMETRY="true",
-        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", GX_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(copy / ".prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        GX_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(copy / "src"),  # the copy's code, not the editable install's
     )
     env.update(extra)

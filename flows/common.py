@@ -81,10 +81,22 @@ def start_run(params: Params, root: Path, name: str, tags: dict[str, str], run_p
     return tracking.start_pipeline_run(params, name, tags, run_params, root)
 
 
-def summary_markdown(title: str, outcomes: list[dict[str, Any]], metrics: dict[str, dict[str, float]],
-                     run_id: str | None, experiment_id: str | None, tracking_uri: str, extra: str = "") -> str:
+def summary_markdown(
+    title: str,
+    outcomes: list[dict[str, Any]],
+    metrics: dict[str, dict[str, float]],
+    run_id: str | None,
+    experiment_id: str | None,
+    tracking_uri: str,
+    extra: str = "",
+) -> str:
     ran = [o["stage"] for o in outcomes if o["ran"]]
-    lines = [f"# {title}", "", f"**{len(ran)} ran, {len(outcomes) - len(ran)} skipped** (DVC found them unchanged).", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"**{len(ran)} ran, {len(outcomes) - len(ran)} skipped** (DVC found them unchanged).",
+        "",
+    ]
     if extra:
         lines += [extra, ""]
     if outcomes:
@@ -98,6 +110,11 @@ def summary_markdown(title: str, outcomes: list[dict[str, Any]], metrics: dict[s
                 lines.append(f"| {path} | {key} | {value:.4g} |")
         lines.append("")
     if run_id:
-        lines += ["## MLflow", "", f"Run `{run_id}` in experiment {experiment_id} (store `{tracking_uri}`).",
-                  f"Open it with `make ui`: {tracking.run_url(run_id, experiment_id)}", ""]
+        lines += [
+            "## MLflow",
+            "",
+            f"Run `{run_id}` in experiment {experiment_id} (store `{tracking_uri}`).",
+            f"Open it with `make ui`: {tracking.run_url(run_id, experiment_id)}",
+            "",
+        ]
     return "\n".join(lines)

@@ -48,20 +48,32 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
     before = params_file.read_bytes()
     # Validate the variant before DVC copies anything: a typo fails here, in one line.
     params: Params = parse_params(apply_overrides(yaml.safe_load(before), overrides), params_file)
-    name = name or f"exp-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:6]}"
+    name = (
+        name
+        or f"exp-{time.strftime('%Y%m%d-%H%M%S')}-"
+        f"{hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:6]}"
+    )
 
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    run_id, experiment_id = start_run(params, project, f"experiment {name}",
-                                      {tracking.TAG_FLOW_RUN: flow_run_id or "", tracking.TAG_EXP_NAME: name,
-                                       tracking.TAG_EXECUTION: "prefect dvc exp run"},
-                                      {"override": overrides})
+    run_id, experiment_id = start_run(
+        params,
+        project,
+        f"experiment {name}",
+        {
+            tracking.TAG_FLOW_RUN: flow_run_id or "",
+            tracking.TAG_EXP_NAME: name,
+            tracking.TAG_EXECUTION: "prefect dvc exp run",
+        },
+        {"override": overrides},
+    )
     env = tracking_env(run_id, project, params, flow_run_id)
     logger.info("experiment %s with %s; MLflow run %s", name, overrides, run_id)
     status = "FAILED"
     metrics: dict[str, dict[str, float]] = {}
     try:
-        run_dvc_experiment.with_options(retries=params.orchestration.retries,
-                                        retry_delay_seconds=params.orchestration.retry_delay_s)(name, overrides, str(project), env)
+        run_dvc_experiment.with_options(
+            retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+        )(name, overrides, str(project), env)
         if params_file.read_bytes() != before:  # the point of --temp; say so loudly if DVC ever changes
             raise RuntimeError(f"dvc exp run changed {params_file}; restore it with `git checkout {params_file.name}`")
         metrics = dvc_metrics(project, rev=name)
@@ -70,11 +82,19 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
         if run_id:
             tracking.end_pipeline_run(run_id, status, metrics)
         create_markdown_artifact(
-            summary_markdown(f"synth2 experiment {name}" + ("" if status == "FINISHED" else " — FAILED"), [], metrics,
-                             run_id, experiment_id, env["MLFLOW_TRACKING_URI"],
-                             extra="Overrides: " + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
-                             + f". Apply with `dvc exp apply {name}`."),
-            key="synth2-experiment-summary", description=f"DVC experiment {name}",
+            summary_markdown(
+                f"synth2 experiment {name}" + ("" if status == "FINISHED" else " — FAILED"),
+                [],
+                metrics,
+                run_id,
+                experiment_id,
+                env["MLFLOW_TRACKING_URI"],
+                extra="Overrides: "
+                + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
+                + f". Apply with `dvc exp apply {name}`.",
+            ),
+            key="synth2-experiment-summary",
+            description=f"DVC experiment {name}",
         )
     return {"experiment": name, "overrides": overrides, "mlflow_run_id": run_id, "metrics": metrics}
 

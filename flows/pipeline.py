@@ -18,15 +18,23 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.common import (dvc_metrics, load_project_params, project_root, stage_order, start_run, summary_markdown,
-                          tracking_env)
+from flows.common import (
+    dvc_metrics,
+    load_project_params,
+    project_root,
+    stage_order,
+    start_run,
+    summary_markdown,
+    tracking_env,
+)
 from synth2 import tracking
 from tasks import run_dvc_stage
 
 
 @flow(name="synth2-pipeline")
-def synth2_pipeline(targets: list[str] | None = None, force: list[str] | None = None,
-                    root: str | None = None) -> dict[str, Any]:
+def synth2_pipeline(
+    targets: list[str] | None = None, force: list[str] | None = None, root: str | None = None
+) -> dict[str, Any]:
     """Reproduce `targets` (default: every stage) and their upstream stages through DVC.
 
     `force`: stages to re-run even when DVC finds them unchanged (e.g. a scheduled retrain)."""
@@ -38,12 +46,17 @@ def synth2_pipeline(targets: list[str] | None = None, force: list[str] | None = 
     unknown = forced - set(order)
     if unknown:
         raise ValueError(f"force names stages outside this run: {sorted(unknown)}")
-    stage_task = run_dvc_stage.with_options(retries=params.orchestration.retries,
-                                            retry_delay_seconds=params.orchestration.retry_delay_s)
+    stage_task = run_dvc_stage.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+    )
 
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    run_id, experiment_id = start_run(params, project, f"pipeline {flow_run.name or ''}".strip(),
-                                      {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])})
+    run_id, experiment_id = start_run(
+        params,
+        project,
+        f"pipeline {flow_run.name or ''}".strip(),
+        {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
+    )
     env = tracking_env(run_id, project, params, flow_run_id)
     logger.info("stages in order: %s; MLflow run %s", ", ".join(order), run_id)
 
@@ -57,12 +70,17 @@ def synth2_pipeline(targets: list[str] | None = None, force: list[str] | None = 
         metrics = dvc_metrics(project) if status == "FINISHED" else {}
         ran = [o["stage"] for o in outcomes if o["ran"]]
         if run_id:
-            tracking.end_pipeline_run(run_id, status, {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(outcomes) - len(ran)}},
-                                      {"synth2.stages_ran": ",".join(ran) or "none"})
+            tracking.end_pipeline_run(
+                run_id,
+                status,
+                {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(outcomes) - len(ran)}},
+                {"synth2.stages_ran": ",".join(ran) or "none"},
+            )
         title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — FAILED after {len(outcomes)} stage(s)")
         create_markdown_artifact(
             summary_markdown(title, outcomes, metrics, run_id, experiment_id, env["MLFLOW_TRACKING_URI"]),
-            key="synth2-pipeline-summary", description="Stages ran/skipped, key metrics, MLflow run",
+            key="synth2-pipeline-summary",
+            description="Stages ran/skipped, key metrics, MLflow run",
         )
     return {"stages": outcomes, "mlflow_run_id": run_id, "metrics": metrics}
 
@@ -74,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = synth2_pipeline(targets=args.targets, force=args.force)
     ran = sum(o["ran"] for o in result["stages"])
-    print(f"synth2 pipeline: {ran} stage(s) ran, {len(result['stages']) - ran} skipped; MLflow run {result['mlflow_run_id']}")
+    print(
+        f"synth2 pipeline: {ran} stage(s) ran, {len(result['stages']) - ran} skipped; "
+        f"MLflow run {result['mlflow_run_id']}"
+    )
     return 0
 
 

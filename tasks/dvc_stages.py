@@ -71,8 +71,9 @@ def _stream(cmd: list[str], cwd: Path, env: dict[str, str], label: str) -> tuple
     """Run `cmd`, forwarding each output line to the Prefect log; return (exit code, last lines)."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()

@@ -55,8 +55,12 @@ def run_stage(name: str, cwd: Path, *args: str, check: bool = True) -> subproces
     """Run `python -m synth2.stages.NAME` in `cwd` as DVC would."""
     result = subprocess.run(
         [sys.executable, "-m", f"synth2.stages.{name}", *args],
-        cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=cwd,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"stage {name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result

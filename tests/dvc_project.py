@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-MAKE_NUMBERS = '''
+MAKE_NUMBERS = """
 import json, os
 from synth2.io import write_json
 from synth2.stage import stage_main
@@ -30,9 +30,9 @@ def run(params):
         f.write("step,loss\\n" + "".join(f"{s},{1.0 / (s + 1)}\\n" for s in range(0, 50, 10)))
 
 stage_main("make_numbers", run)()
-'''
+"""
 
-SUM_NUMBERS = '''
+SUM_NUMBERS = """
 import json
 from pathlib import Path
 from synth2.io import write_json, atomic_path
@@ -51,7 +51,7 @@ def run(params):
     tracking.promote_best({"tiny": "models/tiny"}, {"tiny": float(sum(numbers))})
 
 stage_main("sum_numbers", run)()
-'''
+"""
 
 DVC_YAML = {
     "stages": {
@@ -77,8 +77,9 @@ GIT = ["git", "-c", "user.name=synth2 tests", "-c", "user.email=tests@synth2.inv
 
 
 def dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, check=True,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=env, check=True, capture_output=True, text=True
+    )
 
 
 def make_project(root: Path, params: dict | None = None) -> Path:

@@ -32,8 +32,12 @@ def free_port() -> int:
 
 def service_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1",
-               GX_ANALYTICS_ENABLED="false")
+    env.update(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        HF_HUB_OFFLINE="1",
+        GX_ANALYTICS_ENABLED="false",
+    )
     env.update(extra)
     return env
 
@@ -47,7 +51,9 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 @contextlib.contextmanager
-def background(cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
+def background(
+    cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen]:
     """Start `cmd` in its own session, wait until `health_url` answers, stop the session on exit."""
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -61,7 +67,9 @@ def background(cmd: list[str], env: dict[str, str], health_url: str, log: Path, 
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{health_url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}") from None
+                    raise TimeoutError(
+                        f"{health_url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.5)
         yield proc
     finally:
@@ -80,8 +88,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 with a SQLite backend and served artifacts; yields its URL."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     with background(cmd, service_env(), f"http://127.0.0.1:{port}/health", root / "server.log") as proc:
         url = f"http://127.0.0.1:{port}"
         assert listening_addresses(proc.pid) <= {"127.0.0.1"}, listening_addresses(proc.pid)

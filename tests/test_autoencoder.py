@@ -36,7 +36,6 @@ def squares(n: int, seed: int) -> np.ndarray:
     return pixels
 
 
-
 @pytest.fixture(scope="module")
 def trained():
     pixels = squares(200, seed=0)

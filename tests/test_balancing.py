@@ -124,7 +124,9 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     garbage = ["asdf qwerty zxcv", "the the the the", "a photo of a dog on a sofa"]
     malformed = ["", "a small red <unk> star ### in the top left"]  # the second one parses
     too_short, too_long = "red star", "a small red star in the top left " + "and nothing else " * 10
-    df = pd.DataFrame({"caption": repeats + [synonym_swap, other_position] + garbage + malformed + [too_short, too_long] + captions})
+    df = pd.DataFrame(
+        {"caption": repeats + [synonym_swap, other_position] + garbage + malformed + [too_short, too_long] + captions}
+    )
     df["source"] = np.arange(len(df))
 
     params = BalanceParams(target_size=120, n_clusters=8, max_words=30)
@@ -138,8 +140,14 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     assert removed["near_duplicates"] >= 1
     assert report["selected"] == len(selected) == 120 and not report["short_of_target"]
     assert [s["step"] for s in report["steps"]] == [
-        "normalise", "exact_duplicates", "malformed", "unparseable", "length", "near_duplicates", "select",
-    ]  # fmt: skip
+        "normalise",
+        "exact_duplicates",
+        "malformed",
+        "unparseable",
+        "length",
+        "near_duplicates",
+        "select",
+    ]
     assert sum(s["removed"] for s in report["steps"]) == len(df) - len(selected)
 
     kept = set(selected["caption"])
@@ -156,7 +164,18 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     assert counts.max() <= 2 * 120 / selected["concept"].nunique() + 1
 
     # Columns: original ones, raw text, parsed attributes, concept, cluster.
-    for column in ("caption", "caption_raw", "source", "colour", "shape", "size", "position", "relation", "concept", "cluster"):
+    for column in (
+        "caption",
+        "caption_raw",
+        "source",
+        "colour",
+        "shape",
+        "size",
+        "position",
+        "relation",
+        "concept",
+        "cluster",
+    ):
         assert column in selected.columns
     assert (selected["concept"] == selected["colour"] + " " + selected["shape"]).all()
     assert selected["cluster"].between(0, 7).all()
@@ -171,7 +190,9 @@ def caption_concept(text: str) -> tuple[str, str]:
 
 def test_balancing_takes_everything_when_fewer_than_target_survive():
     df = pd.DataFrame({"caption": ["a small red star in the top left", "a large blue circle in the center", "xyz"]})
-    selected, report = balance_captions(df, BalanceParams(target_size=50, n_clusters=4), seed=0, embed_fn=bag_of_words_embed)
+    selected, report = balance_captions(
+        df, BalanceParams(target_size=50, n_clusters=4), seed=0, embed_fn=bag_of_words_embed
+    )
     assert len(selected) == 2 and report["short_of_target"] and report["selected"] == 2
 
 
@@ -204,7 +225,9 @@ def test_missing_caption_column_is_a_clear_error():
 
 
 def test_unbalanced_selection_keeps_duplicates_and_garbage():
-    df = pd.DataFrame({"caption": ["a small red star in the top left"] * 30 + ["gibberish words here"] * 10, "k": range(40)})
+    df = pd.DataFrame(
+        {"caption": ["a small red star in the top left"] * 30 + ["gibberish words here"] * 10, "k": range(40)}
+    )
     sample = unbalanced_selection(df, size=25, seed=0)
     assert len(sample) == 25
     assert sample["caption"].duplicated().any()

@@ -128,8 +128,15 @@ def test_generate_captions_works_for_another_architecture_without_pad_token(trai
     # The real profile hands in hub LMs (Llama, GPT-2) whose tokenizers may lack a pad token.
     _, tok, _ = trained
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(0)
     llama = LlamaForCausalLM(config).eval()

@@ -69,8 +69,13 @@ def test_ground_truth_captions_score_perfectly_in_every_style():
                 truths.append(scene)
                 predictions.append(caption(scene, style, rng, template))
     assert attribute_accuracy(predictions, truths) == {
-        "colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "colour_shape": 1.0, "all": 1.0,
-    }  # fmt: skip
+        "colour": 1.0,
+        "shape": 1.0,
+        "size": 1.0,
+        "position": 1.0,
+        "colour_shape": 1.0,
+        "all": 1.0,
+    }
 
 
 def test_wrong_colour_scores_zero_on_colour_only():
@@ -86,6 +91,12 @@ def test_unparseable_prediction_is_wrong_everywhere_and_truth_tables_work():
     acc = attribute_accuracy(["the small thing in the top left", "a large blue circle in the center"], truths)
     # The first names a size and a position correctly but no colour or shape: wrong on all four.
     assert acc == {"colour": 0.5, "shape": 0.5, "size": 0.5, "position": 0.5, "colour_shape": 0.5, "all": 0.5}
-    assert attribute_accuracy(["a small red star in the top left"], [{"colour": "red", "shape": "star", "size": "small", "position": "top left"}])["all"] == 1.0
+    assert (
+        attribute_accuracy(
+            ["a small red star in the top left"],
+            [{"colour": "red", "shape": "star", "size": "small", "position": "top left"}],
+        )["all"]
+        == 1.0
+    )
     with pytest.raises(Synth2Error, match="predictions but"):
         attribute_accuracy(["a red star"], truths)

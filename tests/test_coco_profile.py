@@ -55,24 +55,44 @@ def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
     params = {
         "profile": "coco",
         "device": "cpu",
-        "coco": {"annotations": str(annotations), "image_dir": str(image_dir), "concepts_file": str(concepts_file),
-                 "val_fraction": 0.1, "test_fraction": 0.25, "missing_images": "skip"},
+        "coco": {
+            "annotations": str(annotations),
+            "image_dir": str(image_dir),
+            "concepts_file": str(concepts_file),
+            "val_fraction": 0.1,
+            "test_fraction": 0.25,
+            "missing_images": "skip",
+        },
         "caption_lm": {"pretrained": str(models["gpt2"])},
-        "captions": {"prompt_template": PROMPT, "unprompted_template": UNPROMPTED, "n_prompted": 32, "n_unprompted": 16,
-                     "max_new_tokens": 10, "batch_size": 16, "max_words": 8},
+        "captions": {
+            "prompt_template": PROMPT,
+            "unprompted_template": UNPROMPTED,
+            "n_prompted": 32,
+            "n_unprompted": 16,
+            "max_new_tokens": 10,
+            "batch_size": 16,
+            "max_words": 8,
+        },
         # Random LMs rarely name their concept: balance by the prompt's concept instead.
         "balance": {"target_size": 16, "n_clusters": 4, "min_words": 1, "require_concept_mention": False},
         "image_encoder": {"model": str(models["clip"]), "batch_size": 8},
         "prior": {"steps": 20, "batch_size": 16, "num_inference_steps": 3, "attention_head_dim": 8, "num_layers": 1},
         "synthesize": {"timing_captions": 8, "batch_size": 16},
-        "train_vlm": {"steps": 4, "batch_size": 8, "prefix_length": 2, "max_caption_tokens": 10, "freeze_lm": True,
-                      "unfreeze_top_layers": 1, "lm_path": str(models["llama"])},
+        "train_vlm": {
+            "steps": 4,
+            "batch_size": 8,
+            "prefix_length": 2,
+            "max_caption_tokens": 10,
+            "freeze_lm": True,
+            "unfreeze_top_layers": 1,
+            "lm_path": str(models["llama"]),
+        },
         "evaluate": {"n_examples": 4, "batch_size": 8},
         "tracking": {"champion_metric": "overall.cider"},
         # Random LMs write short or empty captions and a random prior's samples are far from CLIP's norms:
         # the gates run, with thresholds that random models pass (their logic is tested in test_gates.py).
         "gates": {"caption_min_words": 1, "caption_min_valid_fraction": 0.5, "embedding_norm_slack": 100.0},
-    }  # fmt: skip
+    }
     return deep_update(params, overrides)
 
 
@@ -166,8 +186,15 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
     uri = f"sqlite:///{workspace}/mlflow.db"
-    run_all_stages(workspace, {"SYNTH2_TRACKING": "1", "SYNTH2_TRACKING_STRICT": "1", "MLFLOW_TRACKING_URI": uri,
-                               "MLFLOW_DISABLE_TELEMETRY": "true"})  # fmt: skip
+    run_all_stages(
+        workspace,
+        {
+            "SYNTH2_TRACKING": "1",
+            "SYNTH2_TRACKING_STRICT": "1",
+            "MLFLOW_TRACKING_URI": uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        },
+    )
     return workspace, uri
 
 
@@ -195,8 +222,10 @@ def test_snapshots_and_embeddings_have_the_declared_shapes(pipeline: Path):
     stored = load_file(str(pipeline / paths.REAL_EMBEDDINGS))
     assert stored["embeddings"].shape == (real["image_id"].nunique(), tiny_hf.EMBED_DIM)
     assert stored["embeddings"].dtype == np.float32 and stored["image_id"].dtype == np.int64
-    for selection, captions in ((paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
-                                (paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS)):  # fmt: skip
+    for selection, captions in (
+        (paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
+        (paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS),
+    ):
         synthetic = load_file(str(pipeline / selection))["embeddings"]
         assert synthetic.shape == (len(pd.read_parquet(pipeline / captions)), tiny_hf.EMBED_DIM)
         assert synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
@@ -383,9 +412,19 @@ def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_p
     (tmp_path / "split.json").write_text(json.dumps(split))
     concepts_file = tmp_path / "concepts.txt"
     concepts_file.write_text("\n".join(CONCEPTS))
-    data = build_coco(CocoParams(annotations=str(annotations), image_dir=str(image_dir), concepts_file=str(concepts_file),
-                                 split_file=str(tmp_path / "split.json")), seed=0)  # fmt: skip
+    data = build_coco(
+        CocoParams(
+            annotations=str(annotations),
+            image_dir=str(image_dir),
+            concepts_file=str(concepts_file),
+            split_file=str(tmp_path / "split.json"),
+        ),
+        seed=0,
+    )
     assert sorted(data.real_train["image_id"].unique()) == split["train"]
     assert data.val["image_id"].tolist() == split["val"] and sorted(data.test["image_id"]) == split["test"]
-    assert dict(zip(data.test["image_id"], data.test["seen"])) == {1004: True, 1006: False}  # no training caption names pizza
+    assert dict(zip(data.test["image_id"], data.test["seen"])) == {
+        1004: True,
+        1006: False,
+    }  # no training caption names pizza
     assert data.report["split"] == "file" and data.report["concepts_in_real_train"] == 3

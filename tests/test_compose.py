@@ -25,8 +25,11 @@ from tests.services import BIN, background, free_port, listening_addresses, serv
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line.strip() and not line.startswith("#"))
+ENV_EXAMPLE = dict(
+    line.split("=", 1)
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
 PG_USER, PG_PASSWORD = "synth2", "test-only"
 
 
@@ -37,11 +40,15 @@ def test_compose_has_the_stack_with_healthchecks_and_loopback_ports():
     ports = [p for s in services.values() for p in s.get("ports", [])]
     assert ports and all(p.startswith("127.0.0.1:") for p in ports)
     assert "postgresql+psycopg2://" in " ".join(services["mlflow"]["command"])
-    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
+        "postgresql+asyncpg://"
+    )
     worker = " ".join(services["worker"]["command"])
     assert "deploy --all" in worker and "worker start --pool synth2-local" in worker
-    assert services["worker"]["depends_on"] == {"prefect-server": {"condition": "service_healthy"},
-                                               "mlflow": {"condition": "service_healthy"}}
+    assert services["worker"]["depends_on"] == {
+        "prefect-server": {"condition": "service_healthy"},
+        "mlflow": {"condition": "service_healthy"},
+    }
 
 
 def test_compose_takes_configuration_from_the_env_file_and_commits_no_secret():
@@ -54,9 +61,12 @@ def test_compose_takes_configuration_from_the_env_file_and_commits_no_secret():
 
 
 def services_env_literal_passwords(compose: dict) -> list[str]:
-    return [f"{name}.{key}" for name, svc in compose["services"].items()
-            for key, value in (svc.get("environment") or {}).items()
-            if "PASSWORD" in key and not str(value).startswith("${")]
+    return [
+        f"{name}.{key}"
+        for name, svc in compose["services"].items()
+        for key, value in (svc.get("environment") or {}).items()
+        if "PASSWORD" in key and not str(value).startswith("${")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +80,46 @@ def postgres() -> Iterator[int]:
         shutil.chown(base, "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
     data, port = base / "data", free_port()
-    subprocess.run([*as_postgres, "initdb", "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_postgres, "pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                    f"-h 127.0.0.1 -p {port} -k {base}", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_postgres, "initdb", "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {base}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, "-d", "postgres", "-q",
-                        "-f", str(ROOT / "docker" / "postgres-init.sql")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                PG_USER,
+                "-d",
+                "postgres",
+                "-q",
+                "-f",
+                str(ROOT / "docker" / "postgres-init.sql"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield port
     finally:
         # pg_ctl signals the postmaster by the PID in its pid file.
@@ -87,11 +130,16 @@ def postgres() -> Iterator[int]:
 def compose_url(service: str, port: int) -> str:
     """The service's database URL from docker-compose.yml, pointed at the native Postgres."""
     if service == "mlflow":
-        url = next(a.split("=", 1)[1] for a in COMPOSE["services"]["mlflow"]["command"] if a.startswith("--backend-store-uri"))
+        url = next(
+            a.split("=", 1)[1] for a in COMPOSE["services"]["mlflow"]["command"] if a.startswith("--backend-store-uri")
+        )
     else:
         url = COMPOSE["services"]["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
-    return (url.replace("${POSTGRES_USER}", PG_USER).replace("${POSTGRES_PASSWORD}", PG_PASSWORD)
-               .replace("@postgres:5432", f"@127.0.0.1:{port}"))
+    return (
+        url.replace("${POSTGRES_USER}", PG_USER)
+        .replace("${POSTGRES_PASSWORD}", PG_PASSWORD)
+        .replace("@postgres:5432", f"@127.0.0.1:{port}")
+    )
 
 
 @pytest.mark.slow
@@ -124,8 +172,20 @@ def test_mlflow_server_on_postgres_records_a_run(postgres: int, tmp_path: Path):
     if probe.returncode != 0:
         pytest.skip("psycopg2 not installed (the compose image installs psycopg2-binary)")
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", compose_url("mlflow", postgres), "--artifacts-destination", str(tmp_path / "artifacts")]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        compose_url("mlflow", postgres),
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
     with background(cmd, env, f"http://127.0.0.1:{port}/health", tmp_path / "server.log"):
         from mlflow import MlflowClient
 

@@ -101,8 +101,16 @@ def test_world_concepts_are_every_colour_shape_pair():
 
 
 def test_repetitive_captions_are_less_diverse_under_minilm(embed):
-    repetitive = ["a small red star in the top left", "a tiny red star in the top left", "a small red star at the top left"]
-    varied = ["a small red star in the top left", "a large blue circle in the center", "a green cross below a white square"]
+    repetitive = [
+        "a small red star in the top left",
+        "a tiny red star in the top left",
+        "a small red star at the top left",
+    ]
+    varied = [
+        "a small red star in the top left",
+        "a large blue circle in the center",
+        "a green cross below a white square",
+    ]
     reports = {
         name: diversity_report(caps, ["red star"] * 3, embed(caps), n_clusters=2)
         for name, caps in (("repetitive", repetitive), ("varied", varied))

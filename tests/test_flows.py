@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 # Fails the way a synth2 stage does on bad input: one "error: stage ..." line, exit status 1.
-BROKEN_CMD = "python -c \"import sys; sys.exit(\\\"error: stage 'broken': bad input\\\")\""
+BROKEN_CMD = 'python -c "import sys; sys.exit(\\"error: stage \'broken\': bad input\\")"'
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,13 @@ def run_async(coro):
 
 def test_deployments_register_with_their_schedules(prefect_server: str, tmp_path: Path):
     env = service_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path), SYNTH2_ROOT=str(ROOT))
-    for args in (["work-pool", "create", "synth2-local", "--type", "process", "--overwrite"], ["--no-prompt", "deploy", "--all"]):
-        result = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    for args in (
+        ["work-pool", "create", "synth2-local", "--type", "process", "--overwrite"],
+        ["--no-prompt", "deploy", "--all"],
+    ):
+        result = subprocess.run(
+            [str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
     from prefect.client.orchestration import get_client
@@ -53,13 +58,17 @@ def test_deployments_register_with_their_schedules(prefect_server: str, tmp_path
     from flows.experiment import synth2_experiment
     from flows.pipeline import synth2_pipeline
 
-    flow_names = {"flows/pipeline.py:synth2_pipeline": synth2_pipeline.name,
-                  "flows/experiment.py:synth2_experiment": synth2_experiment.name}
+    flow_names = {
+        "flows/pipeline.py:synth2_pipeline": synth2_pipeline.name,
+        "flows/experiment.py:synth2_experiment": synth2_experiment.name,
+    }
     expected = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
     async def read_back():
         async with get_client() as client:
-            return [await client.read_deployment_by_name(f"{flow_names[d['entrypoint']]}/{d['name']}") for d in expected]
+            return [
+                await client.read_deployment_by_name(f"{flow_names[d['entrypoint']]}/{d['name']}") for d in expected
+            ]
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         deployments = run_async(read_back())
@@ -89,15 +98,18 @@ def test_pipeline_flow_runs_then_skips_every_stage(project: Path, mlflow_server:
     parent = client.get_run(first["mlflow_run_id"])
     flow_run_id = parent.data.tags["synth2.prefect.flow_run_id"]
     assert parent.info.status == "FINISHED" and flow_run_id
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert sorted(c.data.tags["synth2.stage"] for c in children) == ["make_numbers", "sum_numbers"]
     assert {c.data.tags["synth2.prefect.flow_run_id"] for c in children} == {flow_run_id}
     assert client.get_run(second["mlflow_run_id"]).data.tags["synth2.stages_ran"] == "none"
 
     async def summaries():
         async with get_client() as prefect:
-            found = await prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["synth2-pipeline-summary"])))
+            found = await prefect.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["synth2-pipeline-summary"]))
+            )
             return [a.data for a in found]
 
     texts = run_async(summaries())
@@ -142,12 +154,15 @@ def test_experiment_flow_keeps_params_yaml_and_records_overrides(project: Path, 
     result = synth2_experiment({"seed": 3}, name="seed3", root=str(project))
     assert (project / "params.yaml").read_bytes() == params_before
     assert result["metrics"]["metrics/total.json"] == {"total": 25.0}  # 3+4+5+6+7, from the experiment
-    listed = subprocess.run([str(BIN / "dvc"), "exp", "list", "--name-only"], cwd=project, capture_output=True, text=True)
+    listed = subprocess.run(
+        [str(BIN / "dvc"), "exp", "list", "--name-only"], cwd=project, capture_output=True, text=True
+    )
     assert "seed3" in listed.stdout.split()
 
     client = MlflowClient(mlflow_server)
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.data.params["override.seed"] == "3" and parent.data.tags["synth2.dvc.exp_name"] == "seed3"
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert {c.data.params.get("seed") for c in children if c.data.tags["synth2.stage"] == "make_numbers"} == {"3"}

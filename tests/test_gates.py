@@ -23,7 +23,10 @@ TEMPLATES = ["a {c} {s}", "a {c} {s} in the picture", "there is a {c} {s} here",
 
 
 def good_captions() -> pd.DataFrame:
-    rows = [{"caption": t.format(c=c, s=s), "concept": f"{c} {s}"} for (c, s), t in product(product(COLOURS, SHAPES), TEMPLATES)]
+    rows = [
+        {"caption": t.format(c=c, s=s), "concept": f"{c} {s}"}
+        for (c, s), t in product(product(COLOURS, SHAPES), TEMPLATES)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -36,7 +39,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def write_captions(prompted: pd.DataFrame, unprompted: pd.DataFrame | None = None) -> None:
     write_parquet(prompted, paths.PROMPTED_CAPTIONS)
-    write_parquet(good_captions().sample(frac=0.5, random_state=0) if unprompted is None else unprompted, paths.UNPROMPTED_CAPTIONS)
+    write_parquet(
+        good_captions().sample(frac=0.5, random_state=0) if unprompted is None else unprompted,
+        paths.UNPROMPTED_CAPTIONS,
+    )
 
 
 def test_good_captions_pass_and_report_is_written(project: Path):
@@ -50,19 +56,25 @@ def test_good_captions_pass_and_report_is_written(project: Path):
 
 def test_bad_captions_fail_and_name_each_expectation(project: Path):
     good = good_captions().head(20)
-    garbage = pd.DataFrame({"caption": ["x", None, None] + [f"<unk>#{i}$$@@" for i in range(20)],
-                            "concept": [None, "red circle", "blue star"] + ["red circle"] * 20})
+    garbage = pd.DataFrame(
+        {
+            "caption": ["x", None, None] + [f"<unk>#{i}$$@@" for i in range(20)],
+            "concept": [None, "red circle", "blue star"] + ["red circle"] * 20,
+        }
+    )
     duplicates = pd.DataFrame({"caption": ["a red circle"] * 500 + ["a blue star"] * 3, "concept": "red circle"})
     write_captions(pd.concat([garbage, good], ignore_index=True), duplicates)
     with pytest.raises(GateError) as failure:
         run_gate("captions", load_params())
     message = str(failure.value)
     assert "\n" not in message
-    for expectation in ("prompted: expect_column_values_to_not_be_null(caption)",
-                        "prompted: expect_column_values_to_not_be_null(concept)",
-                        "prompted: expect_column_values_to_match_regex(caption",
-                        "prompted: expect_column_values_to_be_between(n_words",
-                        "unprompted: expect_column_proportion_of_unique_values_to_be_between(caption"):
+    for expectation in (
+        "prompted: expect_column_values_to_not_be_null(caption)",
+        "prompted: expect_column_values_to_not_be_null(concept)",
+        "prompted: expect_column_values_to_match_regex(caption",
+        "prompted: expect_column_values_to_be_between(n_words",
+        "unprompted: expect_column_proportion_of_unique_values_to_be_between(caption",
+    ):
         assert expectation in message, expectation
     assert "caption='<unk>#0$$@@'" in message  # offending rows are shown
     assert "'a red circle'×500" in message  # and the most repeated caption
@@ -72,15 +84,30 @@ def test_bad_captions_fail_and_name_each_expectation(project: Path):
 
 def test_balanced_gate_checks_coverage_and_balance(project: Path):
     combos = [f"{c} {s}" for c, s in product(COLOURS, SHAPES)]
-    concepts = pd.DataFrame({"concept": [*COLOURS, *combos], "kind": ["colour"] * len(COLOURS) + ["combo"] * len(combos)})
+    concepts = pd.DataFrame(
+        {"concept": [*COLOURS, *combos], "kind": ["colour"] * len(COLOURS) + ["combo"] * len(combos)}
+    )
     write_parquet(concepts, paths.CONCEPTS)
-    good = good_captions().assign(colour=lambda d: d.concept.str.split().str[0], shape=lambda d: d.concept.str.split().str[1])
+    good = good_captions().assign(
+        colour=lambda d: d.concept.str.split().str[0], shape=lambda d: d.concept.str.split().str[1]
+    )
     write_parquet(good, paths.BALANCED)
     assert run_gate("balanced", load_params()).success
 
     skewed = good[good.concept.str.startswith(("red", "blue"))]  # 12 of 48 concepts
-    skewed = pd.concat([skewed, pd.DataFrame({"caption": [f"a red circle number {i} here" for i in range(60)],
-                                              "concept": "red circle", "colour": "red", "shape": "circle"})])
+    skewed = pd.concat(
+        [
+            skewed,
+            pd.DataFrame(
+                {
+                    "caption": [f"a red circle number {i} here" for i in range(60)],
+                    "concept": "red circle",
+                    "colour": "red",
+                    "shape": "circle",
+                }
+            ),
+        ]
+    )
     write_parquet(skewed, paths.BALANCED)
     with pytest.raises(GateError) as failure:
         run_gate("balanced", load_params())

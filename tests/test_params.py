@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from synth2.params import ParamsError, load_params
 from tests.conftest import ROOT, run_stage, write_params
@@ -18,7 +17,10 @@ def test_repository_params_load():
     [
         ({"world": {"pool_sise": 10}}, "unknown key 'world.pool_sise'"),
         ({"world": {"pool_size": "many"}}, "'world.pool_size': 'many'"),
-        ({"world": {"holdout_fraction": 0.9}}, "'world.holdout_fraction': 0.9 (Input should be less than or equal to 0.5)"),
+        (
+            {"world": {"holdout_fraction": 0.9}},
+            "'world.holdout_fraction': 0.9 (Input should be less than or equal to 0.5)",
+        ),
         ({"caption_lm": {"n_embd": 30, "n_head": 4}}, "'caption_lm': "),
         ({"captions": {"prompt_template": "no slot"}}, "must contain '{concepts}'"),
     ],

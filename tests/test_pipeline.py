@@ -37,7 +37,16 @@ def pipeline(tmp_path_factory) -> Path:
 
 def test_every_variant_is_scored_on_every_split(pipeline: Path):
     metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
-    keys = {"bleu4", "cider", "attr_colour", "attr_shape", "attr_size", "attr_position", "attr_colour_shape", "attr_all"}
+    keys = {
+        "bleu4",
+        "cider",
+        "attr_colour",
+        "attr_shape",
+        "attr_size",
+        "attr_position",
+        "attr_colour_shape",
+        "attr_all",
+    }
     for variant in paths.VLM_VARIANTS:
         for split in ("overall", "seen", "unseen"):
             assert set(metrics[variant][split]) == keys

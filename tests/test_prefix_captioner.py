@@ -23,7 +23,6 @@ EMBED_DIM = 16
 OVERFIT = TrainVLMParams(prefix_length=2, steps=120, batch_size=12, lr=3e-3, mix_ratio=0.5)
 
 
-
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     """A tiny random caption LM saved like the caption_lm stage saves it."""
@@ -73,7 +72,9 @@ def test_loss_ignores_prefix_and_padding(overfit):
     padded_ids = torch.cat([ids, torch.full((1, 5), 7)], dim=1)  # junk ids behind a zero mask
     padded_mask = torch.cat([mask, torch.zeros(1, 5, dtype=mask.dtype)], dim=1)
     with torch.no_grad():
-        assert torch.allclose(model(torch.as_tensor(emb[:1]), ids, mask), model(torch.as_tensor(emb[:1]), padded_ids, padded_mask))
+        assert torch.allclose(
+            model(torch.as_tensor(emb[:1]), ids, mask), model(torch.as_tensor(emb[:1]), padded_ids, padded_mask)
+        )
 
 
 def test_synthetic_pairs_are_mixed_into_batches(lm_dir):

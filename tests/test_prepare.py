@@ -6,10 +6,18 @@ from pathlib import Path
 import pytest
 
 from synth2 import paths
-from synth2.io import atomic_path, read_parquet, MissingInputError
+from synth2.io import MissingInputError, atomic_path, read_parquet
 from tests.conftest import run_stage, write_params
 
-OUTPUTS = [paths.PIXELS, paths.POOL, paths.REAL_TRAIN, paths.TEXT_CORPUS, paths.TEST, paths.CONCEPTS, paths.PREPARE_METRICS]
+OUTPUTS = [
+    paths.PIXELS,
+    paths.POOL,
+    paths.REAL_TRAIN,
+    paths.TEXT_CORPUS,
+    paths.TEST,
+    paths.CONCEPTS,
+    paths.PREPARE_METRICS,
+]
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -11,8 +11,16 @@ from synth2.models.prior import build_prior, load_prior, sample_prior, save_prio
 from synth2.params import PriorParams
 
 TEXT_DIM, IMAGE_DIM = 384, 8
-PARAMS = PriorParams(num_layers=1, num_attention_heads=2, attention_head_dim=16, steps=150, batch_size=32, lr=3e-3,
-                     num_train_timesteps=100, num_inference_steps=10)
+PARAMS = PriorParams(
+    num_layers=1,
+    num_attention_heads=2,
+    attention_head_dim=16,
+    steps=150,
+    batch_size=32,
+    lr=3e-3,
+    num_train_timesteps=100,
+    num_inference_steps=10,
+)
 
 
 def toy_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +32,6 @@ def toy_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     weights = np.random.default_rng(98).normal(size=(TEXT_DIM, IMAGE_DIM))
     image = 3.0 + text @ weights  # offset: checks that the mean is restored
     return text.astype(np.float32), image.astype(np.float32)
-
 
 
 @pytest.fixture(scope="module")

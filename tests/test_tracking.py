@@ -24,7 +24,12 @@ def test_tracking_uri_is_absolute_and_env_overrides(tmp_path: Path, monkeypatch:
 
 def test_metrics_are_flattened_and_numeric_only():
     values = {"unseen": {"attr_all": 0.5, "n": 3, "ok": True, "name": "x"}, "bleu-4": 0.1, "bad key(1)": 2}
-    assert tracking.numeric_metrics(values) == {"unseen.attr_all": 0.5, "unseen.n": 3.0, "bleu-4": 0.1, "bad key_1_": 2.0}
+    assert tracking.numeric_metrics(values) == {
+        "unseen.attr_all": 0.5,
+        "unseen.n": 3.0,
+        "bleu-4": 0.1,
+        "bad key_1_": 2.0,
+    }
     assert tracking.lookup({"a": {"b": 1}}, "a.b") == 1
 
 
@@ -37,12 +42,16 @@ def test_api_is_a_no_op_outside_a_stage_run():
 def lock_md5s(root: Path) -> dict[str, dict[str, str]]:
     """{stage: {path: md5}} for deps and outs, as DVC recorded them in dvc.lock."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    return {stage: {e["path"]: e["md5"] for e in entry.get("deps", []) + entry.get("outs", [])} for stage, entry in lock.items()}
+    return {
+        stage: {e["path"]: e["md5"] for e in entry.get("deps", []) + entry.get("outs", [])}
+        for stage, entry in lock.items()
+    }
 
 
 @pytest.mark.slow
-def test_bare_dvc_repro_records_lineage_in_an_mlflow_server(tmp_path: Path, mlflow_server: str,
-                                                           monkeypatch: pytest.MonkeyPatch):
+def test_bare_dvc_repro_records_lineage_in_an_mlflow_server(
+    tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+):
     import mlflow
     from mlflow import MlflowClient
 
@@ -51,7 +60,9 @@ def test_bare_dvc_repro_records_lineage_in_an_mlflow_server(tmp_path: Path, mlfl
     # Its own registered model: other tests on the same server register the same toy bytes, and the
     # registry (rightly) keeps one version per content.
     registered = "synth2-vlm-lineage-test"
-    project = make_project(tmp_path / "project", {"seed": 1, "tracking": {"champion_metric": "total", "registered_model": registered}})
+    project = make_project(
+        tmp_path / "project", {"seed": 1, "tracking": {"champion_metric": "total", "registered_model": registered}}
+    )
     env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
     dvc(project, "repro", env=env)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()

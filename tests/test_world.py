@@ -6,8 +6,15 @@ from synth2.world.datasets import build_world, choose_held_out
 from synth2.world.grammar import STYLES, caption, templates
 from synth2.world.parser import parse
 from synth2.world.scenes import (
-    COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, Scene, render, second_position,
-)  # fmt: skip
+    COLOURS,
+    POSITIONS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    render,
+    second_position,
+)
 
 
 def all_scenes():
@@ -28,7 +35,15 @@ def test_parse_inverts_caption_for_every_template_and_combination(style):
     for scene in all_scenes():
         for template in range(len(templates(style))):
             parsed = parse(caption(scene, style, rng, template))
-            got = (parsed.colour, parsed.shape, parsed.size, parsed.position, parsed.colour2, parsed.shape2, parsed.relation)
+            got = (
+                parsed.colour,
+                parsed.shape,
+                parsed.size,
+                parsed.position,
+                parsed.colour2,
+                parsed.shape2,
+                parsed.relation,
+            )
             want = (scene.colour, scene.shape, scene.size, scene.position, scene.colour2, scene.shape2, scene.relation)
             assert got == want, caption(scene, style, None, template)
             checked += 1
@@ -94,5 +109,10 @@ def test_splits_respect_the_paper_setting():
     # Captions describe their own image's scene.
     for row in world.real_train.head(50).itertuples():
         parsed = parse(row.caption)
-        assert (parsed.colour, parsed.shape, parsed.size, parsed.position) == (row.colour, row.shape, row.size, row.position)
+        assert (parsed.colour, parsed.shape, parsed.size, parsed.position) == (
+            row.colour,
+            row.shape,
+            row.size,
+            row.position,
+        )
     assert set(world.concepts["kind"]) == {"colour", "shape", "combo"}

@@ -34,14 +34,27 @@ def save_causal_lm(directory: Path, arch: str, vocabulary_texts: Sequence[str], 
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer(vocabulary_texts)
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     torch.manual_seed(0)
     if arch == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4, **ids))
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4, **ids)
+        )
     elif arch == "llama":
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **ids)  # fmt: skip
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **ids,
+        )
         model = LlamaForCausalLM(config)
     else:
         raise ValueError(arch)
@@ -55,15 +68,23 @@ def save_causal_lm(directory: Path, arch: str, vocabulary_texts: Sequence[str], 
 def clip_vision_config():
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                            image_size=CLIP_IMAGE_SIZE, patch_size=8, projection_dim=EMBED_DIM)  # fmt: skip
+    return CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=CLIP_IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=EMBED_DIM,
+    )
 
 
 def clip_image_processor():
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(size={"shortest_edge": CLIP_IMAGE_SIZE},
-                              crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE})  # fmt: skip
+    return CLIPImageProcessor(
+        size={"shortest_edge": CLIP_IMAGE_SIZE}, crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE}
+    )
 
 
 def save_clip_vision(directory: Path) -> Path:
@@ -94,13 +115,27 @@ def save_kandinsky_prior(directory: Path) -> Path:
 
     tokenizer = clip_tokenizer()
     torch.manual_seed(0)
-    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=EMBED_DIM, projection_dim=EMBED_DIM, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))  # fmt: skip
-    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, num_layers=1, embedding_dim=EMBED_DIM,
-                             num_embeddings=tokenizer.model_max_length)  # fmt: skip
+    text_encoder = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=EMBED_DIM,
+            projection_dim=EMBED_DIM,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    prior = PriorTransformer(
+        num_attention_heads=2,
+        attention_head_dim=12,
+        num_layers=1,
+        embedding_dim=EMBED_DIM,
+        num_embeddings=tokenizer.model_max_length,
+    )
     with torch.no_grad():  # clip_std starts at zero, which would map every sample to the mean
         prior.clip_std.fill_(1.0)
     pipeline = KandinskyV22PriorPipeline(
@@ -108,8 +143,13 @@ def save_kandinsky_prior(directory: Path) -> Path:
         image_encoder=CLIPVisionModelWithProjection(clip_vision_config()),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
-                                  clip_sample=True, clip_sample_range=10.0),  # fmt: skip
+        scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
         image_processor=clip_image_processor(),
     )
     pipeline.save_pretrained(directory)
@@ -140,11 +180,19 @@ def write_coco_dataset(
             pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(image_dir / file_name, quality=90)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for k in range(captions_per_image):
+        for _ in range(captions_per_image):
             place = PLACES[rng.integers(len(PLACES))]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption_of(colour, concept, place).capitalize() + "."})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "caption": caption_of(colour, concept, place).capitalize() + ".",
+                }
+            )
     annotations_path = root / "captions.json"
-    annotations_path.write_text(json.dumps({"info": {"description": "tiny"}, "images": images, "annotations": annotations}))
+    annotations_path.write_text(
+        json.dumps({"info": {"description": "tiny"}, "images": images, "annotations": annotations})
+    )
     return annotations_path, image_dir
 
 
@@ -160,20 +208,44 @@ def save_kandinsky_decoder(directory: Path) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        in_channels=4, out_channels=8,  # Kandinsky's UNet predicts mean and variance
-        addition_embed_type="image", encoder_hid_dim=EMBED_DIM, encoder_hid_dim_type="image_proj",
+        in_channels=4,
+        out_channels=8,  # Kandinsky's UNet predicts mean and variance
+        addition_embed_type="image",
+        encoder_hid_dim=EMBED_DIM,
+        encoder_hid_dim_type="image_proj",
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(16, 32), layers_per_block=1,
-        cross_attention_dim=EMBED_DIM, attention_head_dim=4, resnet_time_scale_shift="scale_shift", class_embed_type=None,
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        cross_attention_dim=EMBED_DIM,
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
         norm_num_groups=8,
-    )  # fmt: skip
+    )
     movq = VQModel(
-        block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"], in_channels=3,
-        latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial", num_vq_embeddings=12,
-        out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], vq_embed_dim=4,
-    )  # fmt: skip
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")  # fmt: skip
+        block_out_channels=[32, 64],
+        down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        in_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        norm_type="spatial",
+        num_vq_embeddings=12,
+        out_channels=3,
+        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        vq_embed_dim=4,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
     KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq).save_pretrained(directory)
     return directory

@@ -187,9 +187,15 @@ class _StepLog:
 
     def record(self, name: str, n_before: int, n_after: int, seconds: float, **extra: object) -> None:
         self.steps.append(
-            {"step": name, "before": n_before, "after": n_after, "removed": n_before - n_after,
-             "seconds": round(seconds, 3), **extra}
-        )  # fmt: skip
+            {
+                "step": name,
+                "before": n_before,
+                "after": n_after,
+                "removed": n_before - n_after,
+                "seconds": round(seconds, 3),
+                **extra,
+            }
+        )
         if n_after == 0:
             chain = " -> ".join([str(self.n_input)] + [f"{s['step']} {s['after']}" for s in self.steps])
             raise Synth2Error(
@@ -260,10 +266,14 @@ def balance_captions(
     keep = greedy_near_duplicates(embeddings, params.near_duplicate_threshold, groups)
     work, embeddings = work[keep].reset_index(drop=True), embeddings[keep]
     steps.record(
-        "near_duplicates", before, len(work), time.perf_counter() - t,
-        embed_seconds=round(embed_seconds, 3), threshold=params.near_duplicate_threshold,
+        "near_duplicates",
+        before,
+        len(work),
+        time.perf_counter() - t,
+        embed_seconds=round(embed_seconds, 3),
+        threshold=params.near_duplicate_threshold,
         same_content_only=params.near_duplicate_same_content,
-    )  # fmt: skip
+    )
 
     t = time.perf_counter()
     before = len(work)
@@ -275,8 +285,9 @@ def balance_captions(
     if short:
         log.warning(
             "only %d captions survive balancing, fewer than target_size %d: taking all of them",
-            len(selected), params.target_size,
-        )  # fmt: skip
+            len(selected),
+            params.target_size,
+        )
     steps.record("select", before, len(selected), time.perf_counter() - t, n_clusters=int(labels.max()) + 1)
 
     report: dict[str, object] = {

@@ -25,9 +25,7 @@ def coco_tokenize(text: str) -> str:
     return " ".join(tokenize(text))
 
 
-def coco_scores(
-    predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]
-) -> dict[str, float]:
+def coco_scores(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]) -> dict[str, float]:
     """Corpus BLEU-4 and CIDEr(-D as in pycocoevalcap's `Cider`) of one prediction per id.
 
     Every prediction id needs references and vice versa. Returns {"bleu4", "cider"} as floats.
@@ -40,7 +38,8 @@ def coco_scores(
     if set(predictions) != set(references):
         missing = set(predictions) ^ set(references)
         raise Synth2Error(
-            f"predictions and references must cover the same ids; {len(missing)} differ, e.g. {sorted(map(str, missing))[:3]}"
+            f"predictions and references must cover the same ids; {len(missing)} differ, "
+            f"e.g. {sorted(map(str, missing))[:3]}"
         )
     res = {key: [coco_tokenize(predictions[key])] for key in predictions}
     gts = {key: [coco_tokenize(r) for r in references[key]] for key in predictions}
@@ -56,7 +55,8 @@ def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd
     """Share of predictions whose parsed colour, shape, size and position match the true scene.
 
     `truths[i]` is Scene-like: an object with those attributes, a mapping, or a DataFrame row (a
-    DataFrame is read row by row). "colour_shape" needs both colour and shape right; "all" counts a prediction right only when all four match. An
+    DataFrame is read row by row). "colour_shape" needs both colour and shape right; "all" counts a
+    prediction right only when all four match. An
     unparseable prediction (no colour or no shape) counts as wrong on every attribute.
     """
     rows = truths.to_dict("records") if isinstance(truths, pd.DataFrame) else list(truths)
@@ -67,9 +67,7 @@ def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd
     correct = {name: 0 for name in (*SCORED_ATTRIBUTES, "colour_shape", "all")}
     for prediction, truth in zip(predictions, rows, strict=True):
         parsed = parse(str(prediction))
-        hits = [
-            parsed.is_valid and getattr(parsed, name) == _field(truth, name) for name in SCORED_ATTRIBUTES
-        ]
+        hits = [parsed.is_valid and getattr(parsed, name) == _field(truth, name) for name in SCORED_ATTRIBUTES]
         for name, hit in zip(SCORED_ATTRIBUTES, hits, strict=True):
             correct[name] += hit
         # The compositional test: both words of the held-out colour-shape pair right at once.

@@ -1,7 +1,7 @@
 """The `synth2` command line.
 
-    synth2 world show --n 16 OUT.png    contact sheet of freshly sampled scenes with their captions
-    synth2 results                      Markdown table of the evaluated variants (after `make run`)
+synth2 world show --n 16 OUT.png    contact sheet of freshly sampled scenes with their captions
+synth2 results                      Markdown table of the evaluated variants (after `make run`)
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from synth2.errors import Synth2Error
 def world_show(n: int, out: str, seed: int, style: str, image_size: int) -> None:
     from synth2.contact_sheet import contact_sheet
     from synth2.world.grammar import caption
-    from synth2.world.scenes import SHAPES, COLOURS, render, sample_scene
+    from synth2.world.scenes import COLOURS, SHAPES, render, sample_scene
 
     rng = np.random.default_rng(seed)
     scenes = [
-        sample_scene(rng, COLOURS[rng.integers(len(COLOURS))], SHAPES[rng.integers(len(SHAPES))], 0.3)
-        for _ in range(n)
+        sample_scene(rng, COLOURS[rng.integers(len(COLOURS))], SHAPES[rng.integers(len(SHAPES))], 0.3) for _ in range(n)
     ]
     images = np.stack([render(s, image_size, rng) for s in scenes])
     contact_sheet(images, [caption(s, style, rng) for s in scenes], out)
@@ -30,7 +29,9 @@ def world_show(n: int, out: str, seed: int, style: str, image_size: int) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synth2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="synth2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     world = commands.add_parser("world", help="the shapes world").add_subparsers(dest="world_command", required=True)
     show = world.add_parser("show", help="write a contact sheet of scenes and captions")

@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -54,23 +54,35 @@ class CocoData:
 def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(images: image_id, file_name; captions: image_id, caption) from a COCO captions JSON."""
     if not path.is_file():
-        raise CocoError(f"coco.annotations: no file at '{path}'; point it at a COCO captions JSON (e.g. captions_train2017.json)")
+        raise CocoError(
+            f"coco.annotations: no file at '{path}'; point it at a COCO captions JSON (e.g. captions_train2017.json)"
+        )
     try:
         raw = json.loads(path.read_text())
         images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"])} for i in raw["images"]])
-        captions = pd.DataFrame([{"image_id": int(a["image_id"]), "caption": " ".join(str(a["caption"]).split())}
-                                 for a in raw["annotations"]])  # fmt: skip
+        captions = pd.DataFrame(
+            [
+                {"image_id": int(a["image_id"]), "caption": " ".join(str(a["caption"]).split())}
+                for a in raw["annotations"]
+            ]
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CocoError(f"coco.annotations: '{path}' is not valid JSON ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise CocoError(f"coco.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
-                        f"annotations[].image_id/caption ({type(exc).__name__}: {exc})") from None  # fmt: skip
+        raise CocoError(
+            f"coco.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
+            f"annotations[].image_id/caption ({type(exc).__name__}: {exc})"
+        ) from None
     if images.empty or captions.empty:
-        raise CocoError(f"coco.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both")
+        raise CocoError(
+            f"coco.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both"
+        )
     unknown = ~captions["image_id"].isin(images["image_id"])
     if unknown.any():
-        raise CocoError(f"coco.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
-                        f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})")  # fmt: skip
+        raise CocoError(
+            f"coco.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
+            f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})"
+        )
     return images.drop_duplicates("image_id"), captions[captions["caption"] != ""]
 
 
@@ -106,18 +118,29 @@ def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd
         raise CocoError(f"coco.image_dir: no directory at '{image_dir}'; point it at the folder of the COCO images")
     problems = [image_problem(image_dir / name) for name in images["file_name"]]
     bad = pd.Series(problems, index=images.index)
-    counts = {"referenced": len(images), "missing": int((bad == "missing").sum()),
-              "unreadable": int((bad == "unreadable").sum())}  # fmt: skip
+    counts = {
+        "referenced": len(images),
+        "missing": int((bad == "missing").sum()),
+        "unreadable": int((bad == "unreadable").sum()),
+    }
     counts["skipped"] = counts["missing"] + counts["unreadable"] if policy == "skip" else 0
     counts["examples"] = images.loc[bad.notna(), "file_name"].head(MISSING_EXAMPLES).tolist()
     n_bad = counts["missing"] + counts["unreadable"]
     if n_bad and policy == "fail":
-        raise CocoError(f"coco.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
-                        f"images in '{image_dir}' (e.g. {', '.join(counts['examples'])}); restore them or set "
-                        "coco.missing_images: skip")  # fmt: skip
+        raise CocoError(
+            f"coco.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
+            f"images in '{image_dir}' (e.g. {', '.join(counts['examples'])}); restore them or set "
+            "coco.missing_images: skip"
+        )
     if n_bad:
-        log.warning("skipping %d of %d images (%d missing, %d unreadable), e.g. %s", n_bad, len(images),
-                    counts["missing"], counts["unreadable"], counts["examples"])  # fmt: skip
+        log.warning(
+            "skipping %d of %d images (%d missing, %d unreadable), e.g. %s",
+            n_bad,
+            len(images),
+            counts["missing"],
+            counts["unreadable"],
+            counts["examples"],
+        )
     return images[bad.isna().to_numpy()], counts
 
 
@@ -126,7 +149,10 @@ def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd
 
 def read_split_file(path: Path, known: set[int]) -> dict[str, list[int]]:
     if not path.is_file():
-        raise CocoError(f"coco.split_file: no file at '{path}'; give a JSON {{\"train\": [ids], \"val\": [...], \"test\": [...]}} or null")
+        raise CocoError(
+            f"coco.split_file: no file at '{path}'; give a JSON "
+            '{"train": [ids], "val": [...], "test": [...]} or null'
+        )
     try:
         raw = json.loads(path.read_text())
         split = {name: [int(i) for i in raw.get(name, [])] for name in SPLITS}
@@ -136,20 +162,31 @@ def read_split_file(path: Path, known: set[int]) -> dict[str, list[int]]:
         raise CocoError(f"coco.split_file: '{path}' needs non-empty 'train' and 'test' lists")
     unknown = sorted(set().union(*split.values()) - known)
     if unknown:
-        log.warning("coco.split_file names %d image ids not in the annotations (or skipped), e.g. %s; ignoring them",
-                    len(unknown), unknown[:5])  # fmt: skip
+        log.warning(
+            "coco.split_file names %d image ids not in the annotations (or skipped), e.g. %s; ignoring them",
+            len(unknown),
+            unknown[:5],
+        )
     return {name: [i for i in ids if i in known] for name, ids in split.items()}
 
 
-def seeded_split(image_ids: Sequence[int], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+def seeded_split(
+    image_ids: Sequence[int], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
     """Shuffle the ids with the seed, then cut test, val and train off in that order (each non-empty test/train)."""
     ids = np.random.default_rng(seed).permutation(np.sort(np.asarray(image_ids)))
     n_test = max(1, round(test_fraction * len(ids)))
     n_val = round(val_fraction * len(ids))
     if len(ids) - n_test - n_val < 1:
-        raise CocoError(f"coco: {len(ids)} usable images leave none for training after val and test; add images "
-                        "or lower coco.val_fraction / coco.test_fraction")  # fmt: skip
-    return {"test": ids[:n_test].tolist(), "val": ids[n_test : n_test + n_val].tolist(), "train": ids[n_test + n_val :].tolist()}
+        raise CocoError(
+            f"coco: {len(ids)} usable images leave none for training after val and test; add images "
+            "or lower coco.val_fraction / coco.test_fraction"
+        )
+    return {
+        "test": ids[:n_test].tolist(),
+        "val": ids[n_test : n_test + n_val].tolist(),
+        "train": ids[n_test + n_val :].tolist(),
+    }
 
 
 def cap(ids: list[int], limit: int | None, seed: int) -> list[int]:
@@ -161,7 +198,7 @@ def cap(ids: list[int], limit: int | None, seed: int) -> list[int]:
 # ------------------------------------------------------------------------------------------ concepts
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mention_pattern(concept: str) -> re.Pattern[str]:
     words = r"\s+".join(re.escape(w) for w in concept.split())
     return re.compile(rf"\b{words}(?:s|es)?\b", re.IGNORECASE)
@@ -194,14 +231,17 @@ def first_mention(text: str, concepts: Sequence[str]) -> str | None:
 # ---------------------------------------------------------------------------------------- the tables
 
 
-def reference_table(captions: pd.DataFrame, images: pd.DataFrame, ids: list[int], known_concepts: set[str],
-                    concepts: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+def reference_table(
+    captions: pd.DataFrame, images: pd.DataFrame, ids: list[int], known_concepts: set[str], concepts: Sequence[str]
+) -> pd.DataFrame:
     """One row per image: its captions as references, and whether all concepts they name are known."""
     chosen = captions[captions["image_id"].isin(ids)]
     refs = chosen.groupby("image_id")["caption"].agg(list)
     table = images.set_index("image_id").loc[refs.index, ["file_name"]].reset_index()
     table["references"] = refs.to_numpy()
-    table["seen"] = [all(c in known_concepts for c in mentioned_concepts(" ".join(r), concepts)) for r in table["references"]]
+    table["seen"] = [
+        all(c in known_concepts for c in mentioned_concepts(" ".join(r), concepts)) for r in table["references"]
+    ]
     return table
 
 
@@ -219,8 +259,10 @@ def build_coco(params: CocoParams, seed: int) -> CocoData:
     split["train"] = cap(split["train"], params.max_train_images, seed)
     split["test"] = cap(split["test"], params.max_test_images, seed + 1)
     if not split["train"] or not split["test"]:
-        raise CocoError(f"coco: the split leaves {len(split['train'])} training and {len(split['test'])} test images "
-                        "with captions and readable files; both must be non-empty")  # fmt: skip
+        raise CocoError(
+            f"coco: the split leaves {len(split['train'])} training and {len(split['test'])} test images "
+            "with captions and readable files; both must be non-empty"
+        )
 
     real_train = captions[captions["image_id"].isin(split["train"])].merge(images, on="image_id")
     real_train = real_train.sort_values(["image_id"], kind="stable").reset_index(drop=True)
@@ -229,12 +271,17 @@ def build_coco(params: CocoParams, seed: int) -> CocoData:
     test = reference_table(captions, images, split["test"], known, concepts)
     report = {
         "images": image_counts,
-        "counts": {"real_train_pairs": len(real_train), "real_train_images": int(real_train["image_id"].nunique()),
-                   "val_images": len(val), "test_images": len(test), "concepts": len(concepts)},
+        "counts": {
+            "real_train_pairs": len(real_train),
+            "real_train_images": int(real_train["image_id"].nunique()),
+            "val_images": len(val),
+            "test_images": len(test),
+            "concepts": len(concepts),
+        },
         "concepts_in_real_train": len(known),
         "test_seen_fraction": float(test["seen"].mean()),
         "split": "file" if params.split_file else "seeded",
-    }  # fmt: skip
+    }
     concept_table = pd.DataFrame({"concept": concepts, "kind": "class"})
     return CocoData(real_train, val, test, concept_table, report)
 

@@ -106,7 +106,8 @@ def diversity_report(
     sentence embedding `embeddings[i]`. Clusters come from one of `cluster_labels` (given; add
     `n_clusters` to count clusters the set misses entirely), `cluster_centers` (nearest center; use one
     clustering shared by the sets you compare, see `fit_kmeans`) or `n_clusters` alone (KMeans fitted on
-    this set: coverage is then trivially full, but the cluster entropy is still meaningful). `all_concepts` is the concept universe, by default the world's
+    this set: coverage is then trivially full, but the cluster entropy is still meaningful). `all_concepts`
+    is the concept universe, by default the world's
     colour x shape set.
 
     Keys:
@@ -158,9 +159,7 @@ def _concept_stats(concepts: Sequence[str | None], universe: list[str]) -> dict[
         "concepts_covered": len(in_universe),
         "concepts_total": n_universe,
         "concept_coverage": len(in_universe) / n_universe if n_universe else 0.0,
-        "max_min_concept_ratio": (
-            max(in_universe.values()) / min(in_universe.values()) if in_universe else None
-        ),
+        "max_min_concept_ratio": (max(in_universe.values()) / min(in_universe.values()) if in_universe else None),
         "unknown_concept_fraction": unknown / len(concepts) if len(concepts) else 0.0,
     }
 

@@ -16,5 +16,7 @@ def aligned_embeddings(path: Path, image_ids: np.ndarray) -> np.ndarray:
     row_of = {int(i): r for r, i in enumerate(stored["image_id"])}
     missing = [int(i) for i in image_ids if int(i) not in row_of]
     if missing:
-        raise Synth2Error(f"{path} lacks {len(missing)} image ids (e.g. {missing[:3]}); re-run 'dvc repro image_encoder'")
+        raise Synth2Error(
+            f"{path} lacks {len(missing)} image ids (e.g. {missing[:3]}); re-run 'dvc repro image_encoder'"
+        )
     return stored["embeddings"][[row_of[int(i)] for i in image_ids]]

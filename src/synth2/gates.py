@@ -93,7 +93,13 @@ def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None =
         failures += [_describe(table, r) for r in result.results if not r.success]
     report["success"] = not failures
     report["failures"] = failures
-    log.info("gate %s: %d tables, %d failed expectations in %.2f s", gate, len(tables), len(failures), time.perf_counter() - started)
+    log.info(
+        "gate %s: %d tables, %d failed expectations in %.2f s",
+        gate,
+        len(tables),
+        len(failures),
+        time.perf_counter() - started,
+    )
     return GateResult(gate, not failures, report, failures)
 
 
@@ -167,10 +173,21 @@ def real_tables(g: GateParams) -> list[Table]:
         n_images = f.get_slice(next(iter(f.keys()))).get_shape()[0]
 
     def scene_expectations(with_ids: bool) -> list[Any]:
-        exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("colour", "shape", "size", "position", "combo")]
-        for column, vocab in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES), ("position", POSITIONS),
-                              ("colour2", COLOURS), ("shape2", SHAPES), ("relation", RELATIONS)):
-            exps.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(vocab)))  # nulls: one-object scenes
+        exps: list[Any] = [
+            gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("colour", "shape", "size", "position", "combo")
+        ]
+        for column, vocab in (
+            ("colour", COLOURS),
+            ("shape", SHAPES),
+            ("size", SIZES),
+            ("position", POSITIONS),
+            ("colour2", COLOURS),
+            ("shape2", SHAPES),
+            ("relation", RELATIONS),
+        ):
+            exps.append(
+                gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(vocab))
+            )  # nulls: one-object scenes
         if with_ids:
             exps += [
                 gxe.ExpectColumnValuesToNotBeNull(column="image_id"),
@@ -181,20 +198,32 @@ def real_tables(g: GateParams) -> list[Table]:
 
     show = ["image_id", "colour", "shape", "size", "position", "combo"]
     tables = []
-    for name, path, with_ids in (("unlabeled_pool", paths.POOL, True), ("real_train", paths.REAL_TRAIN, True),
-                                 ("test", paths.TEST, True), ("text_corpus", paths.TEXT_CORPUS, False)):
+    for name, path, with_ids in (
+        ("unlabeled_pool", paths.POOL, True),
+        ("real_train", paths.REAL_TRAIN, True),
+        ("test", paths.TEST, True),
+        ("text_corpus", paths.TEXT_CORPUS, False),
+    ):
         frame = read_parquet(path, "prepare")
         exps = scene_expectations(with_ids)
         if "caption" in frame or name in ("real_train", "text_corpus"):
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
         if name == "test":
             frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
-            exps += [gxe.ExpectColumnValuesToNotBeNull(column="seen"),
-                     gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1)]
+            exps += [
+                gxe.ExpectColumnValuesToNotBeNull(column="seen"),
+                gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
+            ]
         tables.append(Table(name, frame, exps, show + ["caption"]))
     concepts = read_parquet(paths.CONCEPTS, "prepare")
-    tables.append(Table("concepts", concepts, [gxe.ExpectColumnValuesToNotBeNull(column="concept"),
-                                               gxe.ExpectColumnValuesToBeUnique(column="concept")], ["concept"]))
+    tables.append(
+        Table(
+            "concepts",
+            concepts,
+            [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")],
+            ["concept"],
+        )
+    )
     return tables
 
 
@@ -204,18 +233,29 @@ def coco_real_tables(g: GateParams) -> list[Table]:
     tables = []
     for name, path in (("real_train", paths.REAL_TRAIN), ("test", paths.TEST)):
         frame = read_parquet(path, "prepare", columns=["image_id", "file_name"])
-        exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1),
-                *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("image_id", "file_name"))]  # fmt: skip
+        exps = [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("image_id", "file_name")),
+        ]
         if name == "real_train":
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
         else:
             frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
-            exps += [gxe.ExpectColumnValuesToBeUnique(column="image_id"), gxe.ExpectColumnValuesToNotBeNull(column="seen"),
-                     gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1)]  # fmt: skip
+            exps += [
+                gxe.ExpectColumnValuesToBeUnique(column="image_id"),
+                gxe.ExpectColumnValuesToNotBeNull(column="seen"),
+                gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
+            ]
         tables.append(Table(name, frame, exps, ["image_id", "file_name", "caption"]))
     concepts = read_parquet(paths.CONCEPTS, "prepare")
-    tables.append(Table("concepts", concepts, [gxe.ExpectColumnValuesToNotBeNull(column="concept"),
-                                               gxe.ExpectColumnValuesToBeUnique(column="concept")], ["concept"]))
+    tables.append(
+        Table(
+            "concepts",
+            concepts,
+            [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")],
+            ["concept"],
+        )
+    )
     return tables
 
 
@@ -229,10 +269,18 @@ def caption_tables(g: GateParams) -> list[Table]:
         exps = [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
             gxe.ExpectColumnValuesToNotBeNull(column="caption"),
-            gxe.ExpectColumnValuesToBeBetween(column="n_words", min_value=g.caption_min_words,
-                                              max_value=g.caption_max_words, mostly=g.caption_min_valid_fraction),
-            gxe.ExpectColumnValuesToMatchRegex(column="caption", regex=CAPTION_PATTERN, mostly=g.caption_min_valid_fraction),
-            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="caption", min_value=1.0 - g.max_duplicate_fraction),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="n_words",
+                min_value=g.caption_min_words,
+                max_value=g.caption_max_words,
+                mostly=g.caption_min_valid_fraction,
+            ),
+            gxe.ExpectColumnValuesToMatchRegex(
+                column="caption", regex=CAPTION_PATTERN, mostly=g.caption_min_valid_fraction
+            ),
+            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column="caption", min_value=1.0 - g.max_duplicate_fraction
+            ),
         ]
         if name == "prompted":
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column="concept"))
@@ -240,7 +288,9 @@ def caption_tables(g: GateParams) -> list[Table]:
     return tables
 
 
-def balanced_tables(g: GateParams, labels: tuple[str, ...] = ("colour", "shape"), concept_kind: str = "combo") -> list[Table]:
+def balanced_tables(
+    g: GateParams, labels: tuple[str, ...] = ("colour", "shape"), concept_kind: str = "combo"
+) -> list[Table]:
     """Balanced captions: complete, all of sane length, unique, covering the concepts evenly.
 
     `labels` are the columns balancing must have filled besides the concept (the world's parsed
@@ -258,7 +308,9 @@ def balanced_tables(g: GateParams, labels: tuple[str, ...] = ("colour", "shape")
     exps = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("caption", "concept", *labels)),
-        gxe.ExpectColumnValuesToBeBetween(column="n_words", min_value=g.caption_min_words, max_value=g.caption_max_words),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_words", min_value=g.caption_min_words, max_value=g.caption_max_words
+        ),
         gxe.ExpectColumnValuesToMatchRegex(column="caption", regex=CAPTION_PATTERN),
         gxe.ExpectColumnValuesToBeUnique(column="caption"),
         gxe.ExpectColumnValuesToBeInSet(column="concept", value_set=concept_set),
@@ -267,7 +319,9 @@ def balanced_tables(g: GateParams, labels: tuple[str, ...] = ("colour", "shape")
     # the offending rows GX reports are the uncovered or over-represented concepts themselves.
     counts = frame["concept"].value_counts().reindex(concept_set, fill_value=0)
     smallest = counts[counts > 0].min() if (counts > 0).any() else 1
-    histogram = pd.DataFrame({"concept": counts.index, "count": counts.to_numpy(), "ratio_to_min": counts.to_numpy() / smallest})
+    histogram = pd.DataFrame(
+        {"concept": counts.index, "count": counts.to_numpy(), "ratio_to_min": counts.to_numpy() / smallest}
+    )
     hist_exps = [
         gxe.ExpectColumnValuesToBeBetween(column="count", min_value=1, mostly=g.balanced_min_concept_coverage),
         gxe.ExpectColumnValuesToBeBetween(column="ratio_to_min", max_value=g.balanced_max_concept_ratio),
@@ -283,25 +337,34 @@ def synthetic_tables(g: GateParams) -> list[Table]:
     gxe = _expectations()
     real = read_tensors(paths.REAL_EMBEDDINGS, "image_encoder")["embeddings"]
     real_norms = np.linalg.norm(real.astype(np.float64), axis=1)
-    low, high = float(real_norms.min()) * (1 - g.embedding_norm_slack), float(real_norms.max()) * (1 + g.embedding_norm_slack)
+    low, high = (
+        float(real_norms.min()) * (1 - g.embedding_norm_slack),
+        float(real_norms.max()) * (1 + g.embedding_norm_slack),
+    )
     files = sorted(Path(paths.SYNTHETIC).glob("*.safetensors"))
     if not files:
-        raise GateError(f"no *.safetensors in {paths.SYNTHETIC}: run the 'synthesize' stage first (dvc repro synthesize)")
+        raise GateError(
+            f"no *.safetensors in {paths.SYNTHETIC}: run the 'synthesize' stage first (dvc repro synthesize)"
+        )
     tables = []
     for path in files:
         tensors = read_tensors(path, "synthesize")
         if "embeddings" not in tensors:
-            raise GateError(f"{path} has no 'embeddings' tensor (keys: {sorted(tensors)}); re-run 'dvc repro synthesize'")
+            raise GateError(
+                f"{path} has no 'embeddings' tensor (keys: {sorted(tensors)}); re-run 'dvc repro synthesize'"
+            )
         emb = np.asarray(tensors["embeddings"])
         emb2d = emb.reshape(len(emb), -1) if emb.ndim >= 1 and len(emb) else emb.reshape(0, 0)
         with np.errstate(all="ignore"):
             norms = np.linalg.norm(emb2d.astype(np.float64), axis=1) if emb2d.size else np.zeros(len(emb2d))
-        frame = pd.DataFrame({
-            "row": np.arange(len(emb2d)),
-            "finite": np.isfinite(emb2d).all(axis=1) if emb2d.size else np.ones(len(emb2d), bool),
-            "dim": emb.shape[-1] if emb.ndim == 2 else -1,
-            "norm": norms,
-        })
+        frame = pd.DataFrame(
+            {
+                "row": np.arange(len(emb2d)),
+                "finite": np.isfinite(emb2d).all(axis=1) if emb2d.size else np.ones(len(emb2d), bool),
+                "dim": emb.shape[-1] if emb.ndim == 2 else -1,
+                "norm": norms,
+            }
+        )
         exps = [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
             gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
@@ -340,7 +403,8 @@ def run_gate(gate: str, params: Params) -> GateResult:
     if not result.success:
         tracking.log_artifact(report_path, "reports/gates")  # a failed stage's outs are not auto-logged
         raise GateError(
-            f"gate '{gate}' failed {len(result.failures)} expectation(s): " + "; ".join(result.failures)
+            f"gate '{gate}' failed {len(result.failures)} expectation(s): "
+            + "; ".join(result.failures)
             + f" (report: {report_path})"
         )
     return result

@@ -75,9 +75,7 @@ def _json_default(value: Any) -> Any:
 
 def _require(path: Path, produced_by: str) -> Path:
     if not path.exists():
-        raise MissingInputError(
-            f"{path} is missing: run the '{produced_by}' stage first (dvc repro {produced_by})"
-        )
+        raise MissingInputError(f"{path} is missing: run the '{produced_by}' stage first (dvc repro {produced_by})")
     return path
 
 
@@ -91,9 +89,7 @@ def read_parquet(path: Path | str, produced_by: str, columns: list[str] | None =
         ) from None
     missing = [c for c in columns or [] if c not in df.columns]
     if missing:
-        raise MissingInputError(
-            f"{path} lacks columns {missing}; re-run 'dvc repro {produced_by}' to rebuild it"
-        )
+        raise MissingInputError(f"{path} lacks columns {missing}; re-run 'dvc repro {produced_by}' to rebuild it")
     return df
 
 
@@ -138,6 +134,8 @@ def require_finite(array: np.ndarray, what: str) -> np.ndarray:
     bad = ~np.isfinite(array)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
-        raise Synth2Error(f"{what}: {len(rows)} of {len(array)} rows are not finite (first rows {rows[:5].tolist()}); "
-                          "lower the learning rate or check the inputs")
+        raise Synth2Error(
+            f"{what}: {len(rows)} of {len(array)} rows are not finite (first rows {rows[:5].tolist()}); "
+            "lower the learning rate or check the inputs"
+        )
     return array

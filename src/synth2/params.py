@@ -62,9 +62,11 @@ class CocoParams(Section):
     concepts_file: str = "src/synth2/data/coco_classes.txt"
 
     @model_validator(mode="after")
-    def _fractions_leave_training_images(self) -> "CocoParams":
+    def _fractions_leave_training_images(self) -> CocoParams:
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"val_fraction + test_fraction must be below 1 (got {self.val_fraction} + {self.test_fraction})")
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 (got {self.val_fraction} + {self.test_fraction})"
+            )
         return self
 
 
@@ -84,7 +86,7 @@ class CaptionLMParams(Section):
     pretrained: str = ""
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "CaptionLMParams":
+    def _heads_divide_width(self) -> CaptionLMParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         return self
@@ -107,7 +109,7 @@ class CaptionsParams(Section):
     max_words: PosInt = 30
 
     @model_validator(mode="after")
-    def _template_has_slot(self) -> "CaptionsParams":
+    def _template_has_slot(self) -> CaptionsParams:
         if "{concepts}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{concepts}'")
         return self
@@ -190,7 +192,7 @@ class TrainVLMParams(Section):
     mixed_precision: Precision = "auto"
 
     @model_validator(mode="after")
-    def _unfreeze_needs_frozen_lm(self) -> "TrainVLMParams":
+    def _unfreeze_needs_frozen_lm(self) -> TrainVLMParams:
         if self.unfreeze_top_layers and not self.freeze_lm:
             raise ValueError("unfreeze_top_layers needs freeze_lm: true (an unfrozen LM trains every layer already)")
         return self
@@ -248,12 +250,16 @@ class Params(Section):
     orchestration: OrchestrationParams = OrchestrationParams()
 
     @model_validator(mode="after")
-    def _profile_fits(self) -> "Params":
+    def _profile_fits(self) -> Params:
         if self.profile == "coco" and "attr_" in self.tracking.champion_metric:
-            raise ValueError(f"tracking.champion_metric '{self.tracking.champion_metric}' is a shapes-world metric; "
-                             "the coco profile scores bleu4 and cider (e.g. overall.cider)")  # fmt: skip
+            raise ValueError(
+                f"tracking.champion_metric '{self.tracking.champion_metric}' is a shapes-world metric; "
+                "the coco profile scores bleu4 and cider (e.g. overall.cider)"
+            )
         if self.profile == "world" and self.prior.kind == "pipeline":
-            raise ValueError("prior.kind 'pipeline' needs profile: coco (a pretrained prior speaks CLIP, not the world's encoder)")
+            raise ValueError(
+                "prior.kind 'pipeline' needs profile: coco (a pretrained prior speaks CLIP, not the world's encoder)"
+            )
         return self
 
 

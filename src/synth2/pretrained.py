@@ -26,7 +26,17 @@ log = logging.getLogger("synth2")
 # "name" or "org/name", as the hub spells repo ids; anything else can only be a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Weights in formats we never load: skipping them keeps a hub download to what from_pretrained reads.
-_IGNORED_WEIGHTS = ["*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "flax_model*", "tf_model*", "*.gguf"]
+_IGNORED_WEIGHTS = [
+    "*.msgpack",
+    "*.h5",
+    "*.onnx",
+    "*.onnx_data",
+    "*.ot",
+    "*.tflite",
+    "flax_model*",
+    "tf_model*",
+    "*.gguf",
+]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -36,12 +46,17 @@ class PretrainedError(Synth2Error):
 
 def hub_offline() -> bool:
     """Read now, not at import: huggingface_hub caches the variable when it is first imported."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _how_to_fix(param: str, source: str) -> str:
-    return (f"download it where the hub is reachable (`hf download {source} --local-dir DIR`) "
-            f"and set {param}: DIR, a local directory")  # fmt: skip
+    return (
+        f"download it where the hub is reachable (`hf download {source} --local-dir DIR`) "
+        f"and set {param}: DIR, a local directory"
+    )
 
 
 def resolve_source(source: str | None, param: str) -> Path:
@@ -52,23 +67,35 @@ def resolve_source(source: str | None, param: str) -> Path:
     if path.is_dir():
         return path
     if path.exists():
-        raise PretrainedError(f"{param}: '{source}' is a file; point it at a model directory saved with save_pretrained")
+        raise PretrainedError(
+            f"{param}: '{source}' is a file; point it at a model directory saved with save_pretrained"
+        )
     if not _HUB_ID.match(source):
-        raise PretrainedError(f"{param}: no model directory at '{source}'; point it at a local directory saved with "
-                              "save_pretrained, or at a Hugging Face hub id")  # fmt: skip
+        raise PretrainedError(
+            f"{param}: no model directory at '{source}'; point it at a local directory saved with "
+            "save_pretrained, or at a Hugging Face hub id"
+        )
     return _hub_snapshot(source, param)
 
 
 def _hub_snapshot(repo_id: str, param: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     offline = hub_offline()
     try:
         return Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=_IGNORED_WEIGHTS))
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
-        why = ("the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline
-               else f"the hub cannot be reached and it is not in the local cache ({type(exc).__name__})")  # fmt: skip
+        why = (
+            "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local cache"
+            if offline
+            else f"the hub cannot be reached and it is not in the local cache ({type(exc).__name__})"
+        )
     except GatedRepoError:
         why = "it is a gated hub repository (accept its licence and log in with `hf auth login`)"
     except RepositoryNotFoundError:

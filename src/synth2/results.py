@@ -6,7 +6,12 @@ from synth2 import paths
 from synth2.io import read_json
 from synth2.params import load_params
 
-COLUMNS = [("attr_colour_shape", "colour+shape"), ("attr_all", "all attributes"), ("cider", "CIDEr"), ("bleu4", "BLEU-4")]
+COLUMNS = [
+    ("attr_colour_shape", "colour+shape"),
+    ("attr_all", "all attributes"),
+    ("cider", "CIDEr"),
+    ("bleu4", "BLEU-4"),
+]
 SPLITS = ("seen", "unseen", "overall")
 
 
@@ -27,7 +32,8 @@ def results_table() -> str:
         f"Run: seed {params.seed}; {w.real_train_size} real pairs (Zipf a={w.zipf_a}, "
         f"{w.holdout_fraction:.0%} of colour-shape combinations held out); {b.target_size} balanced synthetic "
         f"captions; prior {params.prior.steps} steps, {params.prior.num_inference_steps} sampling steps; "
-        f"VLM {v.steps} steps, batch {v.batch_size}, mix ratio {v.mix_ratio}, LM {'frozen' if v.freeze_lm else 'fine-tuned'}; "
+        f"VLM {v.steps} steps, batch {v.batch_size}, mix ratio {v.mix_ratio}, "
+        f"LM {'frozen' if v.freeze_lm else 'fine-tuned'}; "
         f"test: {w.test_per_combo} images per combination."
     )
     return "\n".join(lines)

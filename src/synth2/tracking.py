@@ -105,7 +105,7 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
     return configured
 
 
-def configure(params: "Params", root: Path | None = None) -> str:
+def configure(params: Params, root: Path | None = None) -> str:
     """Point the MLflow client at the project's store and experiment; return the experiment id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps stage logs readable
@@ -165,6 +165,7 @@ def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
 
 def git_state(root: Path, ignore: set[str] = frozenset()) -> tuple[str, bool]:
     """(commit, dirty): dirty when a tracked file other than the pipeline's own outputs changed."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
 
@@ -204,8 +205,8 @@ def _dvc_invocation() -> tuple[str, str] | None:
 
 def _load_dvc_stage(name: str):
     """The DVC stage running now (DVC_STAGE, set by DVC) or the one named `name`; None if neither."""
-    from dvc.repo import Repo
     from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.repo import Repo
     from dvc.stage.exceptions import StageNotFound
 
     try:
@@ -263,12 +264,12 @@ def _hashes(entries) -> dict[str, str]:
 
 @dataclass
 class _StageRun:
-    client: "MlflowClient"
+    client: MlflowClient
     run_id: str
     experiment_id: str
     stage: Any  # dvc.stage.Stage or None
     repo: Any
-    params: "Params"
+    params: Params
     parent_id: str | None
     owns_parent: bool
     metric_keys: set[str] = field(default_factory=set)
@@ -298,7 +299,7 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T | None]:
 
 
 @contextlib.contextmanager
-def stage_run(name: str, params: "Params") -> Iterator[str | None]:
+def stage_run(name: str, params: Params) -> Iterator[str | None]:
     """One MLflow run around one stage body; yields its run id (None when tracking is off or broken)."""
     global _ACTIVE
     if not enabled():
@@ -326,10 +327,10 @@ def stage_run(name: str, params: "Params") -> Iterator[str | None]:
             log.warning("mlflow: closing the run failed (%s: %s)", type(exc).__name__, exc)
 
 
-def _open(name: str, params: "Params") -> _StageRun:
+def _open(name: str, params: Params) -> _StageRun:
     import mlflow
-    from mlflow import MlflowClient
     from dvc.dependency.param import ParamsDependency
+    from mlflow import MlflowClient
 
     started = time.perf_counter()
     experiment_id = configure(params)
@@ -370,7 +371,7 @@ def _open(name: str, params: "Params") -> _StageRun:
     return active
 
 
-def _parent_run(client: "MlflowClient", experiment_id: str, commit: str, dirty: bool) -> tuple[str | None, bool, str]:
+def _parent_run(client: MlflowClient, experiment_id: str, commit: str, dirty: bool) -> tuple[str | None, bool, str]:
     """(parent run id, whether this stage terminates it, execution kind)."""
     if os.environ.get(ENV_PARENT_RUN):
         return os.environ[ENV_PARENT_RUN], False, "prefect"
@@ -378,9 +379,7 @@ def _parent_run(client: "MlflowClient", experiment_id: str, commit: str, dirty: 
     if invocation is None:
         return None, False, "standalone"
     key, command = invocation
-    found = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_EXECUTION_ID}` = '{key}'", max_results=1
-    )
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_EXECUTION_ID}` = '{key}'", max_results=1)
     if found:
         return found[0].info.run_id, True, command
     tags = {
@@ -396,7 +395,7 @@ def _parent_run(client: "MlflowClient", experiment_id: str, commit: str, dirty: 
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id, True, command
 
 
-def _declared_params(stage: Any, params: "Params") -> dict[str, Any]:
+def _declared_params(stage: Any, params: Params) -> dict[str, Any]:
     """The params.yaml keys the stage declares in dvc.yaml (all of them when run outside DVC)."""
     from dvc.dependency.param import ParamsDependency
 
@@ -528,7 +527,9 @@ def _log_artifact(active: _StageRun, path: Path, artifact_path: str | None) -> N
         log.info("mlflow: %s is %.0f MB; not copied as an artifact (DVC has it)", path, size / 2**20)
         return
     if path.is_dir():
-        active.client.log_artifacts(active.run_id, str(path), f"{artifact_path}/{path.name}" if artifact_path else path.name)
+        active.client.log_artifacts(
+            active.run_id, str(path), f"{artifact_path}/{path.name}" if artifact_path else path.name
+        )
     else:
         active.client.log_artifact(active.run_id, str(path), artifact_path)
 
@@ -705,15 +706,22 @@ def promote_best(
     if ranked:
         best = (max if higher_is_better else min)(ranked, key=lambda v: scores[v])
         _ACTIVE.client.set_registered_model_alias(name, alias, versions[best])
-        _ACTIVE.client.set_tag(_ACTIVE.run_id, f"synth2.{alias}", f"{best} (v{versions[best]}, {metric}={scores[best]:.4g})")
+        _ACTIVE.client.set_tag(
+            _ACTIVE.run_id, f"synth2.{alias}", f"{best} (v{versions[best]}, {metric}={scores[best]:.4g})"
+        )
     return versions
 
 
 # ------------------------------------------------------------------------ pipeline-level runs (flows)
 
 
-def start_pipeline_run(params: "Params", run_name: str, tags: Mapping[str, str] | None = None,
-                       run_params: Mapping[str, Any] | None = None, root: Path | None = None) -> tuple[str, str]:
+def start_pipeline_run(
+    params: Params,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    run_params: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+) -> tuple[str, str]:
     """Open the parent run of a flow execution; returns (run_id, experiment_id). Stage runs nest
     under it once its id is in SYNTH2_PARENT_RUN_ID."""
     from mlflow import MlflowClient
@@ -721,8 +729,13 @@ def start_pipeline_run(params: "Params", run_name: str, tags: Mapping[str, str] 
     root = root or project_root()
     experiment_id = configure(params, root)
     commit, dirty = git_state(root, _pipeline_outs(root))
-    all_tags = {TAG_EXECUTION: "prefect", TAG_COMMIT: commit, "mlflow.source.git.commit": commit,
-                TAG_DIRTY: str(dirty).lower(), **(tags or {})}
+    all_tags = {
+        TAG_EXECUTION: "prefect",
+        TAG_COMMIT: commit,
+        "mlflow.source.git.commit": commit,
+        TAG_DIRTY: str(dirty).lower(),
+        **(tags or {}),
+    }
     client = MlflowClient()
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     if run_params:
@@ -732,8 +745,9 @@ def start_pipeline_run(params: "Params", run_name: str, tags: Mapping[str, str] 
     return run.info.run_id, experiment_id
 
 
-def end_pipeline_run(run_id: str, status: str, metrics: Mapping[str, Any] | None = None,
-                     tags: Mapping[str, str] | None = None) -> None:
+def end_pipeline_run(
+    run_id: str, status: str, metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 

@@ -15,7 +15,6 @@ from typing import Any
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-
 # predict() takes whatever the loaded model takes; MLflow's nudge towards typed inputs does not apply.
 warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
@@ -41,8 +40,10 @@ class SavedModelDirectory(PythonModel):
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         model = self.load()
         if not hasattr(model, "predict"):
-            raise TypeError(f"{self.path} was logged without a loader whose model has predict(); "
-                            "use unwrap_python_model().load() and call the model directly")
+            raise TypeError(
+                f"{self.path} was logged without a loader whose model has predict(); "
+                "use unwrap_python_model().load() and call the model directly"
+            )
         return model.predict(model_input)
 
 

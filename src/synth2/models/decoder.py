@@ -22,11 +22,11 @@ def load_decoder(directory: Path, source: str, device: torch.device, dtype: torc
 
     with quiet_loading():
         decoder = load_or_explain("synthesize.decoder", source, "a diffusers pipeline",
-                                  lambda: DiffusionPipeline.from_pretrained(directory, torch_dtype=dtype))  # fmt: skip
+                                  lambda: DiffusionPipeline.from_pretrained(directory, torch_dtype=dtype))
     accepted = inspect.signature(decoder.__call__).parameters
     if not {"image_embeds", "negative_image_embeds"} <= set(accepted):
         raise Synth2Error(f"synthesize.decoder: '{source}' is a {type(decoder).__name__}, not a decoder taking "
-                          "image_embeds (e.g. KandinskyV22Pipeline)")  # fmt: skip
+                          "image_embeds (e.g. KandinskyV22Pipeline)")
     decoder.set_progress_bar_config(disable=True)
     return decoder.to(device)
 
@@ -36,7 +36,7 @@ def check_embedding_dim(decoder, dim: int, source: str) -> None:
     expected = getattr(getattr(decoder, "unet", None), "config", {}).get("encoder_hid_dim")
     if expected is not None and expected != dim:
         raise Synth2Error(f"synthesize.decoder: '{source}' decodes {expected}-d image embeddings but the image encoder "
-                          f"makes {dim}-d ones; use the vision model the decoder's prior was trained with")  # fmt: skip
+                          f"makes {dim}-d ones; use the vision model the decoder's prior was trained with")
 
 
 @torch.inference_mode()

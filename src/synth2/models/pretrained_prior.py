@@ -29,10 +29,10 @@ def load_prior_pipeline(directory: Path, param: str, source: str, device: torch.
 
     with quiet_loading():
         pipeline = load_or_explain(param, source, "a diffusers pipeline",
-                                   lambda: DiffusionPipeline.from_pretrained(directory, torch_dtype=dtype))  # fmt: skip
+                                   lambda: DiffusionPipeline.from_pretrained(directory, torch_dtype=dtype))
     if not hasattr(pipeline, "prior") or not hasattr(pipeline.prior, "config"):
         raise Synth2Error(f"{param}: '{source}' is a {type(pipeline).__name__}, not a prior pipeline with a "
-                          "`prior` (e.g. KandinskyV22PriorPipeline)")  # fmt: skip
+                          "`prior` (e.g. KandinskyV22PriorPipeline)")
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 

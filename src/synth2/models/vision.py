@@ -26,7 +26,7 @@ def vision_class(name: str, param: str):
 
 
 def load_vision_model(model_dir: Path, model_class: str, processor_dir: Path, device: torch.device, dtype: torch.dtype,
-                      param: str = "image_encoder.model", source: str | None = None):  # fmt: skip
+                      param: str = "image_encoder.model", source: str | None = None):
     """(model in eval mode on `device`, image processor)."""
     from transformers import AutoImageProcessor
 
@@ -34,7 +34,7 @@ def load_vision_model(model_dir: Path, model_class: str, processor_dir: Path, de
     with quiet_loading():
         model = load_or_explain(param, source or str(model_dir), model_class, lambda: cls.from_pretrained(model_dir, dtype=dtype))
         processor = load_or_explain(param, str(processor_dir), "an image processor",
-                                    lambda: AutoImageProcessor.from_pretrained(processor_dir))  # fmt: skip
+                                    lambda: AutoImageProcessor.from_pretrained(processor_dir))
     return model.to(device).eval(), processor
 
 
@@ -60,7 +60,7 @@ def embed_images(model, processor, images: Sequence, batch_size: int) -> np.ndar
         embeds = getattr(model(pixel_values=pixels), "image_embeds", None)
         if embeds is None:
             raise Synth2Error(f"image_encoder.model_class: {type(model).__name__} returns no image_embeds; "
-                              "use CLIPVisionModelWithProjection or a class with its interface")  # fmt: skip
+                              "use CLIPVisionModelWithProjection or a class with its interface")
         out.append(embeds.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
 

@@ -49,8 +49,10 @@ def labellers(params: Params) -> tuple[Labeller, Labeller, str | None]:
     if params.profile != "coco":
         return parse_labeller, parse_labeller, None
     concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])["concept"].tolist()
-    hint = ("no caption names the concept it was prompted with; check captions.prompt_template and the LLM, "
-            "or set balance.require_concept_mention: false")  # fmt: skip
+    hint = (
+        "no caption names the concept it was prompted with; check captions.prompt_template and the LLM, "
+        "or set balance.require_concept_mention: false"
+    )
     return prompt_labeller(params.balance.require_concept_mention), mention_labeller(concepts), hint
 
 
@@ -60,8 +62,9 @@ def run(params: Params) -> None:
     embed = CachedEmbedder()
     label_prompted, label_unprompted, hint = labellers(params)
 
-    balanced, steps = balance_captions(prompted, params.balance, params.seed, embed_fn=embed, labeller=label_prompted,
-                                       unlabelled_hint=hint)  # fmt: skip
+    balanced, steps = balance_captions(
+        prompted, params.balance, params.seed, embed_fn=embed, labeller=label_prompted, unlabelled_hint=hint
+    )
     unbalanced = unbalanced_selection(unprompted, len(balanced), params.seed, labeller=label_unprompted)
     write_parquet(balanced, paths.BALANCED)
     write_parquet(unbalanced, paths.UNBALANCED)
@@ -72,8 +75,14 @@ def run(params: Params) -> None:
 
     def report(captions: list[str], concepts: list) -> dict:
         vectors = embed(captions)
-        return diversity_report(captions, concepts, vectors, cluster_labels=assign_clusters(vectors, centers),
-                                n_clusters=params.balance.n_clusters, seed=params.seed)  # fmt: skip
+        return diversity_report(
+            captions,
+            concepts,
+            vectors,
+            cluster_labels=assign_clusters(vectors, centers),
+            n_clusters=params.balance.n_clusters,
+            seed=params.seed,
+        )
 
     diversity = {
         "prompted_raw": report(raw, label_unprompted(pd.DataFrame({"caption": raw}))["concept"].tolist()),
@@ -84,9 +93,16 @@ def run(params: Params) -> None:
     write_json(diversity, paths.DIVERSITY_REPORT)
     for name in ("prompted_raw", "balanced", "unbalanced"):
         d = diversity[name]
-        log.info("%-12s n=%d unique=%.2f concept entropy=%.2f bits covered=%s/%s max/min=%s",
-                 name, d["n"], d["unique_ratio"], d["concept_entropy"], d["concepts_covered"],
-                 d["concepts_total"], d["max_min_concept_ratio"])  # fmt: skip
+        log.info(
+            "%-12s n=%d unique=%.2f concept entropy=%.2f bits covered=%s/%s max/min=%s",
+            name,
+            d["n"],
+            d["unique_ratio"],
+            d["concept_entropy"],
+            d["concepts_covered"],
+            d["concepts_total"],
+            d["max_min_concept_ratio"],
+        )
 
 
 main = stage_main("balance", run)

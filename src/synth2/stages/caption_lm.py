@@ -30,7 +30,9 @@ CURVE_WINDOW = 25  # steps averaged per point of the loss plot
 
 
 def smoothed_curve(losses: list[float], window: int = CURVE_WINDOW) -> list[tuple[int, float]]:
-    return [(min(i + window, len(losses)), float(np.mean(losses[i : i + window]))) for i in range(0, len(losses), window)]
+    return [
+        (min(i + window, len(losses)), float(np.mean(losses[i : i + window]))) for i in range(0, len(losses), window)
+    ]
 
 
 def run(params: Params) -> None:
@@ -46,10 +48,14 @@ def load_pretrained_lm(source: str, param: str):
 
     directory = resolve_source(source, param)
     with quiet_loading():
-        model = load_or_explain(param, source, "a causal LM", lambda: AutoModelForCausalLM.from_pretrained(directory, dtype="auto"))
+        model = load_or_explain(
+            param, source, "a causal LM", lambda: AutoModelForCausalLM.from_pretrained(directory, dtype="auto")
+        )
         tokenizer = load_or_explain(param, source, "its tokenizer", lambda: AutoTokenizer.from_pretrained(directory))
     if tokenizer.eos_token_id is None and tokenizer.pad_token_id is None:
-        raise PretrainedError(f"{param}: the tokenizer of '{source}' has neither an eos nor a pad token; captions cannot be batched")
+        raise PretrainedError(
+            f"{param}: the tokenizer of '{source}' has neither an eos nor a pad token; captions cannot be batched"
+        )
     return model, tokenizer
 
 
@@ -72,8 +78,13 @@ def snapshot_pretrained_lm(params: Params) -> None:
         paths.CAPTION_LM_METRICS,
     )
     tracking.log_model(paths.CAPTION_LM, "caption_lm")
-    log.info("caption LLM %s (%s, %.1fM params) snapshotted to %s", source, type(model).__name__,
-             sum(p.numel() for p in model.parameters()) / 1e6, paths.CAPTION_LM)  # fmt: skip
+    log.info(
+        "caption LLM %s (%s, %.1fM params) snapshotted to %s",
+        source,
+        type(model).__name__,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        paths.CAPTION_LM,
+    )
 
 
 def train_world_lm(params: Params) -> None:
@@ -81,9 +92,13 @@ def train_world_lm(params: Params) -> None:
     human = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])
     rng = np.random.default_rng(params.seed)
     examples = build_training_examples(
-        corpus["caption"].tolist(), corpus["colour"].tolist(), corpus["shape"].tolist(),
-        params.captions, params.caption_lm.unprompted_fraction, rng,
-    )  # fmt: skip
+        corpus["caption"].tolist(),
+        corpus["colour"].tolist(),
+        corpus["shape"].tolist(),
+        params.captions,
+        params.caption_lm.unprompted_fraction,
+        rng,
+    )
     vocabulary_texts = [t for e in examples for t in (e.prompt, e.caption)] + human["caption"].tolist()
     tokenizer = build_tokenizer(vocabulary_texts)
 
@@ -107,7 +122,9 @@ def train_world_lm(params: Params) -> None:
         paths.CAPTION_LM_METRICS,
     )
     tracking.log_model(paths.CAPTION_LM, "caption_lm")
-    log.info("caption LM: loss %.3f -> %.3f in %.0f s, saved to %s", losses[0], np.mean(tail), seconds, paths.CAPTION_LM)
+    log.info(
+        "caption LM: loss %.3f -> %.3f in %.0f s, saved to %s", losses[0], np.mean(tail), seconds, paths.CAPTION_LM
+    )
 
 
 main = stage_main("caption_lm", run)

@@ -41,7 +41,9 @@ def load_generator(model_path: str, load_kwargs: dict | None = None):
         )
     try:
         with quiet_loading():
-            return AutoModelForCausalLM.from_pretrained(path, **(load_kwargs or {})), AutoTokenizer.from_pretrained(path)
+            return AutoModelForCausalLM.from_pretrained(path, **(load_kwargs or {})), AutoTokenizer.from_pretrained(
+                path
+            )
     except (OSError, ValueError) as exc:
         raise Synth2Error(f"captions.model_path: cannot load a causal LM from '{model_path}': {exc}") from None
 
@@ -49,7 +51,9 @@ def load_generator(model_path: str, load_kwargs: dict | None = None):
 def load_pretrained_generator(params: Params):
     """The coco profile's LLM on its device, in `captions.dtype`."""
     device = resolve_device(params.device)
-    model, tokenizer = load_generator(params.captions.model_path, {"dtype": resolve_dtype(params.captions.dtype, device)})
+    model, tokenizer = load_generator(
+        params.captions.model_path, {"dtype": resolve_dtype(params.captions.dtype, device)}
+    )
     log.info("caption LLM on %s in %s", device, model.dtype)
     return model.to(device), tokenizer
 
@@ -58,8 +62,10 @@ def chat_prompts(tokenizer, texts: list[str]) -> list[str]:
     """Each prompt as a user turn of the tokenizer's chat template, ending in the assistant's cue."""
     if not getattr(tokenizer, "chat_template", None):
         return texts
-    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-                for t in texts]  # fmt: skip
+    rendered = [
+        tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in texts
+    ]
     # generate_captions tokenises with special tokens: a <bos> the template wrote itself would double.
     bos = tokenizer.bos_token
     if bos and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
@@ -67,7 +73,10 @@ def chat_prompts(tokenizer, texts: list[str]) -> list[str]:
     return rendered
 
 
-_LABEL = re.compile(r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:a|the|one) (?:short )?caption\s*:?|caption\s*\d*\s*:)\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:a|the|one) (?:short )?caption\s*:?|caption\s*\d*\s*:)\s*",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _EDGES = re.compile(r"^[^A-Za-z0-9]+|[\s\"'*`]+$")
 
@@ -97,33 +106,48 @@ def run(params: Params) -> None:
 
     def generate(prompts: list[str], seed: int) -> list[str]:
         if not coco:
-            return generate_captions(model, tokenizer, prompts, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, seed)
+            return generate_captions(
+                model, tokenizer, prompts, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, seed
+            )
         inputs = chat_prompts(tokenizer, prompts) if p.chat_template else prompts
         raw = generate_captions(model, tokenizer, inputs, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, seed)
         return [clean_caption(text, p.max_words) for text in raw]
 
-    provenance = {"generator": p.model_path, "temperature": p.temperature, "top_p": p.top_p,
-                  "max_new_tokens": p.max_new_tokens, "seed": params.seed}  # fmt: skip
+    provenance = {
+        "generator": p.model_path,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "max_new_tokens": p.max_new_tokens,
+        "seed": params.seed,
+    }
     if coco:
         provenance |= {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
     prompts = [p.prompt_template.format(concepts=c) for c in prompted_concepts]
     log.info("sampling %d prompted captions from %s", len(prompts), p.model_path)
-    prompted = pd.DataFrame({
-        "caption": generate(prompts, params.seed),
-        "concept": prompted_concepts,
-        "concept_kind": [kind_of[c] for c in prompted_concepts],
-        "prompt": prompts,
-    } | provenance)  # fmt: skip
+    prompted = pd.DataFrame(
+        {
+            "caption": generate(prompts, params.seed),
+            "concept": prompted_concepts,
+            "concept_kind": [kind_of[c] for c in prompted_concepts],
+            "prompt": prompts,
+        }
+        | provenance
+    )
     log.info("sampling %d unprompted captions", p.n_unprompted)
-    unprompted = pd.DataFrame({
-        "caption": generate([p.unprompted_template] * p.n_unprompted, params.seed + 1),
-        "concept": pd.Series([None] * p.n_unprompted, dtype=object),
-        "concept_kind": "none",
-        "prompt": p.unprompted_template,
-    } | provenance)  # fmt: skip
+    unprompted = pd.DataFrame(
+        {
+            "caption": generate([p.unprompted_template] * p.n_unprompted, params.seed + 1),
+            "concept": pd.Series([None] * p.n_unprompted, dtype=object),
+            "concept_kind": "none",
+            "prompt": p.unprompted_template,
+        }
+        | provenance
+    )
     write_parquet(prompted, paths.PROMPTED_CAPTIONS)
     write_parquet(unprompted, paths.UNPROMPTED_CAPTIONS)
-    log.info("wrote %s and %s; e.g. %r", paths.PROMPTED_CAPTIONS, paths.UNPROMPTED_CAPTIONS, prompted["caption"].iloc[0])
+    log.info(
+        "wrote %s and %s; e.g. %r", paths.PROMPTED_CAPTIONS, paths.UNPROMPTED_CAPTIONS, prompted["caption"].iloc[0]
+    )
 
 
 main = stage_main("captions", run)

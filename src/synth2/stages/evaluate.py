@@ -76,12 +76,20 @@ def run(params: Params) -> None:
             if mask.any()
         }
         if world:
-            log.info("%-16s unseen attr_all %.3f  seen attr_all %.3f  CIDEr %.3f", variant,
-                     metrics[variant].get("unseen", {}).get("attr_all", float("nan")),
-                     metrics[variant]["seen"]["attr_all"], metrics[variant]["overall"]["cider"])  # fmt: skip
+            log.info(
+                "%-16s unseen attr_all %.3f  seen attr_all %.3f  CIDEr %.3f",
+                variant,
+                metrics[variant].get("unseen", {}).get("attr_all", float("nan")),
+                metrics[variant]["seen"]["attr_all"],
+                metrics[variant]["overall"]["cider"],
+            )
         else:
-            log.info("%-16s CIDEr %.3f  BLEU-4 %.3f", variant, metrics[variant]["overall"]["cider"],
-                     metrics[variant]["overall"]["bleu4"])  # fmt: skip
+            log.info(
+                "%-16s CIDEr %.3f  BLEU-4 %.3f",
+                variant,
+                metrics[variant]["overall"]["cider"],
+                metrics[variant]["overall"]["bleu4"],
+            )
     metrics["gain_over_baseline"] = {v: relative_gains(metrics, v) for v in paths.VLM_VARIANTS if v != "baseline"}
 
     write_json(metrics, paths.EVAL_METRICS)

@@ -44,8 +44,12 @@ def coco_vision_model(params: Params):
     vision_class(p.model_class, "image_encoder.model_class")  # a typo fails before any download
     device = resolve_device(params.device)
     model_dir = resolve_source(p.model, "image_encoder.model")
-    processor_dir = resolve_source(p.image_processor, "image_encoder.image_processor") if p.image_processor else model_dir
-    return load_vision_model(model_dir, p.model_class, processor_dir, device, resolve_dtype(p.dtype, device), source=p.model)
+    processor_dir = (
+        resolve_source(p.image_processor, "image_encoder.image_processor") if p.image_processor else model_dir
+    )
+    return load_vision_model(
+        model_dir, p.model_class, processor_dir, device, resolve_dtype(p.dtype, device), source=p.model
+    )
 
 
 def thumbnails(files: list[Path], size: int = 48) -> np.ndarray:
@@ -64,7 +68,9 @@ def encode_coco(params: Params) -> None:
     start, n_images, norms = time.perf_counter(), 0, []
     for name, table, path in (("real_train", real, paths.REAL_EMBEDDINGS), ("test", test, paths.TEST_EMBEDDINGS)):
         images = table.drop_duplicates("image_id")  # real_train has one row per caption
-        emb = embed_files(model, processor, [image_dir / f for f in images["file_name"]], params.image_encoder.batch_size)
+        emb = embed_files(
+            model, processor, [image_dir / f for f in images["file_name"]], params.image_encoder.batch_size
+        )
         emb = require_finite(emb, f"{name} embeddings")
         write_tensors({"embeddings": emb, "image_id": images["image_id"].to_numpy()}, path)
         n_images, norms = n_images + len(emb), norms + np.linalg.norm(emb, axis=1).tolist()
@@ -72,7 +78,9 @@ def encode_coco(params: Params) -> None:
 
     write_curve([], paths.IMAGE_ENCODER_LOSS)  # declared plot: a pretrained encoder is not trained here
     sample = real.drop_duplicates("image_id").head(SHEET_IMAGES)
-    contact_sheet(thumbnails([image_dir / f for f in sample["file_name"]]), sample["caption"].tolist(), paths.IMAGE_SAMPLES)
+    contact_sheet(
+        thumbnails([image_dir / f for f in sample["file_name"]]), sample["caption"].tolist(), paths.IMAGE_SAMPLES
+    )
     metrics = {
         "model": params.image_encoder.model,
         "embed_dim": int(emb.shape[1]),
@@ -83,8 +91,14 @@ def encode_coco(params: Params) -> None:
         "dtype": str(model.dtype).removeprefix("torch."),
     }
     write_json(metrics, paths.IMAGE_ENCODER_METRICS)
-    log.info("embedded %d images with %s on %s (%.1f images/s), dim %d", n_images, params.image_encoder.model,
-             model.device, metrics["images_per_s"], emb.shape[1])  # fmt: skip
+    log.info(
+        "embedded %d images with %s on %s (%.1f images/s), dim %d",
+        n_images,
+        params.image_encoder.model,
+        model.device,
+        metrics["images_per_s"],
+        emb.shape[1],
+    )
 
 
 def train_world_encoder(params: Params) -> None:

@@ -44,8 +44,13 @@ def prepare_coco(params: Params) -> None:
     # Declared as a dep of caption_lm, which in this profile snapshots a pretrained LLM instead of training one.
     write_parquet(pd.DataFrame({"caption": pd.Series([], dtype=str)}), paths.TEXT_CORPUS)
     write_json(data.report, paths.PREPARE_METRICS)
-    log.info("wrote %s from %s (%s; images %s)", paths.WORLD, params.coco.annotations, data.report["counts"],
-             {k: v for k, v in data.report["images"].items() if k != "examples"})  # fmt: skip
+    log.info(
+        "wrote %s from %s (%s; images %s)",
+        paths.WORLD,
+        params.coco.annotations,
+        data.report["counts"],
+        {k: v for k, v in data.report["images"].items() if k != "examples"},
+    )
 
 
 def run(params: Params) -> None:

@@ -18,9 +18,14 @@ import numpy as np
 
 from synth2 import paths, tracking
 from synth2.embeddings import aligned_embeddings
-from synth2.io import read_parquet, write_curve, write_json
 from synth2.errors import Synth2Error
-from synth2.models.pretrained_prior import embedding_dim, load_prior_pipeline, sample_prior_pipeline, save_prior_pipeline
+from synth2.io import read_parquet, write_curve, write_json
+from synth2.models.pretrained_prior import (
+    embedding_dim,
+    load_prior_pipeline,
+    sample_prior_pipeline,
+    save_prior_pipeline,
+)
 from synth2.models.prior import sample_prior, save_prior, train_prior
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
@@ -56,26 +61,42 @@ def snapshot_prior_pipeline(params: Params) -> None:
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
     image_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
     device = resolve_device(params.device)
-    pipeline = load_prior_pipeline(resolve_source(p.pipeline, "prior.pipeline"), "prior.pipeline", p.pipeline, device,
-                                   resolve_dtype(p.dtype, device))  # fmt: skip
+    pipeline = load_prior_pipeline(
+        resolve_source(p.pipeline, "prior.pipeline"),
+        "prior.pipeline",
+        p.pipeline,
+        device,
+        resolve_dtype(p.dtype, device),
+    )
     if embedding_dim(pipeline) != image_emb.shape[1]:
-        raise Synth2Error(f"prior.pipeline: '{p.pipeline}' makes {embedding_dim(pipeline)}-d image embeddings but "
-                          f"image_encoder.model makes {image_emb.shape[1]}-d ones; use the vision model the prior was "
-                          "trained with (its image_encoder)")  # fmt: skip
+        raise Synth2Error(
+            f"prior.pipeline: '{p.pipeline}' makes {embedding_dim(pipeline)}-d image embeddings but "
+            f"image_encoder.model makes {image_emb.shape[1]}-d ones; use the vision model the prior was "
+            "trained with (its image_encoder)"
+        )
     save_prior_pipeline(pipeline, paths.PRIOR)
     write_curve([], paths.PRIOR_LOSS)  # declared plot: a pretrained prior is not trained here
 
     rows = np.random.default_rng(params.seed).permutation(len(real))[:FIT_CHECK]
     start = time.perf_counter()
-    sampled = sample_prior_pipeline(pipeline, real["caption"].iloc[rows].tolist(), p.num_inference_steps,
-                                    p.guidance_scale, seed=params.seed)  # fmt: skip
-    metrics = {"source": p.pipeline, "pipeline": type(pipeline).__name__, "embedding_dim": embedding_dim(pipeline),
-               "sample_seconds": round(time.perf_counter() - start, 1),
-               **fit_metrics(sampled, image_emb[rows], image_emb.mean(0))}  # fmt: skip
+    sampled = sample_prior_pipeline(
+        pipeline, real["caption"].iloc[rows].tolist(), p.num_inference_steps, p.guidance_scale, seed=params.seed
+    )
+    metrics = {
+        "source": p.pipeline,
+        "pipeline": type(pipeline).__name__,
+        "embedding_dim": embedding_dim(pipeline),
+        "sample_seconds": round(time.perf_counter() - start, 1),
+        **fit_metrics(sampled, image_emb[rows], image_emb.mean(0)),
+    }
     write_json(metrics, paths.PRIOR_METRICS)
     tracking.log_model(paths.PRIOR, "prior")
-    log.info("prior pipeline %s (%s) snapshotted; fit cosine (centred) %.3f", p.pipeline, type(pipeline).__name__,
-             metrics["fit_cosine_centred"])  # fmt: skip
+    log.info(
+        "prior pipeline %s (%s) snapshotted; fit cosine (centred) %.3f",
+        p.pipeline,
+        type(pipeline).__name__,
+        metrics["fit_cosine_centred"],
+    )
 
 
 def train_embedding_prior(params: Params) -> None:
@@ -100,8 +121,13 @@ def train_embedding_prior(params: Params) -> None:
     }
     write_json(metrics, paths.PRIOR_METRICS)
     tracking.log_model(paths.PRIOR, "prior")
-    log.info("prior: loss %.3f -> %.3f in %.0f s; fit cosine (centred) %.3f", history[0][1], history[-1][1],
-             seconds, metrics["fit_cosine_centred"])  # fmt: skip
+    log.info(
+        "prior: loss %.3f -> %.3f in %.0f s; fit cosine (centred) %.3f",
+        history[0][1],
+        history[-1][1],
+        seconds,
+        metrics["fit_cosine_centred"],
+    )
 
 
 main = stage_main("prior", run)

@@ -21,14 +21,14 @@ import pandas as pd
 from PIL import Image
 
 from synth2 import paths
-from synth2.contact_sheet import contact_sheet
 from synth2.coco import named_concepts
+from synth2.contact_sheet import contact_sheet
 from synth2.io import atomic_path, read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
 from synth2.models.autoencoder import decode, encode, load_autoencoder
 from synth2.models.decoder import check_embedding_dim, decode_embeddings, load_decoder
 from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pipeline
-from synth2.models.vision import embed_images, load_saved_vision_model
 from synth2.models.prior import load_prior, sample_prior
+from synth2.models.vision import embed_images, load_saved_vision_model
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 from synth2.stage import stage_main
@@ -47,9 +47,17 @@ def run(params: Params) -> None:
     coco = params.profile == "coco"
     columns = COCO_CAPTION_COLUMNS if coco else CAPTION_COLUMNS
     selections = {
-        "balanced": (read_parquet(paths.BALANCED, "balance", columns=columns), paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
-        "unbalanced": (read_parquet(paths.UNBALANCED, "balance", columns=columns), paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS),
-    }  # fmt: skip
+        "balanced": (
+            read_parquet(paths.BALANCED, "balance", columns=columns),
+            paths.SYNTHETIC_BALANCED,
+            paths.SYNTHETIC_BALANCED_CAPTIONS,
+        ),
+        "unbalanced": (
+            read_parquet(paths.UNBALANCED, "balance", columns=columns),
+            paths.SYNTHETIC_UNBALANCED,
+            paths.SYNTHETIC_UNBALANCED_CAPTIONS,
+        ),
+    }
     synthesize = embedding_synthesizer(params)
     if coco:
         synthesize_all(selections, synthesize, params)
@@ -59,13 +67,18 @@ def run(params: Params) -> None:
 
     metrics = synthesize_selections(selections, synthesize, params.seed)
     balanced = selections["balanced"][0]
-    metrics["speed"] = time_paths(balanced["caption"].tolist()[: p.timing_captions], synthesize, autoencoder, params.seed)
+    metrics["speed"] = time_paths(
+        balanced["caption"].tolist()[: p.timing_captions], synthesize, autoencoder, params.seed
+    )
     metrics["balanced"]["held_out_pairs"] = int((~balanced["concept"].isin(seen_combos)).sum())
     write_json(metrics, paths.SYNTHESIZE_METRICS)
     write_sheet(balanced, seen_combos, synthesize, autoencoder, params.seed)
-    log.info("embedding path %.0f captions/s, pixel path %.0f captions/s (pixel/embedding time %.2fx)",
-             metrics["speed"]["embedding_captions_per_s"], metrics["speed"]["pixel_captions_per_s"],
-             metrics["speed"]["pixel_over_embedding_time"])  # fmt: skip
+    log.info(
+        "embedding path %.0f captions/s, pixel path %.0f captions/s (pixel/embedding time %.2fx)",
+        metrics["speed"]["embedding_captions_per_s"],
+        metrics["speed"]["pixel_captions_per_s"],
+        metrics["speed"]["pixel_over_embedding_time"],
+    )
 
 
 def synthesize_selections(selections: dict, synthesize, seed: int) -> dict:
@@ -87,8 +100,14 @@ def embedding_synthesizer(params: Params):
     prior, scheduler = load_prior(require_dir(paths.PRIOR, "prior"))
 
     def synthesize(captions: list[str], seed: int) -> np.ndarray:
-        return sample_prior(prior, scheduler, embed_texts(captions), params.prior.num_inference_steps,
-                            params.synthesize.batch_size, seed)  # fmt: skip
+        return sample_prior(
+            prior,
+            scheduler,
+            embed_texts(captions),
+            params.prior.num_inference_steps,
+            params.synthesize.batch_size,
+            seed,
+        )
 
     return synthesize
 
@@ -96,12 +115,23 @@ def embedding_synthesizer(params: Params):
 def pipeline_synthesizer(params: Params):
     """The snapshotted pretrained prior pipeline (prior.kind: pipeline) on `device`."""
     device = resolve_device(params.device)
-    pipeline = load_prior_pipeline(require_dir(paths.PRIOR, "prior"), "prior.pipeline", str(paths.PRIOR), device,
-                                   resolve_dtype(params.prior.dtype, device))  # fmt: skip
+    pipeline = load_prior_pipeline(
+        require_dir(paths.PRIOR, "prior"),
+        "prior.pipeline",
+        str(paths.PRIOR),
+        device,
+        resolve_dtype(params.prior.dtype, device),
+    )
 
     def synthesize(captions: list[str], seed: int) -> np.ndarray:
-        return sample_prior_pipeline(pipeline, captions, params.prior.num_inference_steps, params.prior.guidance_scale,
-                                     params.synthesize.batch_size, seed)  # fmt: skip
+        return sample_prior_pipeline(
+            pipeline,
+            captions,
+            params.prior.num_inference_steps,
+            params.prior.guidance_scale,
+            params.synthesize.batch_size,
+            seed,
+        )
 
     return synthesize
 
@@ -126,8 +156,11 @@ def synthesize_all(selections: dict, synthesize, params: Params) -> None:
         contact_sheet(thumbs, sample["caption"].tolist(), paths.SYNTHETIC_SHEET)
     write_json(metrics, paths.SYNTHESIZE_METRICS)
     write_examples(balanced.head(N_EXAMPLES), named)
-    log.info("embedding path %.1f captions/s; pixel path %s", metrics["speed"]["embedding_captions_per_s"],
-             metrics["speed"].get("pixel_captions_per_s", "not configured"))  # fmt: skip
+    log.info(
+        "embedding path %.1f captions/s; pixel path %s",
+        metrics["speed"]["embedding_captions_per_s"],
+        metrics["speed"].get("pixel_captions_per_s", "not configured"),
+    )
 
 
 def pixel_round_trip(params: Params):
@@ -145,7 +178,9 @@ def pixel_round_trip(params: Params):
     check_embedding_dim(decoder, len(negative), p.decoder)
 
     def round_trip(embeddings: np.ndarray, seed: int) -> tuple[np.ndarray, list]:
-        images = decode_embeddings(decoder, embeddings, negative, p.decoder_image_size, p.decoder_steps, p.batch_size, seed)
+        images = decode_embeddings(
+            decoder, embeddings, negative, p.decoder_image_size, p.decoder_steps, p.batch_size, seed
+        )
         return embed_images(vision, processor, images, p.batch_size), images
 
     return round_trip
@@ -159,7 +194,9 @@ def time_decoder_paths(captions: list[str], synthesize, round_trip, seed: int) -
     synthetic = synthesize(captions, seed)
     re_encoded, _ = round_trip(synthetic, seed)
     pixel_s = time.perf_counter() - start
-    cosine = (synthetic * re_encoded).sum(1) / (np.linalg.norm(synthetic, axis=1) * np.linalg.norm(re_encoded, axis=1) + 1e-8)
+    cosine = (synthetic * re_encoded).sum(1) / (
+        np.linalg.norm(synthetic, axis=1) * np.linalg.norm(re_encoded, axis=1) + 1e-8
+    )
     return speed | {
         "pixel_seconds": round(pixel_s, 3),
         "pixel_captions_per_s": len(captions) / pixel_s,
@@ -174,7 +211,11 @@ def time_embedding_path(captions: list[str], synthesize, seed: int) -> dict[str,
     start = time.perf_counter()
     synthesize(captions, seed)
     seconds = time.perf_counter() - start
-    return {"captions": len(captions), "embedding_seconds": round(seconds, 3), "embedding_captions_per_s": len(captions) / seconds}
+    return {
+        "captions": len(captions),
+        "embedding_seconds": round(seconds, 3),
+        "embedding_captions_per_s": len(captions) / seconds,
+    }
 
 
 def write_examples(sample: pd.DataFrame, named: set[str]) -> None:

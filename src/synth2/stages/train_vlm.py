@@ -42,7 +42,9 @@ def synthetic_pairs(variant: str) -> tuple[np.ndarray, list[str]] | None:
     embeddings = read_tensors(emb_path, "synthesize")["embeddings"]
     captions = read_parquet(caption_path, "synthesize", columns=["caption"])["caption"].tolist()
     if len(captions) != len(embeddings):
-        raise Synth2Error(f"{emb_path} has {len(embeddings)} rows but {caption_path} {len(captions)}; re-run 'dvc repro synthesize'")
+        raise Synth2Error(
+            f"{emb_path} has {len(embeddings)} rows but {caption_path} {len(captions)}; re-run 'dvc repro synthesize'"
+        )
     return embeddings, captions
 
 
@@ -62,8 +64,15 @@ def train_variant(variant: str, params: Params) -> None:
     autocast_dtype = resolve_dtype(params.train_vlm.mixed_precision, device)
 
     start = time.perf_counter()
-    model, losses = train_prefix_captioner(lm_dir, (real_emb, real["caption"].tolist()), synthetic, params.train_vlm,
-                                           params.seed, device=device, autocast_dtype=autocast_dtype)  # fmt: skip
+    model, losses = train_prefix_captioner(
+        lm_dir,
+        (real_emb, real["caption"].tolist()),
+        synthetic,
+        params.train_vlm,
+        params.seed,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
     seconds = time.perf_counter() - start
     model.save(paths.vlm_dir(variant))
     write_curve(smoothed_curve(losses), paths.vlm_loss(variant))

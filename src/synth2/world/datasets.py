@@ -81,7 +81,9 @@ def zipf_weights(rng: np.random.Generator, n: int, a: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _sample_scenes(rng: np.random.Generator, combos: list[tuple[str, str]], weights: np.ndarray | None, n: int, two_object_prob: float) -> list[Scene]:
+def _sample_scenes(
+    rng: np.random.Generator, combos: list[tuple[str, str]], weights: np.ndarray | None, n: int, two_object_prob: float
+) -> list[Scene]:
     picks = rng.choice(len(combos), size=n, p=weights)
     return [sample_scene(rng, *combos[i], two_object_prob) for i in picks]
 
@@ -109,13 +111,19 @@ def build_world(params: WorldParams, seed: int, progress: bool = True) -> World:
 
     pool = _sample_scenes(pool_rng, combos, None, params.pool_size, params.two_object_prob)
     real = _sample_scenes(
-        real_rng, seen_combos, zipf_weights(real_rng, len(seen_combos), params.zipf_a),
-        params.real_train_size, params.two_object_prob,
-    )  # fmt: skip
+        real_rng,
+        seen_combos,
+        zipf_weights(real_rng, len(seen_combos), params.zipf_a),
+        params.real_train_size,
+        params.two_object_prob,
+    )
     corpus = _sample_scenes(
-        corpus_rng, combos, zipf_weights(corpus_rng, len(combos), params.zipf_a),
-        params.text_corpus_size, params.two_object_prob,
-    )  # fmt: skip
+        corpus_rng,
+        combos,
+        zipf_weights(corpus_rng, len(combos), params.zipf_a),
+        params.text_corpus_size,
+        params.two_object_prob,
+    )
     test = [
         sample_scene(test_rng, colour, shape, params.two_object_prob)
         for colour, shape in combos
@@ -137,6 +145,9 @@ def build_world(params: WorldParams, seed: int, progress: bool = True) -> World:
 
     scenes = pool + real + test
     pixels = np.stack(
-        [render(s, params.image_size, render_rng) for s in tqdm(scenes, desc="render", disable=not progress, mininterval=2)]
+        [
+            render(s, params.image_size, render_rng)
+            for s in tqdm(scenes, desc="render", disable=not progress, mininterval=2)
+        ]
     )
     return World(pixels, pool_df, real_df, corpus_df, test_df, concept_table(), held_out)

@@ -22,11 +22,16 @@ RELATION_PATTERN = re.compile(
     r"\b(?P<rel>(?:to|on) the left of|(?:to|on) the right of|above|over|below|under|beneath)\b"
 )
 RELATION_WORDS = {
-    "to the left of": "left of", "on the left of": "left of",
-    "to the right of": "right of", "on the right of": "right of",
-    "above": "above", "over": "above",
-    "below": "below", "under": "below", "beneath": "below",
-}  # fmt: skip
+    "to the left of": "left of",
+    "on the left of": "left of",
+    "to the right of": "right of",
+    "on the right of": "right of",
+    "above": "above",
+    "over": "above",
+    "below": "below",
+    "under": "below",
+    "beneath": "below",
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def parse(text: str) -> ParsedCaption:
     match = RELATION_PATTERN.search(text)
     if match:
         relation = RELATION_WORDS[match.group("rel")]
-        second = re.findall(r"[a-z]+", text[match.end():])
+        second = re.findall(r"[a-z]+", text[match.end() :])
         text = text[: match.start()]
     words = re.findall(r"[a-z]+", text)
     return ParsedCaption(

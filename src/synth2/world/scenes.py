@@ -18,10 +18,16 @@ COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange"
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
-)  # fmt: skip
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 # "A left of B": the first (described) object sits in the cell left of the second.
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 
@@ -85,9 +91,7 @@ def second_position(position: str, relation: str) -> str | None:
     return POSITIONS[row * 3 + col]
 
 
-def sample_scene(
-    rng: np.random.Generator, colour: str, shape: str, two_object_prob: float
-) -> Scene:
+def sample_scene(rng: np.random.Generator, colour: str, shape: str, two_object_prob: float) -> Scene:
     """Sample size, position and an optional second object for a given colour and shape."""
     size = SIZES[rng.integers(len(SIZES))]
     if rng.random() >= two_object_prob:
@@ -118,14 +122,25 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
     if shape == "cross":
         a = r * 0.34  # half the arm thickness
         return [
-            (cx - a, cy - r), (cx + a, cy - r), (cx + a, cy - a), (cx + r, cy - a),
-            (cx + r, cy + a), (cx + a, cy + a), (cx + a, cy + r), (cx - a, cy + r),
-            (cx - a, cy + a), (cx - r, cy + a), (cx - r, cy - a), (cx - a, cy - a),
-        ]  # fmt: skip
+            (cx - a, cy - r),
+            (cx + a, cy - r),
+            (cx + a, cy - a),
+            (cx + r, cy - a),
+            (cx + r, cy + a),
+            (cx + a, cy + a),
+            (cx + a, cy + r),
+            (cx - a, cy + r),
+            (cx - a, cy + a),
+            (cx - r, cy + a),
+            (cx - r, cy - a),
+            (cx - a, cy - a),
+        ]
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, shape: str, rgb: tuple[int, int, int], cx: float, cy: float, r: float) -> None:
+def _draw_object(
+    draw: ImageDraw.ImageDraw, shape: str, rgb: tuple[int, int, int], cx: float, cy: float, r: float
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb)
     else:
