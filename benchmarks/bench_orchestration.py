@@ -28,28 +28,10 @@ from pathlib import Path
 
 import yaml
 
+from synth2.presets import PRESETS, deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import TINY_PARAMS, deep_merge  # noqa: E402  (the sizes the tests use)
-
-SIZES: dict[str, dict] = {
-    "tiny": TINY_PARAMS,
-    # Between the test size and the default: every stage does real work in about a minute in all.
-    "small": deep_merge(
-        TINY_PARAMS,
-        {
-            "world": {"pool_size": 2000, "real_train_size": 400, "text_corpus_size": 5000},
-            "caption_lm": {"steps": 200},
-            "captions": {"n_prompted": 600, "n_unprompted": 300},
-            "balance": {"target_size": 200},
-            "image_encoder": {"steps": 200},
-            "prior": {"steps": 200},
-            "train_vlm": {"steps": 150},
-        },
-    ),
-    "default": {},
-}
+SIZES = PRESETS
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@synth2.invalid", "-c", "commit.gpgsign=false"]
 
 

@@ -10,34 +10,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synth2.presets import TINY, deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Sizes small enough that every stage runs in seconds on 2 cores; real behaviour, tiny data.
-TINY_PARAMS: dict = {
-    "seed": 0,
-    "world": {"pool_size": 400, "real_train_size": 200, "text_corpus_size": 1500, "test_per_combo": 2},
-    "caption_lm": {"steps": 300, "n_embd": 64, "batch_size": 32},
-    "captions": {"n_prompted": 200, "n_unprompted": 100, "batch_size": 100},
-    "balance": {"target_size": 80, "n_clusters": 8},
-    "image_encoder": {"steps": 60, "embed_dim": 32, "batch_size": 64},
-    "prior": {"steps": 60, "num_inference_steps": 5, "attention_head_dim": 16},
-    "synthesize": {"timing_captions": 32},
-    "train_vlm": {"steps": 40, "batch_size": 16},
-    "evaluate": {"n_examples": 8},
-}
+TINY_PARAMS = TINY
 
 
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = deep_merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
+def repository_params(overrides: dict | None = None) -> dict:
+    """The repository's params.yaml (the one source of defaults) with `overrides` merged in."""
+    return deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {})
+
+
+def default_params(overrides: dict | None = None):
+    """Typed `Params` of the repository's params.yaml plus `overrides` (e.g. a section for a unit test)."""
+    from synth2.params import parse_params
+
+    return parse_params(repository_params(overrides))
 
 
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
     """Write params.yaml into `directory`: the repository's file, shrunk by TINY_PARAMS, plus overrides."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = deep_merge(deep_merge(params, TINY_PARAMS), overrides or {})
+    params = deep_merge(repository_params(TINY_PARAMS), overrides or {})
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

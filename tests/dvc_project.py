@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.conftest import repository_params
+
 MAKE_NUMBERS = """
 import json, os
 from synth2.io import write_json
@@ -45,8 +47,6 @@ def run(params):
     with atomic_path("models/tiny") as tmp:
         tmp.mkdir()
         (tmp / "weights.txt").write_text(str(sum(numbers)))
-    tracking.log_curve("train/loss", [(0, 2.0), (1, 1.0), (2, 0.5)])
-    tracking.log_dataset("data/numbers.json", "numbers", "training")
     tracking.log_model("models/tiny", "tiny")
     tracking.promote_best({"tiny": "models/tiny"}, {"tiny": float(sum(numbers))})
 
@@ -89,7 +89,9 @@ def make_project(root: Path, params: dict | None = None) -> Path:
     (root / "stages" / "make_numbers.py").write_text(MAKE_NUMBERS)
     (root / "stages" / "sum_numbers.py").write_text(SUM_NUMBERS)
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
-    (root / "params.yaml").write_text(yaml.safe_dump(params or {"seed": 1, "tracking": {"champion_metric": "total"}}))
+    # The whole params.yaml of the repository: the stage frame validates every key before a stage runs.
+    overrides = params or {"seed": 1, "tracking": {"champion_metric": "total"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(repository_params(overrides), sort_keys=False))
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
     dvc(root, "init", "-q")

@@ -17,12 +17,12 @@ from synth2.models.autoencoder import (
     load_autoencoder,
     save_autoencoder,
     train_autoencoder,
+    training_config,
 )
-from synth2.params import ImageEncoderParams
 
 SIZE = 16
 CONFIG = AutoencoderConfig(image_size=SIZE, embed_dim=8, channels=(8, 16))
-PARAMS = ImageEncoderParams(embed_dim=8, steps=150, batch_size=32, lr=5e-3)
+TRAINING = training_config(steps=150, batch_size=32, lr=5e-3)
 
 
 def squares(n: int, seed: int) -> np.ndarray:
@@ -39,15 +39,15 @@ def squares(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained():
     pixels = squares(200, seed=0)
-    model, history = train_autoencoder(pixels, PARAMS, seed=0, log_every=5, config=CONFIG)
-    return model, history, pixels
+    model, losses = train_autoencoder(pixels, CONFIG, TRAINING, seed=0)
+    return model, losses, pixels
 
 
 def test_reconstruction_loss_falls(trained):
     _, history, _ = trained
-    losses = np.array([loss for _, loss in history])
+    losses = np.array(history)
     fifth = max(1, len(losses) // 5)
-    assert history[-1][0] == PARAMS.steps
+    assert len(losses) == TRAINING.steps
     assert np.isfinite(losses).all()
     assert losses[-fifth:].mean() < 0.7 * losses[:fifth].mean(), losses
 
@@ -89,17 +89,17 @@ def test_save_load_round_trip(trained, tmp_path):
 
 def test_training_is_seeded():
     pixels = squares(40, seed=2)
-    params = ImageEncoderParams(embed_dim=8, steps=3, batch_size=8)
-    a, _ = train_autoencoder(pixels, params, seed=5, config=CONFIG)
-    b, _ = train_autoencoder(pixels, params, seed=5, config=CONFIG)
+    training = training_config(steps=3, batch_size=8, lr=5e-3)
+    a, _ = train_autoencoder(pixels, CONFIG, training, seed=5)
+    b, _ = train_autoencoder(pixels, CONFIG, training, seed=5)
     np.testing.assert_array_equal(encode(a, pixels), encode(b, pixels))
 
 
 def test_rejects_bad_pixels():
     with pytest.raises(ValueError, match="uint8"):
-        train_autoencoder(np.zeros((4, SIZE, SIZE, 3), dtype=np.float32), PARAMS, seed=0, config=CONFIG)
+        train_autoencoder(np.zeros((4, SIZE, SIZE, 3), dtype=np.float32), CONFIG, TRAINING, seed=0)
     with pytest.raises(ValueError, match="divisible"):
-        AutoencoderConfig(image_size=30, channels=(8, 16, 32))
+        AutoencoderConfig(image_size=30, embed_dim=8, channels=(8, 16, 32))
 
 
 def test_gradient_loss_sees_edges_mse_barely_sees():

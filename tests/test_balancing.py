@@ -11,10 +11,20 @@ from synth2.balancing import (
 )
 from synth2.diversity import entropy_bits
 from synth2.errors import Synth2Error
-from synth2.params import BalanceParams
 from synth2.text_embed import embed_texts
 from synth2.world.grammar import caption
+from synth2.world.parser import caption_labels
 from synth2.world.scenes import COLOURS, POSITIONS, SHAPES, SIZES, Scene
+from tests.conftest import default_params
+
+
+def world_labels(work: pd.DataFrame) -> pd.DataFrame:
+    """The world profile's labeller: what the parser reads from each caption."""
+    return caption_labels(work["caption"].tolist())
+
+
+def balance_params(**overrides):
+    return default_params().balance.model_copy(update=overrides)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +139,8 @@ def test_balancing_removes_junk_and_repeats_and_raises_concept_entropy(embed):
     )
     df["source"] = np.arange(len(df))
 
-    params = BalanceParams(target_size=120, n_clusters=8, max_words=30)
-    selected, report = balance_captions(df, params, seed=0, embed_fn=embed)
+    params = balance_params(target_size=120, n_clusters=8, max_words=30)
+    selected, report = balance_captions(df, params, seed=0, embed_fn=embed, labeller=world_labels)
 
     removed = report["removed"]
     assert removed["exact_duplicates"] >= 2  # the repeats, plus the skewed set's own repeats
@@ -190,45 +200,44 @@ def caption_concept(text: str) -> tuple[str, str]:
 
 def test_balancing_takes_everything_when_fewer_than_target_survive():
     df = pd.DataFrame({"caption": ["a small red star in the top left", "a large blue circle in the center", "xyz"]})
-    selected, report = balance_captions(
-        df, BalanceParams(target_size=50, n_clusters=4), seed=0, embed_fn=bag_of_words_embed
-    )
+    params = balance_params(target_size=50, n_clusters=4)
+    selected, report = balance_captions(df, params, seed=0, embed_fn=bag_of_words_embed, labeller=world_labels)
     assert len(selected) == 2 and report["short_of_target"] and report["selected"] == 2
 
 
 def test_balancing_is_deterministic_for_a_seed():
     df = pd.DataFrame({"caption": skewed_captions(200, seed=1)})
-    params = BalanceParams(target_size=40, n_clusters=5)
-    a, _ = balance_captions(df, params, seed=7, embed_fn=bag_of_words_embed)
-    b, _ = balance_captions(df, params, seed=7, embed_fn=bag_of_words_embed)
+    params = balance_params(target_size=40, n_clusters=5)
+    a, _ = balance_captions(df, params, seed=7, embed_fn=bag_of_words_embed, labeller=world_labels)
+    b, _ = balance_captions(df, params, seed=7, embed_fn=bag_of_words_embed, labeller=world_labels)
     pd.testing.assert_frame_equal(a, b)
 
 
 @pytest.mark.parametrize(
     ("captions", "params", "step"),
     [
-        (["asdf", "hello world", "???"], BalanceParams(), "unparseable"),
-        (["<<>>", "### ###"], BalanceParams(), "malformed"),
-        (["a small red star in the top left"], BalanceParams(min_words=20, max_words=30), "length"),
-        ([], BalanceParams(), "input"),
+        (["asdf", "hello world", "???"], balance_params(), "unparseable"),
+        (["<<>>", "### ###"], balance_params(), "malformed"),
+        (["a small red star in the top left"], balance_params(min_words=20, max_words=30), "length"),
+        ([], balance_params(), "input"),
     ],
 )
 def test_zero_survivors_raise_naming_the_step(captions, params, step):
     df = pd.DataFrame({"caption": pd.Series(captions, dtype=object)})
     with pytest.raises(Synth2Error, match=f"step '{step}' removed the last"):
-        balance_captions(df, params, seed=0, embed_fn=bag_of_words_embed)
+        balance_captions(df, params, seed=0, embed_fn=bag_of_words_embed, labeller=world_labels)
 
 
 def test_missing_caption_column_is_a_clear_error():
     with pytest.raises(Synth2Error, match="no 'caption' column"):
-        balance_captions(pd.DataFrame({"text": ["a red star"]}), BalanceParams(), seed=0, embed_fn=bag_of_words_embed)
+        balance_captions(pd.DataFrame({"text": ["a red star"]}), balance_params(), 0, bag_of_words_embed, world_labels)
 
 
 def test_unbalanced_selection_keeps_duplicates_and_garbage():
     df = pd.DataFrame(
         {"caption": ["a small red star in the top left"] * 30 + ["gibberish words here"] * 10, "k": range(40)}
     )
-    sample = unbalanced_selection(df, size=25, seed=0)
+    sample = unbalanced_selection(df, size=25, seed=0, labeller=world_labels)
     assert len(sample) == 25
     assert sample["caption"].duplicated().any()
     assert (sample["caption"] == "gibberish words here").any()
@@ -236,8 +245,8 @@ def test_unbalanced_selection_keeps_duplicates_and_garbage():
     assert garbage["concept"].isna().all() and garbage["colour"].isna().all()
     good = sample[sample["caption"] != "gibberish words here"]
     assert (good["concept"] == "red star").all() and (good["position"] == "top left").all()
-    pd.testing.assert_frame_equal(sample, unbalanced_selection(df, size=25, seed=0))
-    assert len(unbalanced_selection(df, size=100, seed=0)) == 40
+    pd.testing.assert_frame_equal(sample, unbalanced_selection(df, size=25, seed=0, labeller=world_labels))
+    assert len(unbalanced_selection(df, size=100, seed=0, labeller=world_labels)) == 40
 
 
 def test_minilm_cannot_tell_a_position_change_from_a_synonym_swap(embed):
@@ -248,7 +257,7 @@ def test_minilm_cannot_tell_a_position_change_from_a_synonym_swap(embed):
         "a small cyan diamond in the top right",  # a different scene
     ]
     x = embed(texts)
-    threshold = BalanceParams().near_duplicate_threshold
+    threshold = balance_params().near_duplicate_threshold
     assert float(x[0] @ x[2]) > threshold  # the measured problem (cosine 0.992)
     assert greedy_near_duplicates(x, threshold).tolist() == [True, False, False]
     content = [("cyan", "diamond", "small", "top left")] * 2 + [("cyan", "diamond", "small", "top right")]

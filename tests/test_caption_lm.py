@@ -8,21 +8,21 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from synth2.models.caption_lm import (
-    CONCEPT_KINDS,
-    build_caption_tokenizer,
-    build_training_examples,
+    CaptionLMConfig,
     generate_captions,
     save_caption_lm,
     train_caption_lm,
+    training_config,
 )
 from synth2.models.tokenizer import build_tokenizer
-from synth2.params import CaptionLMParams, CaptionsParams
+from synth2.world.prompts import CONCEPT_KINDS, build_training_examples
 
 COLOURS = ["red", "green", "blue"]
 SHAPES = ["star", "circle", "square"]
 POSITIONS = ["top left", "bottom right", "centre"]
-TEMPLATES = CaptionsParams()
-TINY_LM = CaptionLMParams(n_layer=1, n_head=2, n_embd=48, steps=200, batch_size=32, lr=5e-3, n_positions=32)
+PROMPT, UNPROMPTED = "concepts: {concepts} caption:", "caption:"
+TINY_LM = CaptionLMConfig(n_layer=1, n_head=2, n_embd=48, n_positions=32)
+TRAINING = training_config(steps=200, batch_size=32, lr=5e-3)
 
 
 def corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
@@ -42,13 +42,13 @@ def corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
 @pytest.fixture(scope="module")
 def examples():
     captions, colours, shapes = corpus(400)
-    return build_training_examples(captions, colours, shapes, TEMPLATES, 0.2, np.random.default_rng(0))
+    return build_training_examples(captions, colours, shapes, PROMPT, UNPROMPTED, 0.2, np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")
 def trained(examples):
-    tokenizer = build_caption_tokenizer(examples)
-    model, losses = train_caption_lm(examples, tokenizer, TINY_LM, seed=0)
+    tokenizer = build_tokenizer(text for e in examples for text in (e.prompt, e.caption))
+    model, losses = train_caption_lm(examples, tokenizer, TINY_LM, TRAINING, seed=0)
     return model, tokenizer, losses
 
 
@@ -73,11 +73,11 @@ def test_tokenizer_round_trips_exactly_and_reloads(tmp_path):
 
 
 def test_training_examples_cover_all_concept_kinds(examples):
-    unprompted = [e for e in examples if e.prompt == TEMPLATES.unprompted_template]
+    unprompted = [e for e in examples if e.prompt == UNPROMPTED]
     assert 0.1 < len(unprompted) / len(examples) < 0.3
     kinds = set()
     for e in examples:
-        if e.prompt == TEMPLATES.unprompted_template:
+        if e.prompt == UNPROMPTED:
             continue
         concepts = e.prompt.removeprefix("concepts: ").removesuffix(" caption:")
         assert concepts in e.caption  # the concept is the caption's own colour/shape/combination
@@ -87,7 +87,7 @@ def test_training_examples_cover_all_concept_kinds(examples):
 
 def test_caption_lm_learns_and_generates_captions_without_prompt(trained):
     model, tokenizer, losses = trained
-    assert len(losses) == TINY_LM.steps
+    assert len(losses) == TRAINING.steps
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
     prompts = ["concepts: red star caption:", "caption:", "concepts: blue caption:"] * 4
     captions = generate_captions(model, tokenizer, prompts, max_new_tokens=12, batch_size=5, seed=0)

@@ -4,8 +4,9 @@ import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from synth2.caption_metrics import attribute_accuracy, coco_scores, coco_tokenize
+from synth2.caption_metrics import coco_scores, coco_tokenize
 from synth2.errors import Synth2Error
+from synth2.world.accuracy import attribute_accuracy
 from synth2.world.grammar import STYLES, caption, templates
 from synth2.world.scenes import Scene
 

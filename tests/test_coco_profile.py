@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from safetensors.numpy import load_file
 
 from synth2 import paths
 from synth2.stage import run_stage
 from tests import tiny_hf
-from tests.conftest import write_params
+from tests.conftest import default_params, write_params
 
 CONCEPTS = ["dog", "traffic light", "pizza", "bus"]
 PROMPT = "a photo of {concepts}"
@@ -56,14 +55,21 @@ def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
         "profile": "coco",
         "device": "cpu",
         "coco": {
-            "annotations": str(annotations),
-            "image_dir": str(image_dir),
-            "concepts_file": str(concepts_file),
-            "val_fraction": 0.1,
-            "test_fraction": 0.25,
-            "missing_images": "skip",
+            "prepare": {
+                "annotations": str(annotations),
+                "image_dir": str(image_dir),
+                "concepts_file": str(concepts_file),
+                "val_fraction": 0.1,
+                "test_fraction": 0.25,
+                "missing_images": "skip",
+            },
+            "caption_lm": {"pretrained": str(models["gpt2"])},
+            "captions": {"max_words": 8},
+            # Random LMs rarely name their concept: balance by the prompt's concept instead.
+            "balance": {"require_concept_mention": False},
+            "image_encoder": {"model": str(models["clip"]), "batch_size": 8},
+            "train_vlm": {"lm_path": str(models["llama"])},
         },
-        "caption_lm": {"pretrained": str(models["gpt2"])},
         "captions": {
             "prompt_template": PROMPT,
             "unprompted_template": UNPROMPTED,
@@ -71,11 +77,8 @@ def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
             "n_unprompted": 16,
             "max_new_tokens": 10,
             "batch_size": 16,
-            "max_words": 8,
         },
-        # Random LMs rarely name their concept: balance by the prompt's concept instead.
-        "balance": {"target_size": 16, "n_clusters": 4, "min_words": 1, "require_concept_mention": False},
-        "image_encoder": {"model": str(models["clip"]), "batch_size": 8},
+        "balance": {"target_size": 16, "n_clusters": 4, "min_words": 1},
         "prior": {"steps": 20, "batch_size": 16, "num_inference_steps": 3, "attention_head_dim": 8, "num_layers": 1},
         "synthesize": {"timing_captions": 8, "batch_size": 16},
         "train_vlm": {
@@ -85,7 +88,6 @@ def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
             "max_caption_tokens": 10,
             "freeze_lm": True,
             "unfreeze_top_layers": 1,
-            "lm_path": str(models["llama"]),
         },
         "evaluate": {"n_examples": 4, "batch_size": 8},
         "tracking": {"champion_metric": "overall.cider"},
@@ -114,7 +116,7 @@ STAGES = [
     ("prior", "prior", ()),
     ("synthesize", "synthesize", ()),
     ("gate_synthetic", "gate", ("synthetic",)),
-    *((f"train_vlm_{v}", "train_vlm", (v,)) for v in paths.VLM_VARIANTS),
+    *((f"train_vlm@{v}", "train_vlm", (v,)) for v in paths.VLM_VARIANTS),
     ("evaluate", "evaluate", ()),
 ]
 
@@ -125,9 +127,7 @@ def run_in_process(name: str, module: str, args: tuple[str, ...]) -> None:
 
     stage = importlib.import_module(f"synth2.stages.{module}")
     if module == "gate":
-        from synth2.gates import run_gate
-
-        run_stage(name, lambda params: run_gate(args[0], params))
+        run_stage(name, lambda params: stage.check(args[0], params))
     elif module == "train_vlm":
         run_stage(name, lambda params: stage.train_variant(args[0], params))
     else:
@@ -176,11 +176,14 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
     kandinsky = tiny_hf.save_kandinsky_prior(tmp_path_factory.mktemp("kandinsky"))
     decoder = tiny_hf.save_kandinsky_decoder(tmp_path_factory.mktemp("kandinsky_decoder"))
     overrides = {
-        "caption_lm": {"pretrained": str(models["llama"])},
-        "captions": {"chat_template": True, "dtype": "bf16"},
-        "prior": {"kind": "pipeline", "pipeline": str(kandinsky), "guidance_scale": 2.0},
-        "synthesize": {"decoder": str(decoder), "decoder_steps": 2, "decoder_image_size": 32},
-        "train_vlm": {"lm_path": None, "freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
+        "coco": {
+            "caption_lm": {"pretrained": str(models["llama"])},
+            "captions": {"chat_template": True, "dtype": "bf16"},
+            "prior": {"kind": "pipeline", "pipeline": str(kandinsky), "guidance_scale": 2.0},
+            "synthesize": {"decoder": str(decoder), "decoder_steps": 2, "decoder_image_size": 32},
+            "train_vlm": {"lm_path": None},
+        },
+        "train_vlm": {"freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
     }
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models, **overrides))
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
@@ -204,8 +207,8 @@ def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipe
     assert report["images"]["missing"] == N_MISSING and report["images"]["skipped"] == N_MISSING
     real = pd.read_parquet(pipeline / paths.REAL_TRAIN)
     test = pd.read_parquet(pipeline / paths.TEST)
-    assert {"image_id", "caption", "file_name"} <= set(real.columns)
-    assert {"image_id", "references", "seen", "file_name"} <= set(test.columns)
+    assert {"image_id", "caption", "file_name", "image_path"} <= set(real.columns)
+    assert {"image_id", "references", "seen", "file_name", "image_path"} <= set(test.columns)
     assert not set(real["image_id"]) & set(test["image_id"])
     assert test["references"].map(len).min() >= 1 and test["seen"].dtype == bool
     assert pd.read_parquet(pipeline / paths.CONCEPTS)["concept"].tolist() == CONCEPTS
@@ -222,14 +225,12 @@ def test_snapshots_and_embeddings_have_the_declared_shapes(pipeline: Path):
     stored = load_file(str(pipeline / paths.REAL_EMBEDDINGS))
     assert stored["embeddings"].shape == (real["image_id"].nunique(), tiny_hf.EMBED_DIM)
     assert stored["embeddings"].dtype == np.float32 and stored["image_id"].dtype == np.int64
-    for selection, captions in (
-        (paths.SYNTHETIC_BALANCED, paths.SYNTHETIC_BALANCED_CAPTIONS),
-        (paths.SYNTHETIC_UNBALANCED, paths.SYNTHETIC_UNBALANCED_CAPTIONS),
-    ):
-        synthetic = load_file(str(pipeline / selection))["embeddings"]
-        assert synthetic.shape == (len(pd.read_parquet(pipeline / captions)), tiny_hf.EMBED_DIM)
+    for selection in paths.SELECTIONS_BY_NAME:
+        synthetic = load_file(str(pipeline / paths.synthetic_embeddings(selection)))["embeddings"]
+        captions = pd.read_parquet(pipeline / paths.synthetic_captions(selection))
+        assert synthetic.shape == (len(captions), tiny_hf.EMBED_DIM)
         assert synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
-    assert (pipeline / paths.IMAGE_SAMPLES).stat().st_size > 0
+    assert (pipeline / paths.IMAGE_ENCODER_SHEET).stat().st_size > 0
     assert (pipeline / paths.SYNTHETIC_EXAMPLES).read_text().count("\n") > 2
 
 
@@ -269,24 +270,25 @@ def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
 
 
-def test_every_declared_dependency_and_output_exists(pipeline: Path):
-    """What dvc.yaml declares for each stage is what the coco profile reads and writes."""
-    from tests.conftest import ROOT
+def test_every_declared_dependency_and_output_exists(tracked_pipeline):
+    """What dvc.yaml declares for each stage, resolved for the coco profile, is what the stages read and write."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
 
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        for dep in stage.get("deps", []):
-            if not dep.startswith("src/"):
-                assert (pipeline / dep).exists(), f"{name}: dep {dep} missing"
-        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
-            out = entry if isinstance(entry, str) else next(iter(entry))
-            assert (pipeline / out).exists(), f"{name}: out {out} missing"
+    workspace, _ = tracked_pipeline
+    with Repo(str(workspace)) as repo:
+        for stage in repo.index.stages:
+            for dep in stage.deps:
+                if not isinstance(dep, ParamsDependency):
+                    assert (workspace / dep.def_path).exists(), f"{stage.name}: dep {dep.def_path} missing"
+            for out in stage.outs:
+                assert (workspace / out.def_path).exists(), f"{stage.name}: out {out.def_path} missing"
 
 
 def test_llama_with_chat_template_writes_the_captions_in_bf16(tracked_pipeline):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth2.stages.captions import chat_prompts
+    from synth2.coco.captions import chat_prompts
 
     workspace, _ = tracked_pipeline
     assert type(AutoModelForCausalLM.from_pretrained(workspace / paths.CAPTION_LM)).__name__ == "LlamaForCausalLM"
@@ -304,19 +306,27 @@ def test_kandinsky_prior_pipeline_synthesises_clip_sized_embeddings(tracked_pipe
     assert type(DiffusionPipeline.from_pretrained(workspace / paths.PRIOR)).__name__ == "KandinskyV22PriorPipeline"
     metrics = json.loads((workspace / paths.PRIOR_METRICS).read_text())
     assert metrics["pipeline"] == "KandinskyV22PriorPipeline" and metrics["embedding_dim"] == tiny_hf.EMBED_DIM
-    synthetic = load_file(str(workspace / paths.SYNTHETIC_BALANCED))["embeddings"]
+    synthetic = load_file(str(workspace / paths.synthetic_embeddings("balanced")))["embeddings"]
     assert synthetic.shape[1] == tiny_hf.EMBED_DIM and synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
     evaluate = json.loads((workspace / paths.EVAL_METRICS).read_text())
     assert set(evaluate["synth"]["overall"]) == {"bleu4", "cider"}
 
 
 def test_pixel_path_is_timed_through_the_decoder_only_when_one_is_configured(pipeline: Path, tracked_pipeline):
-    workspace, _ = tracked_pipeline
-    speed = json.loads((workspace / paths.SYNTHESIZE_METRICS).read_text())["speed"]
-    assert speed["captions"] == 8 and speed["pixel_over_embedding_time"] > 0 and -1 <= speed["round_trip_cosine"] <= 1
+    from mlflow import MlflowClient
+
+    workspace, uri = tracked_pipeline
+    with_decoder = json.loads((workspace / paths.SYNTHESIZE_METRICS).read_text())["balanced"]
+    assert -1 <= with_decoder["round_trip_cosine"] <= 1
     assert (workspace / paths.SYNTHETIC_SHEET).stat().st_size > 0
-    without = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())["speed"]
-    assert without["pixel_path"].startswith("not configured") and "pixel_seconds" not in without
+    # Timings differ from run to run: MLflow has them, the DVC metrics do not.
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("synth2")
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.`synth2.stage` = 'synthesize'")
+    assert run.data.metrics["speed.captions"] == 8 and run.data.metrics["speed.pixel_over_embedding_time"] > 0
+    assert not any("seconds" in key or "per_s" in key for key in json.dumps(with_decoder).split('"'))
+    without = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())["balanced"]
+    assert without["pixel_path"].startswith("not configured") and "round_trip_cosine" not in without
     assert not (pipeline / paths.SYNTHETIC_SHEET).exists()
 
 
@@ -330,11 +340,12 @@ def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked
     assert set(runs) == {name for name, _, _ in STAGES}
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert runs["prepare"].data.params["profile"] == "coco"
-    assert runs["captions"].data.params["captions.dtype"] == "bf16"
+    assert runs["captions"].data.params["coco.captions.dtype"] == "bf16"
+    assert "world.caption_lm.steps" not in runs["caption_lm"].data.params  # the profile's own keys only
     assert any(k.startswith("dvc.out.models/caption_lm") for k in runs["caption_lm"].data.tags)
     assert {"synth.overall.cider", "baseline.overall.bleu4"} <= set(runs["evaluate"].data.metrics)
     assert not any("attr_" in key for key in runs["evaluate"].data.metrics)
-    assert runs["image_encoder"].data.metrics["images"] > 0
+    assert runs["image_encoder"].data.metrics["images.real_train"] > 0
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert {"caption_lm", "prior"} <= {m.name for m in logged}
     champion = client.get_model_version_by_alias("synth2-vlm", "champion")
@@ -356,24 +367,25 @@ def coco_workspace(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_missing_model_path_names_the_param(coco_workspace, capsys):
-    coco_workspace(caption_lm={"pretrained": "/nonexistent/llm"})
+    coco_workspace(coco={"caption_lm": {"pretrained": "/nonexistent/llm"}})
     line = stage_error(capsys, "caption_lm", "caption_lm")
-    assert "caption_lm.pretrained" in line and "/nonexistent/llm" in line and "local directory" in line
+    assert "coco.caption_lm.pretrained" in line and "/nonexistent/llm" in line and "local directory" in line
 
 
 def test_hub_id_offline_without_a_cached_copy_says_how_to_point_at_a_directory(coco_workspace, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    coco_workspace(image_encoder={"model": "synth2-tests/no-such-clip"})
+    coco_workspace(coco={"image_encoder": {"model": "synth2-tests/no-such-clip"}})
     run_in_process("prepare", "prepare", ())
     line = stage_error(capsys, "image_encoder", "image_encoder")
-    assert line.startswith("error: stage 'image_encoder': image_encoder.model: 'synth2-tests/no-such-clip'")
-    assert "HF_HUB_OFFLINE=1" in line and "set image_encoder.model: DIR, a local directory" in line
+    assert line.startswith("error: stage 'image_encoder': coco.image_encoder.model: 'synth2-tests/no-such-clip'")
+    assert "HF_HUB_OFFLINE=1" in line and "set coco.image_encoder.model: DIR, a local directory" in line
 
 
 def test_missing_images_can_be_fatal(coco_workspace, capsys):
-    coco_workspace(coco={"missing_images": "fail"})
+    coco_workspace(coco={"prepare": {"missing_images": "fail"}})
     line = stage_error(capsys, "prepare", "prepare")
-    assert f"references {N_MISSING} missing and 0 unreadable images" in line and "coco.missing_images: skip" in line
+    assert f"references {N_MISSING} missing and 0 unreadable images" in line
+    assert "coco.prepare.missing_images: skip" in line
 
 
 # ------------------------------------------------------------------------------------- small pieces
@@ -389,13 +401,13 @@ def test_missing_images_can_be_fatal(coco_workspace, capsys):
     ],
 )
 def test_llm_output_is_cleaned_to_one_short_caption(raw: str, expected: str):
-    from synth2.stages.captions import clean_caption
+    from synth2.coco.captions import clean_caption
 
     assert clean_caption(raw, max_words=8) == expected
 
 
 def test_concept_mentions_are_whole_words_with_plurals():
-    from synth2.coco import first_mention, mentions
+    from synth2.coco.concepts import first_mention, mentions
 
     assert mentions("Two dogs and a bus", "dog") and mentions("two buses", "bus") and not mentions("a hotdog", "dog")
     assert first_mention("a hot dog next to a dog", ["dog", "hot dog"]) == "hot dog"
@@ -403,8 +415,7 @@ def test_concept_mentions_are_whole_words_with_plurals():
 
 
 def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_path: Path):
-    from synth2.coco import build_coco
-    from synth2.params import CocoParams
+    from synth2.coco.dataset import build_coco
 
     annotations, image_dir = tiny_hf.write_coco_dataset(tmp_path, CONCEPTS, 8)
     # Images cycle through CONCEPTS: 1000 and 1004 show a dog, 1002 and 1006 pizza.
@@ -412,15 +423,13 @@ def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_p
     (tmp_path / "split.json").write_text(json.dumps(split))
     concepts_file = tmp_path / "concepts.txt"
     concepts_file.write_text("\n".join(CONCEPTS))
-    data = build_coco(
-        CocoParams(
-            annotations=str(annotations),
-            image_dir=str(image_dir),
-            concepts_file=str(concepts_file),
-            split_file=str(tmp_path / "split.json"),
-        ),
-        seed=0,
-    )
+    prepare = {
+        "annotations": str(annotations),
+        "image_dir": str(image_dir),
+        "concepts_file": str(concepts_file),
+        "split_file": str(tmp_path / "split.json"),
+    }
+    data = build_coco(default_params({"coco": {"prepare": prepare}}).coco.prepare, seed=0)
     assert sorted(data.real_train["image_id"].unique()) == split["train"]
     assert data.val["image_id"].tolist() == split["val"] and sorted(data.test["image_id"]) == split["test"]
     assert dict(zip(data.test["image_id"], data.test["seen"])) == {

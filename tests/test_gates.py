@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from synth2 import paths
-from synth2.gates import GateError, run_gate
+from synth2.gates import GateError
 from synth2.io import write_parquet, write_tensors
 from synth2.params import load_params
 from synth2.stages import prepare
+from synth2.stages.gate import check
 from synth2.world.scenes import COLOURS, SHAPES
 from tests.conftest import run_stage, write_params
 
@@ -47,7 +48,7 @@ def write_captions(prompted: pd.DataFrame, unprompted: pd.DataFrame | None = Non
 
 def test_good_captions_pass_and_report_is_written(project: Path):
     write_captions(good_captions())
-    result = run_gate("captions", load_params())
+    result = check("captions", load_params())
     assert result.success
     report = json.loads((project / paths.gate_report("captions")).read_text())
     assert report["success"] and set(report["tables"]) == {"prompted", "unprompted"}
@@ -65,7 +66,7 @@ def test_bad_captions_fail_and_name_each_expectation(project: Path):
     duplicates = pd.DataFrame({"caption": ["a red circle"] * 500 + ["a blue star"] * 3, "concept": "red circle"})
     write_captions(pd.concat([garbage, good], ignore_index=True), duplicates)
     with pytest.raises(GateError) as failure:
-        run_gate("captions", load_params())
+        check("captions", load_params())
     message = str(failure.value)
     assert "\n" not in message
     for expectation in (
@@ -92,7 +93,7 @@ def test_balanced_gate_checks_coverage_and_balance(project: Path):
         colour=lambda d: d.concept.str.split().str[0], shape=lambda d: d.concept.str.split().str[1]
     )
     write_parquet(good, paths.BALANCED)
-    assert run_gate("balanced", load_params()).success
+    assert check("balanced", load_params()).success
 
     skewed = good[good.concept.str.startswith(("red", "blue"))]  # 12 of 48 concepts
     skewed = pd.concat(
@@ -110,7 +111,7 @@ def test_balanced_gate_checks_coverage_and_balance(project: Path):
     )
     write_parquet(skewed, paths.BALANCED)
     with pytest.raises(GateError) as failure:
-        run_gate("balanced", load_params())
+        check("balanced", load_params())
     message = str(failure.value)
     assert "concept_histogram: expect_column_values_to_be_between(count" in message
     assert "concept_histogram: expect_column_values_to_be_between(ratio_to_min" in message
@@ -121,32 +122,38 @@ def test_synthetic_gate_checks_finite_dimension_and_norms(project: Path):
     rng = np.random.default_rng(0)
     real = rng.normal(size=(50, 16)).astype(np.float32)
     write_tensors({"embeddings": real}, paths.REAL_EMBEDDINGS)
-    write_tensors({"embeddings": real[:20] * 1.1}, paths.SYNTHETIC_BALANCED)
-    write_tensors({"embeddings": real[20:40]}, paths.SYNTHETIC_UNBALANCED)
-    assert run_gate("synthetic", load_params()).success
+
+    def write_synthetic(selection: str, embeddings: np.ndarray, n_captions: int) -> None:
+        write_tensors({"embeddings": embeddings}, paths.synthetic_embeddings(selection))
+        write_parquet(pd.DataFrame({"caption": ["a red star"] * n_captions}), paths.synthetic_captions(selection))
+
+    write_synthetic("balanced", real[:20] * 1.1, 20)
+    write_synthetic("unbalanced", real[20:40], 20)
+    assert check("synthetic", load_params()).success
 
     bad = real[:20].copy()
     bad[3, 0] = np.nan
     bad[5] *= 100.0
-    write_tensors({"embeddings": bad}, paths.SYNTHETIC_BALANCED)
-    write_tensors({"embeddings": real[:10, :8]}, paths.SYNTHETIC_UNBALANCED)
+    write_synthetic("balanced", bad, 20)
+    write_synthetic("unbalanced", real[:10, :8], 12)  # wrong dimension, and two captions without embeddings
     with pytest.raises(GateError) as failure:
-        run_gate("synthetic", load_params())
+        check("synthetic", load_params())
     message = str(failure.value)
     assert "balanced: expect_column_values_to_be_in_set(finite" in message and "row=3" in message
     assert "balanced: expect_column_values_to_be_between(norm" in message and "row=5" in message
     assert "unbalanced: expect_column_values_to_be_in_set(dim" in message
+    assert "unbalanced: expect_table_row_count_to_equal(value=12)" in message
 
 
 def test_real_gate_passes_on_the_world_and_catches_bad_ids(project: Path):
     prepare.run(load_params())  # in-process: a subprocess would import everything again
-    assert run_gate("real", load_params()).success
+    assert check("real", load_params()).success
     real = pd.read_parquet(paths.REAL_TRAIN)
     real.loc[0, "image_id"] = 10**9
     real.loc[1, "colour"] = "mauve"
     write_parquet(real, paths.REAL_TRAIN)
     with pytest.raises(GateError) as failure:
-        run_gate("real", load_params())
+        check("real", load_params())
     message = str(failure.value)
     assert "real_train: expect_column_values_to_be_between(image_id" in message
     assert "real_train: expect_column_values_to_be_in_set(colour" in message and "colour='mauve'" in message

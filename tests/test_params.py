@@ -2,26 +2,50 @@ from pathlib import Path
 
 import pytest
 
-from synth2.params import ParamsError, load_params
+from synth2.params import Params, ParamsError, Section, load_params
 from tests.conftest import ROOT, run_stage, write_params
 
 
 def test_repository_params_load():
     params = load_params(ROOT / "params.yaml")
-    assert params.world.image_size == 32
-    assert 0 < params.world.holdout_fraction < 1
+    assert params.world.prepare.image_size == 32
+    assert 0 < params.world.prepare.holdout_fraction < 1
+
+
+def test_params_yaml_is_the_only_source_of_values():
+    """No key has a default in code: every field is required, so a value can live only in params.yaml."""
+
+    def defaults(model) -> list[str]:
+        found = []
+        for name, info in model.model_fields.items():
+            if not info.is_required():
+                found.append(f"{model.__name__}.{name}")
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                found += defaults(annotation)
+        return found
+
+    assert defaults(Params) == []
+
+
+def test_a_missing_key_is_named(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("  n_clusters: 32\n", ""))
+    with pytest.raises(ParamsError, match="missing key 'balance.n_clusters'; add it"):
+        load_params(path)
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"world": {"pool_sise": 10}}, "unknown key 'world.pool_sise'"),
-        ({"world": {"pool_size": "many"}}, "'world.pool_size': 'many'"),
+        ({"world": {"prepare": {"pool_sise": 10}}}, "unknown key 'world.prepare.pool_sise'"),
+        ({"world": {"prepare": {"pool_size": "many"}}}, "'world.prepare.pool_size': 'many'"),
         (
-            {"world": {"holdout_fraction": 0.9}},
-            "'world.holdout_fraction': 0.9 (Input should be less than or equal to 0.5)",
+            {"world": {"prepare": {"holdout_fraction": 0.9}}},
+            "'world.prepare.holdout_fraction': 0.9 (Input should be less than or equal to 0.5)",
         ),
-        ({"caption_lm": {"n_embd": 30, "n_head": 4}}, "'caption_lm': "),
+        ({"world": {"caption_lm": {"n_embd": 30, "n_head": 4}}}, "'world.caption_lm': "),
+        ({"coco": {"prepare": {"val_fraction": 0.6, "test_fraction": 0.5}}}, "val_fraction + test_fraction"),
         ({"captions": {"prompt_template": "no slot"}}, "must contain '{concepts}'"),
     ],
 )
@@ -54,10 +78,10 @@ def test_top_level_must_be_mapping(tmp_path: Path):
 
 
 def test_stage_exits_before_work_with_one_line(tmp_path: Path):
-    write_params(tmp_path, {"world": {"image_size": 7}})
+    write_params(tmp_path, {"world": {"prepare": {"image_size": 7}}})
     result = run_stage("prepare", tmp_path, check=False)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: stage 'prepare': ")
-    assert "'world.image_size': 7" in lines[-1] and "greater than or equal to 24" in lines[-1]
+    assert "'world.prepare.image_size': 7" in lines[-1] and "greater than or equal to 24" in lines[-1]
     assert not (tmp_path / "data").exists()

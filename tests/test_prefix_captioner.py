@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from synth2.io import MissingInputError
-from synth2.models.caption_lm import build_caption_lm, save_caption_lm
-from synth2.models.prefix_captioner import PrefixCaptioner, train_prefix_captioner
+from synth2.models.caption_lm import CaptionLMConfig, build_caption_lm, save_caption_lm
+from synth2.models.prefix_captioner import (
+    PrefixCaptioner,
+    PrefixCaptionerConfig,
+    train_prefix_captioner,
+    training_config,
+)
 from synth2.models.tokenizer import build_tokenizer
-from synth2.params import CaptionLMParams, TrainVLMParams
 
 CAPTIONS = [
     "a small red star in the top left",
@@ -20,7 +26,11 @@ CAPTIONS = [
 ]
 SYNTHETIC_CAPTIONS = ["a big red square in the top right", "a small green circle at the bottom"]
 EMBED_DIM = 16
-OVERFIT = TrainVLMParams(prefix_length=2, steps=120, batch_size=12, lr=3e-3, mix_ratio=0.5)
+CONFIG = PrefixCaptionerConfig(
+    embed_dim=EMBED_DIM, prefix_length=2, freeze_lm=False, unfreeze_top_layers=0, max_caption_tokens=24
+)
+OVERFIT = training_config(steps=120, batch_size=12, lr=3e-3)
+MIX_RATIO = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,7 @@ def lm_dir(tmp_path_factory):
     """A tiny random caption LM saved like the caption_lm stage saves it."""
     tokenizer = build_tokenizer(CAPTIONS + SYNTHETIC_CAPTIONS + ["concepts: red star caption:"])
     torch.manual_seed(0)
-    model = build_caption_lm(tokenizer, CaptionLMParams(n_layer=1, n_head=2, n_embd=32, n_positions=32))
+    model = build_caption_lm(tokenizer, CaptionLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=32))
     path = tmp_path_factory.mktemp("lm") / "caption_lm"
     save_caption_lm(model, tokenizer, path)
     return path
@@ -41,7 +51,7 @@ def embeddings(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def overfit(lm_dir):
     real = (embeddings(3, seed=0), CAPTIONS)
-    model, losses = train_prefix_captioner(lm_dir, real, None, OVERFIT, seed=0)
+    model, losses = train_prefix_captioner(lm_dir, real, None, CONFIG, OVERFIT, MIX_RATIO, seed=0)
     return model, losses, real
 
 
@@ -55,7 +65,7 @@ def test_save_load_round_trip_gives_identical_generations(overfit, tmp_path):
     model, _, (emb, captions) = overfit
     model.save(tmp_path / "vlm")
     reloaded = PrefixCaptioner.load(tmp_path / "vlm")
-    assert reloaded.config() == model.config()
+    assert reloaded.config == model.config
     assert reloaded.generate(emb, max_new_tokens=16, batch_size=2) == model.generate(emb, max_new_tokens=16)
     ids, mask = model.encode_captions(captions)
     with torch.no_grad():
@@ -80,15 +90,16 @@ def test_loss_ignores_prefix_and_padding(overfit):
 def test_synthetic_pairs_are_mixed_into_batches(lm_dir):
     real = (embeddings(3, seed=0), CAPTIONS)
     synthetic = (embeddings(2, seed=1), SYNTHETIC_CAPTIONS)
-    model, _ = train_prefix_captioner(lm_dir, real, synthetic, OVERFIT, seed=0)
+    model, _ = train_prefix_captioner(lm_dir, real, synthetic, CONFIG, OVERFIT, MIX_RATIO, seed=0)
     assert model.generate(synthetic[0], max_new_tokens=16) == SYNTHETIC_CAPTIONS
     assert model.generate(real[0], max_new_tokens=16) == CAPTIONS
 
 
 def test_freeze_lm_keeps_lm_weights_and_trains_mapper(lm_dir):
-    params = OVERFIT.model_copy(update={"freeze_lm": True, "steps": 20})
+    frozen = replace(CONFIG, freeze_lm=True)
     original = AutoModelForCausalLM.from_pretrained(lm_dir).state_dict()
-    model, losses = train_prefix_captioner(lm_dir, (embeddings(3, seed=0), CAPTIONS), None, params, seed=0)
+    real = (embeddings(3, seed=0), CAPTIONS)
+    model, losses = train_prefix_captioner(lm_dir, real, None, frozen, replace(OVERFIT, steps=20), MIX_RATIO, seed=0)
     assert all(torch.equal(v, original[k]) for k, v in model.lm.state_dict().items())
     assert not any(p.requires_grad for p in model.lm.parameters())
     model.train()

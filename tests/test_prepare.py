@@ -43,6 +43,7 @@ def test_summary_is_a_metric_with_counts(workspace: Path):
     assert summary["counts"]["real_train"] == 200
     assert summary["n_held_out"] == len(summary["held_out_combos"]) == 12
     leftovers = [p for p in (workspace / "data").rglob("*") if p.name.startswith(".")]
+    assert sorted(p.name for p in (workspace / paths.PREPARED).iterdir()) == sorted(p.name for p in OUTPUTS[:-1])
     assert not leftovers
 
 

@@ -7,20 +7,20 @@ import pytest
 import torch
 
 from synth2.io import MissingInputError
-from synth2.models.prior import build_prior, load_prior, sample_prior, save_prior, train_prior
-from synth2.params import PriorParams
+from synth2.models.prior import (
+    PriorConfig,
+    build_prior,
+    load_prior,
+    sample_prior,
+    save_prior,
+    train_prior,
+    training_config,
+)
 
 TEXT_DIM, IMAGE_DIM = 384, 8
-PARAMS = PriorParams(
-    num_layers=1,
-    num_attention_heads=2,
-    attention_head_dim=16,
-    steps=150,
-    batch_size=32,
-    lr=3e-3,
-    num_train_timesteps=100,
-    num_inference_steps=10,
-)
+CONFIG = PriorConfig(num_layers=1, num_attention_heads=2, attention_head_dim=16, num_train_timesteps=100)
+TRAINING = training_config(steps=150, batch_size=32, lr=3e-3)
+SAMPLING_STEPS = 10
 
 
 def toy_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,15 +37,15 @@ def toy_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained():
     text, image = toy_pairs(96, seed=0)
-    prior, scheduler, history = train_prior(text, image, PARAMS, seed=0, log_every=5)
+    prior, scheduler, history = train_prior(text, image, CONFIG, TRAINING, seed=0)
     return prior, scheduler, history, text, image
 
 
 def test_loss_falls(trained):
     _, _, history, _, _ = trained
-    losses = np.array([loss for _, loss in history])
+    losses = np.array(history)
     fifth = max(1, len(losses) // 5)
-    assert history[-1][0] == PARAMS.steps
+    assert len(losses) == TRAINING.steps
     assert np.isfinite(losses).all()
     assert losses[-fifth:].mean() < 0.7 * losses[:fifth].mean(), losses
 
@@ -58,17 +58,17 @@ def test_normalisation_stored_in_model(trained):
 
 def test_samples_shape_finite_and_seeded(trained):
     prior, scheduler, _, text, _ = trained
-    a = sample_prior(prior, scheduler, text[:12], PARAMS.num_inference_steps, batch_size=5, seed=1, progress=False)
-    b = sample_prior(prior, scheduler, text[:12], PARAMS.num_inference_steps, batch_size=5, seed=1, progress=False)
-    c = sample_prior(prior, scheduler, text[:12], PARAMS.num_inference_steps, batch_size=5, seed=2, progress=False)
+    a = sample_prior(prior, scheduler, text[:12], SAMPLING_STEPS, batch_size=5, seed=1, progress=False)
+    b = sample_prior(prior, scheduler, text[:12], SAMPLING_STEPS, batch_size=5, seed=1, progress=False)
+    c = sample_prior(prior, scheduler, text[:12], SAMPLING_STEPS, batch_size=5, seed=2, progress=False)
     assert a.shape == (12, IMAGE_DIM) and a.dtype == np.float32
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     # The seed fixes the samples whatever the batching.
-    whole = sample_prior(prior, scheduler, text[:12], PARAMS.num_inference_steps, batch_size=64, seed=1, progress=False)
+    whole = sample_prior(prior, scheduler, text[:12], SAMPLING_STEPS, batch_size=64, seed=1, progress=False)
     np.testing.assert_allclose(a, whole, atol=1e-4)
-    empty = sample_prior(prior, scheduler, text[:0], PARAMS.num_inference_steps, seed=1, progress=False)
+    empty = sample_prior(prior, scheduler, text[:0], SAMPLING_STEPS, seed=1, progress=False)
     assert empty.shape == (0, IMAGE_DIM)
 
 
@@ -76,7 +76,7 @@ def test_samples_follow_the_caption(trained):
     """Samples for a caption sit nearer that caption's true embedding than other captions' embeddings do."""
     prior, scheduler, _, _, image = trained
     text, truth = toy_pairs(30, seed=1)
-    samples = sample_prior(prior, scheduler, text, PARAMS.num_inference_steps, seed=0, progress=False)
+    samples = sample_prior(prior, scheduler, text, SAMPLING_STEPS, seed=0, progress=False)
     mean = image.mean(0)
     own = np.linalg.norm(samples - truth, axis=1).mean()
     to_mean = np.linalg.norm(mean - truth, axis=1).mean()
@@ -91,8 +91,8 @@ def test_save_load_round_trip(trained, tmp_path):
     save_prior(prior, scheduler, tmp_path / "prior")  # replaces in place
     loaded, loaded_scheduler = load_prior(tmp_path / "prior")
     assert loaded_scheduler.config.prediction_type == scheduler.config.prediction_type
-    before = sample_prior(prior, scheduler, text[:8], PARAMS.num_inference_steps, seed=3, progress=False)
-    after = sample_prior(loaded, loaded_scheduler, text[:8], PARAMS.num_inference_steps, seed=3, progress=False)
+    before = sample_prior(prior, scheduler, text[:8], SAMPLING_STEPS, seed=3, progress=False)
+    after = sample_prior(loaded, loaded_scheduler, text[:8], SAMPLING_STEPS, seed=3, progress=False)
     np.testing.assert_array_equal(before, after)
     assert list(tmp_path.iterdir()) == [tmp_path / "prior"]
 
@@ -100,7 +100,7 @@ def test_save_load_round_trip(trained, tmp_path):
 def test_load_refuses_prior_without_statistics(trained, tmp_path):
     _, scheduler, _, _, _ = trained
     torch.manual_seed(0)
-    save_prior(build_prior(PARAMS, IMAGE_DIM), scheduler, tmp_path / "raw")
+    save_prior(build_prior(CONFIG, IMAGE_DIM), scheduler, tmp_path / "raw")
     with pytest.raises(MissingInputError, match="clip_std"):
         load_prior(tmp_path / "raw")
 
@@ -119,7 +119,7 @@ def test_load_names_the_missing_stage(tmp_path):
 def test_rejects_bad_inputs():
     text, image = toy_pairs(8, seed=0)
     with pytest.raises(ValueError, match="equally many"):
-        train_prior(text, image[:4], PARAMS, seed=0)
+        train_prior(text, image[:4], CONFIG, TRAINING, seed=0)
     image[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        train_prior(text, image, PARAMS, seed=0)
+        train_prior(text, image, CONFIG, TRAINING, seed=0)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from synth2.params import WorldParams
 from synth2.world.datasets import build_world, choose_held_out
 from synth2.world.grammar import STYLES, caption, templates
 from synth2.world.parser import parse
@@ -15,6 +14,7 @@ from synth2.world.scenes import (
     render,
     second_position,
 )
+from tests.conftest import default_params
 
 
 def all_scenes():
@@ -88,7 +88,13 @@ def test_held_out_keeps_every_word_seen():
 
 
 def test_splits_respect_the_paper_setting():
-    params = WorldParams(pool_size=300, real_train_size=400, text_corpus_size=3000, test_per_combo=2)
+    params = default_params(
+        {
+            "world": {
+                "prepare": {"pool_size": 300, "real_train_size": 400, "text_corpus_size": 3000, "test_per_combo": 2}
+            }
+        }
+    ).world.prepare
     world = build_world(params, seed=5, progress=False)
     held = set(world.held_out)
     assert held and not held & set(world.real_train["combo"])

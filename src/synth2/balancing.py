@@ -9,7 +9,8 @@ samples into a balanced selection in visible steps, each counted in the returned
 3. malformed       drop captions with characters other than words and ordinary punctuation (LM
                    garbage; the same pattern the 'balanced' gate enforces, so balancing never hands
                    the gate a row it must reject)
-4. unparseable     drop captions the world parser cannot read (no colour or no shape)
+4. unparseable     drop captions the profile's labeller cannot label (the world: no colour or no shape;
+                   coco: the caption does not name the class it was prompted with)
 5. length          drop captions outside [min_words, max_words]
 6. near_duplicates embed (MiniLM) and greedily drop captions whose cosine to an already-kept caption
                    exceeds `near_duplicate_threshold`; with `near_duplicate_same_content` only
@@ -40,15 +41,13 @@ import pandas as pd
 from synth2.diversity import fit_kmeans
 from synth2.errors import Synth2Error
 from synth2.params import BalanceParams
-from synth2.text_embed import embed_texts
-from synth2.world.parser import parse
 
 log = logging.getLogger("synth2")
 
-ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "position", "colour2", "shape2", "relation")
 EmbedFn = Callable[[list[str]], np.ndarray]
-# Work table (with a normalised 'caption') -> one row per caption: ATTRIBUTES, 'concept' and 'is_valid'.
-# The world parses captions; the coco profile labels them with their prompt's concept (synth2.coco).
+# Work table (with a normalised 'caption') -> one row per caption: label columns, among them 'concept',
+# and 'is_valid'. The world parses captions into scene attributes (synth2.world.parser.caption_labels);
+# the coco profile labels them with the class they name (synth2.coco.concepts).
 Labeller = Callable[[pd.DataFrame], pd.DataFrame]
 
 _SPACES = re.compile(r"\s+")
@@ -78,32 +77,6 @@ def normalise_caption(text: object) -> str:
         return ""
     text = _SPACES.sub(" ", str(text).lower()).strip()
     return _TRAILING_PUNCT.sub("", text)
-
-
-def parse_attributes(captions: Sequence[str]) -> pd.DataFrame:
-    """One row per caption: the parsed ATTRIBUTES (None where absent), `concept` and `is_valid`.
-
-    `concept` is the first object's "colour shape", None when the parser cannot read the caption.
-    Each distinct caption is parsed once.
-    """
-    cache: dict[str, dict[str, object]] = {}
-    rows = []
-    for caption in captions:
-        if caption not in cache:
-            parsed = parse(caption)
-            row: dict[str, object] = {name: getattr(parsed, name) for name in ATTRIBUTES}
-            row["concept"] = f"{parsed.colour} {parsed.shape}" if parsed.is_valid else None
-            row["is_valid"] = parsed.is_valid
-            cache[caption] = row
-        rows.append(cache[caption])
-    return pd.DataFrame(rows, columns=[*ATTRIBUTES, "concept", "is_valid"]).astype(
-        {name: object for name in (*ATTRIBUTES, "concept")}
-    )
-
-
-def parse_labeller(work: pd.DataFrame) -> pd.DataFrame:
-    """The shapes world's labels: what the world parser reads from each caption."""
-    return parse_attributes(work["caption"].tolist())
 
 
 def greedy_near_duplicates(
@@ -179,7 +152,8 @@ def balanced_order(concepts: Sequence[str], clusters: Sequence[int] | np.ndarray
 
 @dataclass
 class _StepLog:
-    """Counts per step for the report, and the error when a step leaves nothing."""
+    """Counts per step for the report, and the error when a step leaves nothing. Timings go to the log
+    only: the report is a DVC metric, which must not change from run to run."""
 
     n_input: int
     hints: dict[str, str] = field(default_factory=lambda: dict(_HINTS))
@@ -192,10 +166,10 @@ class _StepLog:
                 "before": n_before,
                 "after": n_after,
                 "removed": n_before - n_after,
-                "seconds": round(seconds, 3),
                 **extra,
             }
         )
+        log.info("balancing %s: %d -> %d captions (%.2f s)", name, n_before, n_after, seconds)
         if n_after == 0:
             chain = " -> ".join([str(self.n_input)] + [f"{s['step']} {s['after']}" for s in self.steps])
             raise Synth2Error(
@@ -208,20 +182,21 @@ def balance_captions(
     df: pd.DataFrame,
     params: BalanceParams,
     seed: int,
-    embed_fn: EmbedFn = embed_texts,
-    labeller: Labeller = parse_labeller,
+    embed_fn: EmbedFn,
+    labeller: Labeller,
     unlabelled_hint: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Select up to `params.target_size` diverse captions balanced over concepts and clusters.
 
     `df` needs a 'caption' column; its other columns are carried along. Returns
     `(selected, report)`. `selected` is in selection order (any prefix is balanced) and has the
-    original columns, with 'caption' normalised and the raw text in 'caption_raw', plus the parsed
-    ATTRIBUTES, 'concept' ("red star") and 'cluster' (input columns of those names are replaced).
+    original columns, with 'caption' normalised and the raw text in 'caption_raw', plus the labeller's
+    columns, among them 'concept' ("red star"), and 'cluster' (input columns of those names are replaced).
     `report` is JSON-ready: per-step counts in 'steps', 'removed' by step, and whether the target was
     met. Raises `Synth2Error` naming the step that removed the last caption when none survive.
-    `labeller` supplies the labels (default: the world parser); the 'unparseable' step drops the rows it
-    marks invalid, and `unlabelled_hint` replaces that step's hint when it drops them all.
+    `labeller` supplies the labels; the 'unparseable' step drops the rows it marks invalid, near-duplicates
+    must agree on every label (with `near_duplicate_same_content`), and `unlabelled_hint` replaces the
+    'unparseable' step's hint when it drops them all. `embed_fn` embeds captions as unit vectors.
     """
     if "caption" not in df.columns:
         raise Synth2Error(f"captions table has no 'caption' column (columns: {list(df.columns)})")
@@ -261,8 +236,9 @@ def balance_captions(
     t = time.perf_counter()
     before = len(work)
     embeddings = np.asarray(embed_fn(work["caption"].tolist()), dtype=np.float32)
-    embed_seconds = time.perf_counter() - t
-    groups = _content_keys(work) if params.near_duplicate_same_content else None
+    log.info("embedded %d captions in %.2f s", len(work), time.perf_counter() - t)
+    # Everything the labeller read: two captions with equal labels say the same thing about a scene.
+    groups = _content_keys(work, attrs) if params.near_duplicate_same_content else None
     keep = greedy_near_duplicates(embeddings, params.near_duplicate_threshold, groups)
     work, embeddings = work[keep].reset_index(drop=True), embeddings[keep]
     steps.record(
@@ -270,7 +246,6 @@ def balance_captions(
         before,
         len(work),
         time.perf_counter() - t,
-        embed_seconds=round(embed_seconds, 3),
         threshold=params.near_duplicate_threshold,
         same_content_only=params.near_duplicate_same_content,
     )
@@ -302,10 +277,10 @@ def balance_captions(
     return selected, report
 
 
-def unbalanced_selection(df: pd.DataFrame, size: int, seed: int, labeller: Labeller = parse_labeller) -> pd.DataFrame:
+def unbalanced_selection(df: pd.DataFrame, size: int, seed: int, labeller: Labeller) -> pd.DataFrame:
     """The ablation: a plain seeded sample of `size` rows, with no dedup, no filtering, no balancing.
 
-    Duplicates and unparseable captions stay in (their attributes and concept are None). Captions
+    Duplicates and unparseable captions stay in (their labels, concept included, are None). Captions
     are normalised like `balance_captions` does, so that the two selections differ only in dedup and
     balancing, not in surface form; the raw text is kept in 'caption_raw'. Takes every row (shuffled)
     when `size` exceeds the table.
@@ -323,14 +298,17 @@ def unbalanced_selection(df: pd.DataFrame, size: int, seed: int, labeller: Label
     return _attach(sample, labeller(sample))
 
 
-def _attach(df: pd.DataFrame, attrs: pd.DataFrame) -> pd.DataFrame:
-    out = df.drop(columns=[c for c in (*ATTRIBUTES, "concept") if c in df.columns])
-    for name in (*ATTRIBUTES, "concept"):
-        out[name] = attrs[name].to_numpy()
+def _label_columns(labels: pd.DataFrame) -> list[str]:
+    return [c for c in labels.columns if c != "is_valid"]
+
+
+def _attach(df: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    columns = _label_columns(labels)
+    out = df.drop(columns=[c for c in columns if c in df.columns])
+    for name in columns:
+        out[name] = labels[name].to_numpy()
     return out
 
 
-def _content_keys(df: pd.DataFrame) -> list[tuple[object, ...]]:
-    # Everything the parser read: two captions with equal keys say the same thing about a scene. The
-    # concept adds nothing in the world (it is colour + shape) and is the only label in the coco profile.
-    return list(df[[*ATTRIBUTES, "concept"]].itertuples(index=False, name=None))
+def _content_keys(df: pd.DataFrame, labels: pd.DataFrame) -> list[tuple[object, ...]]:
+    return list(df[_label_columns(labels)].itertuples(index=False, name=None))

@@ -24,13 +24,6 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(str(text).lower())
 
 
-def world_concepts() -> list[str]:
-    """Every "colour shape" concept of the shapes world (the denominator of coverage and entropy)."""
-    from synth2.world.scenes import COLOURS, SHAPES
-
-    return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
-
-
 def distinct_n(captions: Sequence[str], n: int) -> float:
     """Distinct n-grams / total n-grams over all captions (0.0 when there are no n-grams)."""
     grams: Counter[tuple[str, ...]] = Counter()
@@ -94,10 +87,10 @@ def diversity_report(
     captions: Sequence[str],
     concepts: Sequence[str | None],
     embeddings: np.ndarray,
+    all_concepts: Sequence[str],
     cluster_labels: Sequence[int] | np.ndarray | None = None,
     n_clusters: int | None = None,
     cluster_centers: np.ndarray | None = None,
-    all_concepts: Sequence[str] | None = None,
     seed: int = 0,
 ) -> dict[str, float | int | None]:
     """Diversity and balance of one caption set; every value is JSON-ready.
@@ -107,8 +100,7 @@ def diversity_report(
     `n_clusters` to count clusters the set misses entirely), `cluster_centers` (nearest center; use one
     clustering shared by the sets you compare, see `fit_kmeans`) or `n_clusters` alone (KMeans fitted on
     this set: coverage is then trivially full, but the cluster entropy is still meaningful). `all_concepts`
-    is the concept universe, by default the world's
-    colour x shape set.
+    is the concept universe: the profile's concepts (the world's colour x shape set, COCO's classes).
 
     Keys:
       n: number of captions.
@@ -133,7 +125,7 @@ def diversity_report(
         raise ValueError(
             f"captions ({n}), concepts ({len(concepts)}) and embeddings ({len(embeddings)}) must have one row each"
         )
-    universe = list(all_concepts) if all_concepts is not None else world_concepts()
+    universe = list(all_concepts)
     report: dict[str, float | int | None] = {
         "n": n,
         "unique_ratio": len(set(captions)) / n if n else 0.0,

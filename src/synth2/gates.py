@@ -6,8 +6,10 @@ or embedding norms), validates each frame against a suite built here in code wit
 raises `GateError`, one line naming every failed expectation with a few offending rows, so `dvc repro`
 and the Prefect flow stop before anything downstream runs.
 
-Gates: `real` (world tables), `captions` (raw LM samples), `balanced` (the balanced selection),
-`synthetic` (synthesised image embeddings against the real ones).
+Gates: `real` (the prepared tables; the profile defines them), `captions` (raw LM samples), `balanced`
+(the balanced selection), `synthetic` (synthesised image embeddings against the real ones). Reports
+hold what was validated and found, never when: they are DVC outs, and a timestamp would make dvc.lock
+differ from run to run.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import pandas as pd
 from synth2 import paths, tracking
 from synth2.errors import Synth2Error
 from synth2.io import read_parquet, read_tensors, write_json
-from synth2.params import GateParams, Params
+from synth2.params import GateParams
 
 log = logging.getLogger("synth2")
 
@@ -62,7 +62,8 @@ class GateResult:
 # ------------------------------------------------------------------------------------ validation
 
 
-def _expectations():
+def expectations():
+    """great_expectations.expectations, imported on first use (GX costs seconds to import)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations.expectations as gxe
 
@@ -89,7 +90,7 @@ def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None =
             .get_batch(batch_parameters={"dataframe": table.frame})
         )
         result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
-        report["tables"][table.name] = _clean(result.to_json_dict())
+        report["tables"][table.name] = _clean(_without_load_time(result.to_json_dict()))
         failures += [_describe(table, r) for r in result.results if not r.success]
     report["success"] = not failures
     report["failures"] = failures
@@ -139,6 +140,12 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _without_load_time(result: dict[str, Any]) -> dict[str, Any]:
+    """GX stamps each batch with the time it was loaded: drop it, keep the data fingerprint."""
+    result.get("meta", {}).get("batch_markers", {}).pop("ge_load_time", None)
+    return result
+
+
 def _clean(value: Any) -> Any:
     """JSON without NaN/inf (GX reports carry NaN offending values)."""
     if isinstance(value, dict):
@@ -159,109 +166,9 @@ def _words(captions: pd.Series) -> pd.Series:
     return captions.fillna("").astype(str).str.split().str.len()
 
 
-def real_tables(g: GateParams) -> list[Table]:
-    """World tables: attributes present and in the world's vocabularies, image ids within the pixels."""
-    from safetensors import safe_open
-
-    from synth2.world.scenes import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES
-
-    gxe = _expectations()
-    pixels = Path(paths.PIXELS)
-    if not pixels.exists():
-        raise GateError(f"{pixels} is missing: run the 'prepare' stage first (dvc repro prepare)")
-    with safe_open(str(pixels), "numpy") as f:
-        n_images = f.get_slice(next(iter(f.keys()))).get_shape()[0]
-
-    def scene_expectations(with_ids: bool) -> list[Any]:
-        exps: list[Any] = [
-            gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("colour", "shape", "size", "position", "combo")
-        ]
-        for column, vocab in (
-            ("colour", COLOURS),
-            ("shape", SHAPES),
-            ("size", SIZES),
-            ("position", POSITIONS),
-            ("colour2", COLOURS),
-            ("shape2", SHAPES),
-            ("relation", RELATIONS),
-        ):
-            exps.append(
-                gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(vocab))
-            )  # nulls: one-object scenes
-        if with_ids:
-            exps += [
-                gxe.ExpectColumnValuesToNotBeNull(column="image_id"),
-                gxe.ExpectColumnValuesToBeBetween(column="image_id", min_value=0, max_value=n_images - 1),
-                gxe.ExpectColumnValuesToBeUnique(column="image_id"),
-            ]
-        return exps
-
-    show = ["image_id", "colour", "shape", "size", "position", "combo"]
-    tables = []
-    for name, path, with_ids in (
-        ("unlabeled_pool", paths.POOL, True),
-        ("real_train", paths.REAL_TRAIN, True),
-        ("test", paths.TEST, True),
-        ("text_corpus", paths.TEXT_CORPUS, False),
-    ):
-        frame = read_parquet(path, "prepare")
-        exps = scene_expectations(with_ids)
-        if "caption" in frame or name in ("real_train", "text_corpus"):
-            exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
-        if name == "test":
-            frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
-            exps += [
-                gxe.ExpectColumnValuesToNotBeNull(column="seen"),
-                gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
-            ]
-        tables.append(Table(name, frame, exps, show + ["caption"]))
-    concepts = read_parquet(paths.CONCEPTS, "prepare")
-    tables.append(
-        Table(
-            "concepts",
-            concepts,
-            [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")],
-            ["concept"],
-        )
-    )
-    return tables
-
-
-def coco_real_tables(g: GateParams) -> list[Table]:
-    """coco profile tables: ids and captions present, every test image with references, concepts unique."""
-    gxe = _expectations()
-    tables = []
-    for name, path in (("real_train", paths.REAL_TRAIN), ("test", paths.TEST)):
-        frame = read_parquet(path, "prepare", columns=["image_id", "file_name"])
-        exps = [
-            gxe.ExpectTableRowCountToBeBetween(min_value=1),
-            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("image_id", "file_name")),
-        ]
-        if name == "real_train":
-            exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
-        else:
-            frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
-            exps += [
-                gxe.ExpectColumnValuesToBeUnique(column="image_id"),
-                gxe.ExpectColumnValuesToNotBeNull(column="seen"),
-                gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
-            ]
-        tables.append(Table(name, frame, exps, ["image_id", "file_name", "caption"]))
-    concepts = read_parquet(paths.CONCEPTS, "prepare")
-    tables.append(
-        Table(
-            "concepts",
-            concepts,
-            [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")],
-            ["concept"],
-        )
-    )
-    return tables
-
-
 def caption_tables(g: GateParams) -> list[Table]:
     """Raw LM captions: present, mostly well-formed and of sane length, not all one caption."""
-    gxe = _expectations()
+    gxe = expectations()
     tables = []
     for name, path in (("prompted", paths.PROMPTED_CAPTIONS), ("unprompted", paths.UNPROMPTED_CAPTIONS)):
         frame = read_parquet(path, "captions", columns=["caption"])
@@ -288,15 +195,13 @@ def caption_tables(g: GateParams) -> list[Table]:
     return tables
 
 
-def balanced_tables(
-    g: GateParams, labels: tuple[str, ...] = ("colour", "shape"), concept_kind: str = "combo"
-) -> list[Table]:
+def balanced_tables(g: GateParams, labels: tuple[str, ...], concept_kind: str) -> list[Table]:
     """Balanced captions: complete, all of sane length, unique, covering the concepts evenly.
 
     `labels` are the columns balancing must have filled besides the concept (the world's parsed
     attributes; none in the coco profile) and `concept_kind` the kind of concept it balances over.
     """
-    gxe = _expectations()
+    gxe = expectations()
     frame = read_parquet(paths.BALANCED, "balance", columns=["caption", "concept"])
     frame = frame.assign(n_words=_words(frame["caption"]))
     concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])
@@ -333,26 +238,22 @@ def balanced_tables(
 
 
 def synthetic_tables(g: GateParams) -> list[Table]:
-    """Synthetic embeddings: finite, the real embeddings' dimension, norms within the real range."""
-    gxe = _expectations()
+    """Synthetic embeddings: one per caption of their selection, finite, the real embeddings' dimension,
+    norms within the real range."""
+    gxe = expectations()
     real = read_tensors(paths.REAL_EMBEDDINGS, "image_encoder")["embeddings"]
     real_norms = np.linalg.norm(real.astype(np.float64), axis=1)
-    low, high = (
-        float(real_norms.min()) * (1 - g.embedding_norm_slack),
-        float(real_norms.max()) * (1 + g.embedding_norm_slack),
-    )
-    files = sorted(Path(paths.SYNTHETIC).glob("*.safetensors"))
-    if not files:
-        raise GateError(
-            f"no *.safetensors in {paths.SYNTHETIC}: run the 'synthesize' stage first (dvc repro synthesize)"
-        )
+    low = float(real_norms.min()) * (1 - g.embedding_norm_slack)
+    high = float(real_norms.max()) * (1 + g.embedding_norm_slack)
     tables = []
-    for path in files:
+    for selection in paths.SELECTIONS_BY_NAME:
+        path = paths.synthetic_embeddings(selection)
         tensors = read_tensors(path, "synthesize")
         if "embeddings" not in tensors:
             raise GateError(
                 f"{path} has no 'embeddings' tensor (keys: {sorted(tensors)}); re-run 'dvc repro synthesize'"
             )
+        n_captions = len(read_parquet(paths.synthetic_captions(selection), "synthesize", columns=["caption"]))
         emb = np.asarray(tensors["embeddings"])
         emb2d = emb.reshape(len(emb), -1) if emb.ndim >= 1 and len(emb) else emb.reshape(0, 0)
         with np.errstate(all="ignore"):
@@ -367,36 +268,23 @@ def synthetic_tables(g: GateParams) -> list[Table]:
         )
         exps = [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            # Row-aligned with the captions: a mismatch would pair captions with the wrong embeddings.
+            gxe.ExpectTableRowCountToEqual(value=n_captions),
             gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[int(real.shape[1])]),
             gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=low, max_value=high),
         ]
-        tables.append(Table(path.stem, frame, exps, ["row", "finite", "dim", "norm"]))
+        tables.append(Table(selection, frame, exps, ["row", "finite", "dim", "norm"]))
     return tables
 
 
-GATES: dict[str, Callable[[GateParams], list[Table]]] = {
-    "real": real_tables,
-    "captions": caption_tables,
-    "balanced": balanced_tables,
-    "synthetic": synthetic_tables,
-}
+GATES = ("real", "captions", "balanced", "synthetic")
 
 
-def gate_tables(gate: str, params: Params) -> list[Table]:
-    """The gate's tables for the profile: the coco profile has no world attributes to check."""
-    if params.profile == "coco" and gate == "real":
-        return coco_real_tables(params.gates)
-    if params.profile == "coco" and gate == "balanced":
-        return balanced_tables(params.gates, labels=(), concept_kind="class")
-    return GATES[gate](params.gates)
-
-
-def run_gate(gate: str, params: Params) -> GateResult:
-    """Validate, write the report, log it to MLflow; raise GateError when an expectation failed."""
-    if gate not in GATES:
-        raise GateError(f"unknown gate '{gate}'; choose one of {', '.join(GATES)}")
-    result = validate(gate, gate_tables(gate, params), params.gates.model_dump())
+def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> GateResult:
+    """Validate, write the report (with the thresholds used), log it to MLflow; raise GateError when an
+    expectation failed."""
+    result = validate(gate, tables, thresholds)
     report_path = paths.gate_report(gate)
     write_json(result.report, report_path)
     tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})

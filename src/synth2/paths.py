@@ -12,14 +12,14 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 
 # prepare: the shapes world, or (profile coco) the same tables read from a COCO-format dataset
-WORLD = DATA / "world"
-PIXELS = WORLD / "pixels.safetensors"  # one uint8 array [N, H, W, 3]; tables reference rows by image_id
-POOL = WORLD / "unlabeled_pool.parquet"
-REAL_TRAIN = WORLD / "real_train.parquet"
-TEXT_CORPUS = WORLD / "text_corpus.parquet"
-TEST = WORLD / "test.parquet"
-CONCEPTS = WORLD / "concepts.parquet"
-VAL = WORLD / "val.parquet"  # coco profile only: held out for model selection, same columns as test
+PREPARED = DATA / "prepared"
+PIXELS = PREPARED / "pixels.safetensors"  # world: one uint8 array [N, H, W, 3]; tables reference rows by image_id
+POOL = PREPARED / "unlabeled_pool.parquet"  # world only
+REAL_TRAIN = PREPARED / "real_train.parquet"
+TEXT_CORPUS = PREPARED / "text_corpus.parquet"  # world only: the caption LM's knowledge
+TEST = PREPARED / "test.parquet"
+CONCEPTS = PREPARED / "concepts.parquet"
+VAL = PREPARED / "val.parquet"  # coco only: held out for model selection, same columns as test
 PREPARE_METRICS = METRICS / "prepare.json"
 
 # caption_lm
@@ -44,8 +44,8 @@ EMBEDDINGS = DATA / "embeddings"
 REAL_EMBEDDINGS = EMBEDDINGS / "real_train.safetensors"
 TEST_EMBEDDINGS = EMBEDDINGS / "test.safetensors"
 IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
-RECONSTRUCTIONS = REPORTS / "image_encoder" / "reconstructions.png"
-IMAGE_SAMPLES = REPORTS / "image_encoder" / "samples.png"  # coco profile: real images with a caption each
+# world: test images and their reconstructions; coco: real images with a caption each
+IMAGE_ENCODER_SHEET = REPORTS / "image_encoder" / "sheet.png"
 IMAGE_ENCODER_LOSS = PLOTS / "image_encoder_loss.csv"
 
 # prior
@@ -53,19 +53,25 @@ PRIOR = MODELS / "prior"
 PRIOR_METRICS = METRICS / "prior.json"
 PRIOR_LOSS = PLOTS / "prior_loss.csv"
 
-# synthesize
+# synthesize: one directory per selection, embeddings row-aligned with the captions
 SYNTHETIC = DATA / "synthetic"
-SYNTHETIC_BALANCED = SYNTHETIC / "balanced.safetensors"
-SYNTHETIC_UNBALANCED = SYNTHETIC / "unbalanced.safetensors"
-# Captions of the synthetic pairs, row-aligned with the embeddings above.
-SYNTHETIC_BALANCED_CAPTIONS = SYNTHETIC / "balanced.parquet"
-SYNTHETIC_UNBALANCED_CAPTIONS = SYNTHETIC / "unbalanced.parquet"
+SELECTIONS_BY_NAME = {"balanced": BALANCED, "unbalanced": UNBALANCED}
 SYNTHESIZE_METRICS = METRICS / "synthesize.json"
 SYNTHETIC_SHEET = REPORTS / "synthesize" / "synthetic.png"
 SYNTHETIC_EXAMPLES = REPORTS / "synthesize" / "examples.md"  # coco profile without a decoder
 
-# train_vlm (one directory per variant)
+
+def synthetic_embeddings(selection: str) -> Path:
+    return SYNTHETIC / selection / "embeddings.safetensors"
+
+
+def synthetic_captions(selection: str) -> Path:
+    return SYNTHETIC / selection / "captions.parquet"
+
+
+# train_vlm (one directory per variant): the synthetic selection each variant adds to the real pairs
 VLM_VARIANTS = ("baseline", "synth", "synth_unbalanced")
+SYNTHETIC_SELECTION = {"baseline": None, "synth": "balanced", "synth_unbalanced": "unbalanced"}
 VLM = MODELS / "vlm"
 
 # gates (one validation report per gate)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from synth2.io import atomic_path
-from synth2.params import ImageEncoderParams
+from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
 
@@ -35,8 +34,8 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    image_size: int = 32
-    embed_dim: int = 64
+    image_size: int
+    embed_dim: int
     # One stride-2 conv per entry. (16, 32, 64) costs ~50 ms of one CPU core per step of 128 images
     # (2000 steps ~105 CPU-seconds); (32, 64, 128) is about 3x slower.
     channels: tuple[int, ...] = (16, 32, 64)
@@ -168,20 +167,23 @@ def _check_pixels(pixels: np.ndarray) -> None:
         raise ValueError(f"expected square images, got {pixels.shape[1]}x{pixels.shape[2]}")
 
 
+def training_config(steps: int, batch_size: int, lr: float) -> TrainConfig:
+    """AdamW without weight decay or clipping: BatchNorm nets train stably without either here."""
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=None, log_every=200)
+
+
 def train_autoencoder(
     pixels_uint8: np.ndarray,
-    params: ImageEncoderParams,
+    config: AutoencoderConfig,
+    training: TrainConfig,
     seed: int,
-    log_every: int = 200,
-    config: AutoencoderConfig | None = None,
-) -> tuple[Autoencoder, list[tuple[int, float]]]:
+    gradient_loss_weight: float = 1.0,
+) -> tuple[Autoencoder, list[float]]:
     """Train on random minibatches (with replacement across steps) of `pixels_uint8` [N, H, W, 3].
 
-    Returns the model in eval mode and the loss history as (step, loss) pairs, one per `log_every` steps
-    (mean over the steps since the previous entry) plus the final step.
+    Returns the model in eval mode and the loss of every step.
     """
     _check_pixels(pixels_uint8)
-    config = config or AutoencoderConfig(image_size=pixels_uint8.shape[1], embed_dim=params.embed_dim)
     if config.image_size != pixels_uint8.shape[1]:
         raise ValueError(f"config.image_size {config.image_size} != pixel size {pixels_uint8.shape[1]}")
 
@@ -190,42 +192,13 @@ def train_autoencoder(
     generator = torch.Generator().manual_seed(seed)  # batch order
     # Keep the pool as uint8 (4x smaller than float); convert one batch at a time.
     pool = torch.from_numpy(np.array(pixels_uint8))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(params.steps))
 
-    history: list[tuple[int, float]] = []
-    running, count, start = 0.0, 0, time.perf_counter()
-    model.train()
-    for step in range(1, params.steps + 1):
-        idx = torch.randint(len(pool), (params.batch_size,), generator=generator)
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(len(pool), (training.batch_size,), generator=generator)
         images = to_float_images(pool[idx])
-        loss = reconstruction_loss(model(images), images, params.gradient_loss_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        return reconstruction_loss(model(images), images, gradient_loss_weight)
 
-        running, count = running + loss.item(), count + 1
-        if step % log_every == 0 or step == params.steps:
-            history.append((step, running / count))
-            log.info("autoencoder step %d/%d loss %.4f (%.1f s)", step, params.steps, running / count,
-                     time.perf_counter() - start)
-            running, count = 0.0, 0
-    model.eval()
-    return model, history
-
-
-def _warmup_cosine(total: int, warmup: int = 100):
-    """LR multiplier: linear warm-up, then cosine decay to 10%; decay buys a lower final loss for free."""
-    warmup = min(warmup, max(1, total // 10))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.45 * (1.0 + float(np.cos(np.pi * min(1.0, progress))))
-
-    return factor
+    return model, train(model, batch_loss, training, "autoencoder")
 
 
 @torch.no_grad()

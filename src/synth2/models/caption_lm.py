@@ -1,14 +1,10 @@
 """The caption LM: a small GPT-2 trained from scratch on the text corpus, then prompted like any LLM.
 
-Training examples are instruction-following pairs, `prompt + " " + caption + <eos>`:
+Training examples are instruction-following pairs, `prompt + " " + caption + <eos>` (built by the
+profile, e.g. synth2.world.prompts):
 
     "concepts: red star caption: a small red star in the top left<eos>"    (concept prompt)
     "caption: a big blue circle at the bottom<eos>"                           (unprompted)
-
-A concept is the caption's colour-shape combination ("red star"), its colour ("red") or its shape
-("star"), one third each, so the LM follows all three kinds of prompt. A fraction `unprompted_fraction`
-uses the bare `unprompted_template`: those examples teach the corpus' own skewed caption distribution,
-which the unbalanced ablation samples.
 
 The loss covers the caption and <eos> only; the prompt is masked with -100. The prompt is always given
 at sampling time, so modelling it would spend capacity on the concept distribution (and on the constant
@@ -21,24 +17,20 @@ GPT-2/Llama), so the captions stage has one code path for both profiles.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from synth2.io import atomic_path
-from synth2.models.tokenizer import build_tokenizer
-from synth2.params import CaptionLMParams, CaptionsParams
+from synth2.io import atomic_path, require_dir
+from synth2.models.training import TrainConfig, train
+from synth2.pretrained import load_or_explain, quiet_loading
 
 log = logging.getLogger("synth2")
 
-CONCEPT_KINDS = ("combo", "colour", "shape")
 IGNORE_INDEX = -100  # label value that transformers' cross-entropy skips
 
 
@@ -52,54 +44,21 @@ class CaptionExample:
         return f"{self.prompt} {self.caption}"
 
 
-def concept_text(colour: str, shape: str, kind: str) -> str:
-    """The concept phrase a prompt names: "red star", "red" or "star"."""
-    if kind == "combo":
-        return f"{colour} {shape}"
-    if kind == "colour":
-        return colour
-    if kind == "shape":
-        return shape
-    raise ValueError(f"unknown concept kind {kind!r}; expected one of {CONCEPT_KINDS}")
+@dataclass(frozen=True)
+class CaptionLMConfig:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int  # context length: prompt + caption + eos; longer examples are truncated
 
 
-def build_training_examples(
-    captions: Sequence[str],
-    colours: Sequence[str],
-    shapes: Sequence[str],
-    templates: CaptionsParams,
-    unprompted_fraction: float,
-    rng: np.random.Generator,
-) -> list[CaptionExample]:
-    """One example per corpus caption; `colours`/`shapes` are the caption's (first object's) attributes."""
-    if not len(captions) == len(colours) == len(shapes):
-        raise ValueError(f"lengths differ: {len(captions)} captions, {len(colours)} colours, {len(shapes)} shapes")
-    n = len(captions)
-    unprompted = rng.random(n) < unprompted_fraction
-    kinds = rng.integers(0, len(CONCEPT_KINDS), size=n)
-    examples = []
-    for caption, colour, shape, bare, kind in zip(captions, colours, shapes, unprompted, kinds):
-        if bare:
-            prompt = templates.unprompted_template
-        else:
-            concepts = concept_text(str(colour), str(shape), CONCEPT_KINDS[kind])
-            prompt = templates.prompt_template.format(concepts=concepts)
-        examples.append(CaptionExample(prompt=prompt, caption=str(caption).strip()))
-    return examples
-
-
-def build_caption_tokenizer(examples: Sequence[CaptionExample]) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer whose vocabulary covers every prompt and caption word of the examples."""
-    return build_tokenizer(text for example in examples for text in (example.prompt, example.caption))
-
-
-def build_caption_lm(tokenizer: PreTrainedTokenizerBase, params: CaptionLMParams) -> GPT2LMHeadModel:
-    config = GPT2Config(
+def build_caption_lm(tokenizer: PreTrainedTokenizerBase, config: CaptionLMConfig) -> GPT2LMHeadModel:
+    gpt2 = GPT2Config(
         vocab_size=len(tokenizer),
-        n_positions=params.n_positions,
-        n_embd=params.n_embd,
-        n_layer=params.n_layer,
-        n_head=params.n_head,
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
         # No dropout, as in nanoGPT's small-data default: 50k short captions do not overfit 2 layers
         # in 1.5k steps, and dropout slows what little training we can afford on 2 cores.
         resid_pdrop=0.0,
@@ -111,7 +70,7 @@ def build_caption_lm(tokenizer: PreTrainedTokenizerBase, params: CaptionLMParams
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(gpt2)
     use_default_causal_lm_loss(model)
     return model
 
@@ -153,61 +112,38 @@ def encode_examples(
     return input_ids, labels, lengths
 
 
-def cosine_lr(step: int, total: int, warmup: int, min_ratio: float = 0.1) -> float:
-    """Multiplier of the base learning rate: linear warmup, then cosine decay to `min_ratio` (nanoGPT)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def training_config(steps: int, batch_size: int, lr: float) -> TrainConfig:
+    """nanoGPT's optimiser settings for small models: beta2 0.99, weight decay 0.01, clip at 1."""
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, grad_clip=1.0)
 
 
 def train_caption_lm(
     examples: Sequence[CaptionExample],
     tokenizer: PreTrainedTokenizerBase,
-    params: CaptionLMParams,
+    config: CaptionLMConfig,
+    training: TrainConfig,
     seed: int,
-    log_every: int = 100,
 ) -> tuple[GPT2LMHeadModel, list[float]]:
     """Train a fresh GPT-2 on the examples; returns the model (in eval mode) and the loss of every step."""
     if not examples:
         raise ValueError("no training examples")
     torch.manual_seed(seed)
-    model = build_caption_lm(tokenizer, params)
-    input_ids, labels, lengths = encode_examples(examples, tokenizer, params.n_positions)
+    model = build_caption_lm(tokenizer, config)
+    input_ids, labels, lengths = encode_examples(examples, tokenizer, config.n_positions)
     attention_mask = torch.arange(input_ids.shape[1]) < lengths[:, None]
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    warmup = max(1, min(100, params.steps // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, params.steps, warmup))
     sampler = torch.Generator().manual_seed(seed)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("caption LM: %.2fM params, %d examples, %d steps", n_params / 1e6, len(examples), params.steps)
 
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(params.steps):
-        idx = torch.randint(len(examples), (params.batch_size,), generator=sampler)
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(len(examples), (training.batch_size,), generator=sampler)
         width = int(lengths[idx].max())  # pad only to the longest example in this batch
-        loss = model(
+        return model(
             input_ids=input_ids[idx, :width],
             attention_mask=attention_mask[idx, :width].long(),
             labels=labels[idx, :width],
         ).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == params.steps:
-            recent = losses[-log_every:]
-            log.info(
-                "caption LM step %d/%d loss %.4f (%.1f s)",
-                step + 1, params.steps, sum(recent) / len(recent), time.perf_counter() - start,
-            )
-    model.eval()
-    return model, losses
+
+    log.info("caption LM: %d examples", len(examples))
+    return model, train(model, batch_loss, training, "caption LM")
 
 
 def save_caption_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path | str) -> None:
@@ -215,6 +151,19 @@ def save_caption_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     with atomic_path(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+def load_caption_lm(path: Path | str, **load_kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) saved by `save_caption_lm` (the caption_lm stage's output), in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = require_dir(path, "caption_lm")
+    with quiet_loading():
+        model = load_or_explain(
+            str(path), str(path), "a causal LM", lambda: AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+        )
+        tokenizer = load_or_explain(str(path), str(path), "its tokenizer", lambda: AutoTokenizer.from_pretrained(path))
+    return model.eval(), tokenizer
 
 
 @contextmanager

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from synth2.io import MissingInputError, atomic_path
-from synth2.models.caption_lm import IGNORE_INDEX, clean_generation, cosine_lr, use_default_causal_lm_loss
-from synth2.params import TrainVLMParams
+from synth2.models.caption_lm import IGNORE_INDEX, clean_generation, use_default_causal_lm_loss
+from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
 
@@ -45,25 +45,23 @@ LM_SUBDIR = "lm"  # LM + tokenizer, loadable on their own with the Auto* classes
 Pairs = tuple[np.ndarray | torch.Tensor, Sequence[str]]  # (embeddings [N, D], captions)
 
 
+@dataclass(frozen=True)
+class PrefixCaptionerConfig:
+    embed_dim: int  # the image embedding's size
+    prefix_length: int  # prefix vectors the mapper writes in front of the caption
+    freeze_lm: bool
+    unfreeze_top_layers: int  # with freeze_lm: the LM's top N blocks train too
+    max_caption_tokens: int
+
+
 class PrefixCaptioner(nn.Module):
-    def __init__(
-        self,
-        lm: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        embed_dim: int,
-        prefix_length: int,
-        freeze_lm: bool = False,
-        max_caption_tokens: int = 24,
-        unfreeze_top_layers: int = 0,
-    ) -> None:
+    def __init__(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: PrefixCaptionerConfig) -> None:
         super().__init__()
         self.lm = lm
         use_default_causal_lm_loss(lm)
         self.tokenizer = tokenizer
-        self.embed_dim = embed_dim
-        self.prefix_length = prefix_length
-        self.freeze_lm = freeze_lm
-        self.max_caption_tokens = max_caption_tokens
+        self.config = config
+        embed_dim, prefix_length = config.embed_dim, config.prefix_length
         hidden = lm.get_input_embeddings().embedding_dim
         out = hidden * prefix_length
         # ClipCap's MLP: one tanh hidden layer halfway between input and output width.
@@ -74,12 +72,10 @@ class PrefixCaptioner(nn.Module):
         )
         self.register_buffer("emb_mean", torch.zeros(embed_dim))
         self.register_buffer("emb_std", torch.ones(embed_dim))
-        self.unfreeze_top_layers = unfreeze_top_layers
-        if freeze_lm:
+        if config.freeze_lm:
             self.lm.requires_grad_(False)
-            if unfreeze_top_layers:
-                for block in transformer_blocks(lm)[-unfreeze_top_layers:]:
-                    block.requires_grad_(True)
+            for block in self.unfrozen_blocks():
+                block.requires_grad_(True)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -87,13 +83,17 @@ class PrefixCaptioner(nn.Module):
     def device(self) -> torch.device:
         return self.emb_mean.device
 
-    def train(self, mode: bool = True) -> "PrefixCaptioner":
+    def unfrozen_blocks(self) -> list[nn.Module]:
+        """The LM's top blocks that train although the LM is frozen (none unless configured)."""
+        n = self.config.unfreeze_top_layers if self.config.freeze_lm else 0
+        return list(transformer_blocks(self.lm)[-n:]) if n else []
+
+    def train(self, mode: bool = True) -> PrefixCaptioner:
         super().train(mode)
-        if self.freeze_lm:
+        if self.config.freeze_lm:
             self.lm.eval()  # a frozen LM keeps dropout off, as at inference
-            if mode and self.unfreeze_top_layers:
-                for block in transformer_blocks(self.lm)[-self.unfreeze_top_layers :]:
-                    block.train()
+            for block in self.unfrozen_blocks():
+                block.train(mode)
         return self
 
     def set_embedding_stats(self, embeddings: torch.Tensor) -> None:
@@ -106,7 +106,8 @@ class PrefixCaptioner(nn.Module):
     def prefix(self, image_emb: torch.Tensor) -> torch.Tensor:
         """[B, D] image embeddings -> [B, P, H] prefix vectors in the LM's embedding dtype."""
         x = (image_emb.to(self.device, torch.float32) - self.emb_mean) / self.emb_std
-        prefix = self.mapper(x).view(-1, self.prefix_length, self.mapper[-1].out_features // self.prefix_length)
+        prefix_length = self.config.prefix_length
+        prefix = self.mapper(x).view(-1, prefix_length, self.mapper[-1].out_features // prefix_length)
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)
 
     def encode_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +115,7 @@ class PrefixCaptioner(nn.Module):
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         ids = self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]
-        ids = [(seq + [eos])[: self.max_caption_tokens] for seq in ids]
+        ids = [(seq + [eos])[: self.config.max_caption_tokens] for seq in ids]
         width = max(len(seq) for seq in ids)
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -130,12 +131,12 @@ class PrefixCaptioner(nn.Module):
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         prefix = self.prefix(image_emb)
         tokens = self.lm.get_input_embeddings()(input_ids)
-        batch = input_ids.shape[0]
-        prefix_mask = torch.ones(batch, self.prefix_length, dtype=attention_mask.dtype, device=self.device)
+        batch, prefix_length = input_ids.shape[0], self.config.prefix_length
+        prefix_mask = torch.ones(batch, prefix_length, dtype=attention_mask.dtype, device=self.device)
         # Mask by attention_mask, not by pad id: GPT-2-style tokenizers pad with <eos>, which is a label.
         labels = torch.cat(
             [
-                torch.full((batch, self.prefix_length), IGNORE_INDEX, dtype=torch.long, device=self.device),
+                torch.full((batch, prefix_length), IGNORE_INDEX, dtype=torch.long, device=self.device),
                 input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX),
             ],
             dim=1,
@@ -173,34 +174,25 @@ class PrefixCaptioner(nn.Module):
 
     # --- persistence --------------------------------------------------------------------------------
 
-    def config(self) -> dict:
-        return {
-            "embed_dim": self.embed_dim,
-            "prefix_length": self.prefix_length,
-            "freeze_lm": self.freeze_lm,
-            "max_caption_tokens": self.max_caption_tokens,
-            "unfreeze_top_layers": self.unfreeze_top_layers,
-        }
-
     def save(self, path: Path | str) -> None:
         """Mapper (+ embedding stats) as safetensors, config JSON, and the LM + tokenizer, atomically."""
         mapper_state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("lm.")}
         with atomic_path(path) as tmp:
             tmp.mkdir()
             save_file(mapper_state, str(tmp / MAPPER_FILE))
-            (tmp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, sort_keys=True) + "\n")
+            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
             self.lm.save_pretrained(tmp / LM_SUBDIR)
             self.tokenizer.save_pretrained(tmp / LM_SUBDIR)
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device = "cpu") -> "PrefixCaptioner":
+    def load(cls, path: Path | str, device: str | torch.device = "cpu") -> PrefixCaptioner:
         path = Path(path)
         if not (path / CONFIG_FILE).is_file() or not (path / MAPPER_FILE).is_file():
             raise MissingInputError(f"{path} is not a saved prefix captioner (no {CONFIG_FILE} or {MAPPER_FILE})")
-        config = json.loads((path / CONFIG_FILE).read_text())
+        config = PrefixCaptionerConfig(**json.loads((path / CONFIG_FILE).read_text()))
         lm = AutoModelForCausalLM.from_pretrained(path / LM_SUBDIR)
         tokenizer = AutoTokenizer.from_pretrained(path / LM_SUBDIR)
-        model = cls(lm, tokenizer, **config)
+        model = cls(lm, tokenizer, config)
         missing, unexpected = model.load_state_dict(load_file(str(path / MAPPER_FILE)), strict=False)
         if unexpected or any(not k.startswith("lm.") for k in missing):
             raise MissingInputError(f"{path / MAPPER_FILE} does not match its config: missing {missing}, unexpected {unexpected}")
@@ -217,23 +209,29 @@ def transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
     raise ValueError(f"{type(lm).__name__}: no module list of {n_layers} transformer blocks found to unfreeze")
 
 
+def training_config(steps: int, batch_size: int, lr: float) -> TrainConfig:
+    """The caption LM's optimiser settings (beta2 0.99, weight decay 0.01, clip at 1)."""
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, grad_clip=1.0)
+
+
 def train_prefix_captioner(
     lm_dir: Path | str,
     real: Pairs,
     synthetic: Pairs | None,
-    params: TrainVLMParams,
+    config: PrefixCaptionerConfig,
+    training: TrainConfig,
+    mix_ratio: float,
     seed: int,
-    log_every: int = 100,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype = torch.float32,
 ) -> tuple[PrefixCaptioner, list[float]]:
     """Train a prefix captioner on real pairs, plus synthetic ones if given.
 
-    Every variant runs `params.steps` steps of `params.batch_size` pairs; with synthetic pairs a fixed
+    Every variant runs `training.steps` steps of `training.batch_size` pairs; with synthetic pairs a fixed
     `round(mix_ratio * batch_size)` of each batch is drawn from them, so variants differ only in data.
     Pairs are drawn uniformly with replacement from each pool. Returns the model in eval mode and the
-    loss of every step. `device` places the model; on a GPU a half `autocast_dtype` runs the forward pass in
-    mixed precision (fp16 with a gradient scaler), while weights and optimiser state stay fp32.
+    loss of every step. `device` places the model; on a GPU a half `autocast_dtype` runs the forward pass
+    in mixed precision (see synth2.models.training).
     """
     real_emb, real_captions = torch.as_tensor(real[0]).float(), list(real[1])
     if len(real_emb) != len(real_captions) or not len(real_captions):
@@ -245,21 +243,15 @@ def train_prefix_captioner(
             raise ValueError(f"synthetic pairs: {len(syn_emb)} embeddings vs {len(syn_captions)} captions")
         if syn_emb.shape[1] != real_emb.shape[1]:
             raise ValueError(f"synthetic embeddings have dim {syn_emb.shape[1]}, real ones {real_emb.shape[1]}")
-        n_synthetic = round(params.mix_ratio * params.batch_size)
-    n_real = params.batch_size - n_synthetic
+        n_synthetic = round(mix_ratio * training.batch_size)
+    n_real = training.batch_size - n_synthetic
+    if real_emb.shape[1] != config.embed_dim:
+        raise ValueError(f"real embeddings have dim {real_emb.shape[1]}, the config says {config.embed_dim}")
 
     torch.manual_seed(seed)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir)
-    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    model = PrefixCaptioner(
-        lm, tokenizer, real_emb.shape[1], params.prefix_length, params.freeze_lm, params.max_caption_tokens,
-        params.unfreeze_top_layers,
-    )
+    model = PrefixCaptioner(AutoModelForCausalLM.from_pretrained(lm_dir), AutoTokenizer.from_pretrained(lm_dir), config)
     model.set_embedding_stats(real_emb)
-    device = torch.device(device)
     model.to(device)
-    mixed = device.type == "cuda" and autocast_dtype != torch.float32
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed and autocast_dtype == torch.float16)
 
     # One pool of all pairs, tokenised once; synthetic rows follow the real ones.
     embeddings, captions = real_emb, real_captions
@@ -267,42 +259,22 @@ def train_prefix_captioner(
         embeddings, captions = torch.cat([real_emb, syn_emb]), real_captions + syn_captions
     input_ids, attention_mask = model.encode_captions(captions)
     lengths = attention_mask.sum(1)
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    warmup = max(1, min(100, params.steps // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, params.steps, warmup))
     sampler = torch.Generator().manual_seed(seed)
-    log.info(
-        "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch, %d steps, %.2fM trainable params",
-        len(real_captions), len(captions) - len(real_captions), n_real, n_synthetic, params.steps,
-        sum(p.numel() for p in trainable) / 1e6,
-    )
 
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(params.steps):
+    def batch_loss(step: int) -> torch.Tensor:
         idx = torch.randint(len(real_captions), (n_real,), generator=sampler)
         if n_synthetic:
-            syn_idx = len(real_captions) + torch.randint(len(captions) - len(real_captions), (n_synthetic,), generator=sampler)
-            idx = torch.cat([idx, syn_idx])
+            n_pool = len(captions) - len(real_captions)
+            idx = torch.cat([idx, len(real_captions) + torch.randint(n_pool, (n_synthetic,), generator=sampler)])
         width = int(lengths[idx].max())
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=mixed):
-            loss = model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == params.steps:
-            recent = losses[-log_every:]
-            log.info(
-                "prefix captioner step %d/%d loss %.4f (%.1f s)",
-                step + 1, params.steps, sum(recent) / len(recent), time.perf_counter() - start,
-            )
-    model.eval()
+        return model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
+
+    log.info(
+        "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch",
+        len(real_captions),
+        len(captions) - len(real_captions),
+        n_real,
+        n_synthetic,
+    )
+    losses = train(model, batch_loss, training, "prefix captioner", device, autocast_dtype)
     return model, losses

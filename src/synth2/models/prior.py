@@ -17,7 +17,7 @@ deterministic given the initial noise, so one seed fixes every sample regardless
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from synth2.io import MissingInputError, atomic_path, require_dir
-from synth2.params import PriorParams
+from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
 
@@ -39,12 +39,20 @@ SCHEDULER_SUBFOLDER = "scheduler"
 PREDICTION_TYPE: Literal["sample", "epsilon"] = "sample"
 
 
-def build_prior(params: PriorParams, image_dim: int, text_dim: int = TEXT_DIM) -> PriorTransformer:
+@dataclass(frozen=True)
+class PriorConfig:
+    num_layers: int
+    num_attention_heads: int
+    attention_head_dim: int
+    num_train_timesteps: int
+
+
+def build_prior(config: PriorConfig, image_dim: int, text_dim: int = TEXT_DIM) -> PriorTransformer:
     """A small PriorTransformer: no per-token text states, one pooled sentence embedding."""
     return PriorTransformer(
-        num_attention_heads=params.num_attention_heads,
-        attention_head_dim=params.attention_head_dim,
-        num_layers=params.num_layers,
+        num_attention_heads=config.num_attention_heads,
+        attention_head_dim=config.attention_head_dim,
+        num_layers=config.num_layers,
         embedding_dim=image_dim,
         # Tokens: [text, time, noisy image, prd read-out]; no encoder_hidden_states sequence.
         num_embeddings=0,
@@ -60,10 +68,10 @@ def build_prior(params: PriorParams, image_dim: int, text_dim: int = TEXT_DIM) -
 
 
 def build_scheduler(
-    params: PriorParams, prediction_type: Literal["sample", "epsilon"] = PREDICTION_TYPE
+    config: PriorConfig, prediction_type: Literal["sample", "epsilon"] = PREDICTION_TYPE
 ) -> DDPMScheduler:
     return DDPMScheduler(
-        num_train_timesteps=params.num_train_timesteps,
+        num_train_timesteps=config.num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",  # the unCLIP/Kandinsky prior schedule
         prediction_type=prediction_type,
         # Standardised embeddings routinely exceed 1 in magnitude: clipping to [-1, 1] would distort them.
@@ -82,76 +90,49 @@ def normalise(prior: PriorTransformer, image_emb: torch.Tensor) -> torch.Tensor:
     return (image_emb - prior.clip_mean) / prior.clip_std
 
 
+def training_config(steps: int, batch_size: int, lr: float) -> TrainConfig:
+    """AdamW without weight decay, gradients clipped at norm 1."""
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=1.0, log_every=250)
+
+
 def train_prior(
     text_emb: np.ndarray,
     image_emb: np.ndarray,
-    params: PriorParams,
+    config: PriorConfig,
+    training: TrainConfig,
     seed: int,
-    log_every: int = 250,
     prediction_type: Literal["sample", "epsilon"] = PREDICTION_TYPE,
-) -> tuple[PriorTransformer, DDPMScheduler, list[tuple[int, float]]]:
+) -> tuple[PriorTransformer, DDPMScheduler, list[float]]:
     """Fit the prior on paired (caption embedding [N, 384], image embedding [N, D]).
 
-    Returns the prior in eval mode, its DDPM training scheduler and the loss history as (step, mean loss
-    since the previous entry), logged every `log_every` steps and at the last step. With x0 prediction the
-    loss is MSE in standardised-embedding units, so 1.0 is "predicts the mean".
+    Returns the prior in eval mode, its DDPM training scheduler and the loss of every step. With x0
+    prediction the loss is MSE in standardised-embedding units, so 1.0 is "predicts the mean".
     """
     text, image = _as_tensor(text_emb, "text_emb"), _as_tensor(image_emb, "image_emb")
     if len(text) != len(image) or len(text) < 2:
         raise ValueError(f"need equally many text and image embeddings (>= 2), got {len(text)} and {len(image)}")
 
     torch.manual_seed(seed)  # weight init
-    prior = build_prior(params, image_dim=image.shape[1], text_dim=text.shape[1])
-    scheduler = build_scheduler(params, prediction_type)
+    prior = build_prior(config, image_dim=image.shape[1], text_dim=text.shape[1])
+    scheduler = build_scheduler(config, prediction_type)
     set_normalisation(prior, image)
     target_x0 = normalise(prior, image).detach()
     # clip_mean/std are statistics, not weights: keep them out of the optimiser (and of its weight decay).
     prior.clip_mean.requires_grad_(False)
     prior.clip_std.requires_grad_(False)
-
     generator = torch.Generator().manual_seed(seed)  # batches, timesteps and noise
-    optimizer = torch.optim.AdamW([p for p in prior.parameters() if p.requires_grad], lr=params.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(params.steps))
     alphas = scheduler.alphas_cumprod
 
-    history: list[tuple[int, float]] = []
-    running, count, start = 0.0, 0, time.perf_counter()
-    prior.train()
-    for step in range(1, params.steps + 1):
-        idx = torch.randint(len(text), (params.batch_size,), generator=generator)
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(len(text), (training.batch_size,), generator=generator)
         x0 = target_x0[idx]
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(len(alphas), (len(idx),), generator=generator)
         x_t = scheduler.add_noise(x0, noise, t)
         pred = prior(x_t, timestep=t, proj_embedding=text[idx]).predicted_image_embedding
-        loss = F.mse_loss(pred, x0 if prediction_type == "sample" else noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        return F.mse_loss(pred, x0 if prediction_type == "sample" else noise)
 
-        running, count = running + loss.item(), count + 1
-        if step % log_every == 0 or step == params.steps:
-            history.append((step, running / count))
-            log.info("prior step %d/%d loss %.4f (%.1f s)", step, params.steps, running / count,
-                     time.perf_counter() - start)
-            running, count = 0.0, 0
-    prior.eval()
-    return prior, scheduler, history
-
-
-def _warmup_cosine(total: int, warmup: int = 100):
-    """LR multiplier: linear warm-up, then cosine decay to 10%."""
-    warmup = min(warmup, max(1, total // 10))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.45 * (1.0 + float(np.cos(np.pi * progress)))
-
-    return factor
+    return prior, scheduler, train(prior, batch_loss, training, "prior")
 
 
 def _as_tensor(array: np.ndarray, name: str) -> torch.Tensor:

@@ -1,14 +1,13 @@
 """Stage `balance`: semantic diversity balancing of the LLM captions.
 
-Writes the balanced selection (deduplicated, parseable, balanced over concepts and embedding clusters),
+Writes the balanced selection (deduplicated, labelled, balanced over concepts and embedding clusters),
 an unbalanced selection of the same size for the ablation (unprompted samples, no dedup, no balancing),
 and a diversity report of the raw prompted set and both selections, all measured against one shared
-clustering so that "clusters covered" compares like with like.
+clustering so that "clusters covered" compares like with like, and against the profile's concepts.
 
-Concepts: in the world each caption's parsed colour-shape combination; in the coco profile the class a
-caption was prompted with for the balanced selection (kept only when the caption names it, unless
-`balance.require_concept_mention` is off), and the first class a caption names for the raw and
-unbalanced sets, which have no prompt to go by.
+The profile labels the captions (synth2.profiles): the world parses each caption's colour-shape
+combination; the coco profile takes the class a caption was prompted with for the balanced selection
+and the first class a caption names for the raw and unbalanced sets, which have no prompt to go by.
 """
 
 from __future__ import annotations
@@ -20,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from synth2 import paths
-from synth2.balancing import Labeller, balance_captions, parse_labeller, unbalanced_selection
-from synth2.coco import mention_labeller, prompt_labeller
+from synth2.balancing import balance_captions, unbalanced_selection
 from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
 from synth2.io import read_parquet, write_json, write_parquet
 from synth2.params import Params
+from synth2.profiles import load_profile
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts
 
@@ -44,52 +43,34 @@ class CachedEmbedder:
         return np.stack([self.vectors[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
 
-def labellers(params: Params) -> tuple[Labeller, Labeller, str | None]:
-    """(prompted labeller, unprompted labeller, hint when no prompted caption gets a label) for the profile."""
-    if params.profile != "coco":
-        return parse_labeller, parse_labeller, None
-    concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])["concept"].tolist()
-    hint = (
-        "no caption names the concept it was prompted with; check captions.prompt_template and the LLM, "
-        "or set balance.require_concept_mention: false"
-    )
-    return prompt_labeller(params.balance.require_concept_mention), mention_labeller(concepts), hint
-
-
 def run(params: Params) -> None:
     prompted = read_parquet(paths.PROMPTED_CAPTIONS, "captions", columns=["caption", "concept"])
     unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, "captions", columns=["caption"])
+    labels = load_profile(params).caption_labellers(params)
     embed = CachedEmbedder()
-    label_prompted, label_unprompted, hint = labellers(params)
 
     balanced, steps = balance_captions(
-        prompted, params.balance, params.seed, embed_fn=embed, labeller=label_prompted, unlabelled_hint=hint
+        prompted, params.balance, params.seed, embed, labels.prompted, unlabelled_hint=labels.unlabelled_hint
     )
-    unbalanced = unbalanced_selection(unprompted, len(balanced), params.seed, labeller=label_unprompted)
-    write_parquet(balanced, paths.BALANCED)
-    write_parquet(unbalanced, paths.UNBALANCED)
+    unbalanced = unbalanced_selection(unprompted, len(balanced), params.seed, labels.unprompted)
 
     raw = prompted["caption"].astype(str).str.lower().str.strip().tolist()
-    raw_embeddings = embed(raw)
-    _, centers = fit_kmeans(raw_embeddings, params.balance.n_clusters, params.seed)
+    _, centers = fit_kmeans(embed(raw), params.balance.n_clusters, params.seed)
 
     def report(captions: list[str], concepts: list) -> dict:
         vectors = embed(captions)
-        return diversity_report(
-            captions,
-            concepts,
-            vectors,
-            cluster_labels=assign_clusters(vectors, centers),
-            n_clusters=params.balance.n_clusters,
-            seed=params.seed,
-        )
+        clusters = assign_clusters(vectors, centers)
+        k, seed = params.balance.n_clusters, params.seed
+        return diversity_report(captions, concepts, vectors, labels.concepts, clusters, n_clusters=k, seed=seed)
 
     diversity = {
-        "prompted_raw": report(raw, label_unprompted(pd.DataFrame({"caption": raw}))["concept"].tolist()),
+        "prompted_raw": report(raw, labels.unprompted(pd.DataFrame({"caption": raw}))["concept"].tolist()),
         "balanced": report(balanced["caption"].tolist(), balanced["concept"].tolist()),
         "unbalanced": report(unbalanced["caption"].tolist(), unbalanced["concept"].tolist()),
         "balancing_steps": steps,
     }
+    write_parquet(balanced, paths.BALANCED)
+    write_parquet(unbalanced, paths.UNBALANCED)
     write_json(diversity, paths.DIVERSITY_REPORT)
     for name in ("prompted_raw", "balanced", "unbalanced"):
         d = diversity[name]

@@ -1,12 +1,10 @@
 """Stage `evaluate`: caption every test image with every VLM variant and score the captions.
 
-CIDEr and BLEU-4 (pycocoevalcap) against the human references, and exact attribute accuracy through the
-world parser, each overall, on seen and on unseen colour–shape combinations. The variant that is best
-on `tracking.champion_metric` gets the registry alias `champion`.
-
-The coco profile scores CIDEr and BLEU-4 only: attribute accuracy needs the world's ground-truth scenes
-and parser, so its keys are omitted (not zero). Its seen/unseen split is whether the concepts a test
-image's references name all appear in some human training caption (see synth2.coco).
+Greedy captions are scored by the profile, overall, on seen and on unseen concepts: CIDEr and BLEU-4
+(pycocoevalcap) against the human references, plus, in the shapes world, exact attribute accuracy
+through the world parser. The variant that is best on `tracking.champion_metric` gets the registry
+alias `champion`. In the coco profile "unseen" means a test image whose references name a concept
+no human training caption names (see synth2.coco.dataset).
 """
 
 from __future__ import annotations
@@ -17,28 +15,17 @@ import numpy as np
 import pandas as pd
 
 from synth2 import paths, tracking
-from synth2.caption_metrics import attribute_accuracy, coco_scores
 from synth2.embeddings import aligned_embeddings
 from synth2.io import atomic_path, read_parquet, require_dir, write_csv, write_json, write_parquet
 from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
 from synth2.pretrained import resolve_device
+from synth2.profiles import load_profile
 from synth2.stage import stage_main
 from synth2.tracking import lookup
 
 log = logging.getLogger("synth2")
 SPLITS = ("overall", "seen", "unseen")
-TEST_COLUMNS = ["image_id", "colour", "shape", "size", "position", "combo", "seen", "references"]
-COCO_TEST_COLUMNS = ["image_id", "file_name", "seen", "references"]
-
-
-def score(predictions: list[str], test: pd.DataFrame, with_attributes: bool = True) -> dict[str, float]:
-    refs = {i: list(r) for i, r in enumerate(test["references"])}
-    coco = coco_scores(dict(enumerate(predictions)), refs)
-    if not with_attributes:
-        return coco
-    attrs = attribute_accuracy(predictions, test)
-    return coco | {f"attr_{k}": v for k, v in attrs.items()}
 
 
 def split_masks(test: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -56,40 +43,26 @@ def relative_gains(metrics: dict, variant: str, baseline: str = "baseline") -> d
 
 
 def run(params: Params) -> None:
-    world = params.profile == "world"
-    test = read_parquet(paths.TEST, "prepare", columns=TEST_COLUMNS if world else COCO_TEST_COLUMNS)
+    profile = load_profile(params)
+    test = read_parquet(paths.TEST, "prepare", columns=list(profile.TEST_COLUMNS))
     embeddings = aligned_embeddings(paths.TEST_EMBEDDINGS, test["image_id"].to_numpy())
     masks = split_masks(test)
-    key = "combo" if world else "file_name"  # what names a test image in the examples table
+    key = profile.EXAMPLE_KEY
     device = resolve_device(params.device)
 
     captions = test[["image_id", key, "seen"]].copy()
     captions["reference"] = test["references"].str[0]
     metrics: dict = {}
     for variant in paths.VLM_VARIANTS:
-        model = PrefixCaptioner.load(require_dir(paths.vlm_dir(variant), f"train_vlm_{variant}"), device=device)
+        model = PrefixCaptioner.load(require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}"), device=device)
         predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)
         captions[variant] = predictions
         metrics[variant] = {
-            split: score([p for p, m in zip(predictions, mask) if m], test[mask].reset_index(drop=True), world)
+            split: profile.score([p for p, m in zip(predictions, mask) if m], test[mask].reset_index(drop=True))
             for split, mask in masks.items()
             if mask.any()
         }
-        if world:
-            log.info(
-                "%-16s unseen attr_all %.3f  seen attr_all %.3f  CIDEr %.3f",
-                variant,
-                metrics[variant].get("unseen", {}).get("attr_all", float("nan")),
-                metrics[variant]["seen"]["attr_all"],
-                metrics[variant]["overall"]["cider"],
-            )
-        else:
-            log.info(
-                "%-16s CIDEr %.3f  BLEU-4 %.3f",
-                variant,
-                metrics[variant]["overall"]["cider"],
-                metrics[variant]["overall"]["bleu4"],
-            )
+        log.info("%-16s %s", variant, {s: {k: round(v, 3) for k, v in m.items()} for s, m in metrics[variant].items()})
     metrics["gain_over_baseline"] = {v: relative_gains(metrics, v) for v in paths.VLM_VARIANTS if v != "baseline"}
 
     write_json(metrics, paths.EVAL_METRICS)
@@ -115,7 +88,7 @@ def plot_table(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_examples(captions: pd.DataFrame, n: int, seed: int, key: str = "combo") -> None:
+def write_examples(captions: pd.DataFrame, n: int, seed: int, key: str) -> None:
     """A Markdown table of example captions, half from unseen combinations."""
     rng = np.random.default_rng(seed)
     # Copies: permuting an empty read-only view of the index fails in numpy.

@@ -1,16 +1,48 @@
 """Stage `gate_<name>`: a Great Expectations data-quality gate (`python -m synth2.stages.gate NAME`).
 
-NAME is one of real, captions, balanced, synthetic (see synth2.gates). A failed gate writes its report
-and exits 1 with one line naming the failed expectations, which stops `dvc repro` and the flow.
+NAME is one of real, captions, balanced, synthetic (see synth2.gates); the profile supplies what
+differs (the prepared tables to check, the labels balancing must have filled). A failed gate writes
+its report and exits 1 with one line naming the failed expectations, which stops `dvc repro` and the flow.
 """
 
 from __future__ import annotations
 
 import sys
 
-from synth2.gates import GATES, run_gate
+from synth2.gates import GATES, GateResult, Table, balanced_tables, caption_tables, run_gate, synthetic_tables
 from synth2.params import Params
+from synth2.profiles import load_profile
 from synth2.stage import run_stage
+
+# The params.gates keys each gate checks against, which its report records (dvc.yaml declares the same).
+THRESHOLDS = {
+    "real": (),
+    "captions": ("caption_min_words", "caption_max_words", "max_duplicate_fraction", "caption_min_valid_fraction"),
+    "balanced": (
+        "caption_min_words",
+        "caption_max_words",
+        "balanced_min_concept_coverage",
+        "balanced_max_concept_ratio",
+    ),
+    "synthetic": ("embedding_norm_slack",),
+}
+
+
+def gate_tables(gate: str, params: Params) -> list[Table]:
+    profile = load_profile(params)
+    if gate == "real":
+        return profile.real_gate_tables(params)
+    if gate == "captions":
+        return caption_tables(params.gates)
+    if gate == "balanced":
+        return balanced_tables(params.gates, profile.LABEL_COLUMNS, profile.CONCEPT_KIND)
+    return synthetic_tables(params.gates)
+
+
+def check(gate: str, params: Params) -> GateResult:
+    """Run the gate: validate its tables, write its report, raise GateError when it fails."""
+    thresholds = {key: getattr(params.gates, key) for key in THRESHOLDS[gate]}
+    return run_gate(gate, gate_tables(gate, params), thresholds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,11 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: python -m synth2.stages.gate {{{','.join(GATES)}}}", file=sys.stderr)
         sys.exit(2)
     gate = args[0]
-
-    def run(params: Params) -> None:
-        run_gate(gate, params)
-
-    run_stage(f"gate_{gate}", run)
+    run_stage(f"gate_{gate}", lambda params: check(gate, params))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ because position words ("left") also occur inside relations ("to the left of").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import pandas as pd
 
 from synth2.world.scenes import COLOURS, SHAPES
 
@@ -86,4 +89,28 @@ def parse(text: str) -> ParsedCaption:
         colour2=_first(second, COLOUR_WORDS) if relation else None,
         shape2=_first(second, SHAPE_WORDS) if relation else None,
         relation=relation,
+    )
+
+
+ATTRIBUTES: tuple[str, ...] = tuple(f.name for f in fields(ParsedCaption))
+
+
+def caption_labels(captions: Sequence[str]) -> pd.DataFrame:
+    """One row per caption: the parsed ATTRIBUTES (None where absent), `concept` and `is_valid`.
+
+    `concept` is the first object's "colour shape", None when the parser cannot read the caption.
+    Each distinct caption is parsed once. This is the world's labeller for caption balancing.
+    """
+    cache: dict[str, dict[str, object]] = {}
+    rows = []
+    for caption in captions:
+        if caption not in cache:
+            parsed = parse(caption)
+            row: dict[str, object] = {name: getattr(parsed, name) for name in ATTRIBUTES}
+            row["concept"] = parsed.combo
+            row["is_valid"] = parsed.is_valid
+            cache[caption] = row
+        rows.append(cache[caption])
+    return pd.DataFrame(rows, columns=[*ATTRIBUTES, "concept", "is_valid"]).astype(
+        {name: object for name in (*ATTRIBUTES, "concept")}
     )

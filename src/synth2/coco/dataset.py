@@ -1,36 +1,36 @@
 """COCO-format captions for the coco profile, read into the same tables the shapes world writes.
 
-* real_train: (image_id, caption, file_name), one row per human caption of a training image;
-* val, test: (image_id, file_name, references, seen), one row per image, every caption a reference;
+* real_train: (image_id, caption, file_name, image_path), one row per human caption of a training image;
+* val, test: (image_id, file_name, image_path, references, seen), one row per image, every caption a
+  reference;
 * concepts: (concept, kind="class"), the prompts of the caption LLM, from a text file (one per line).
 
-`seen` marks a test image whose references name only concepts that some human training caption names
-too (or none at all): the coco counterpart of the world's held-out colour–shape combinations, which
-matters when the human pairs are few. Concept mentions are whole-word, case-insensitive matches that
-allow a plural "s"/"es" ("dogs", "buses").
+`image_path` is `coco.prepare.image_dir` joined with the file name, so later stages read images through
+the tables alone. `seen` marks a test image whose references name only concepts that some human training
+caption names too (or none at all): the coco counterpart of the world's held-out colour–shape
+combinations, which matters when the human pairs are few (see synth2.coco.concepts).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from synth2.coco.concepts import mentioned_concepts, named_concepts
 from synth2.errors import Synth2Error
-from synth2.params import CocoParams
+from synth2.params import CocoPrepareParams
 
 log = logging.getLogger("synth2")
 
-DEFAULT_CONCEPTS = CocoParams.model_fields["concepts_file"].default
-PACKAGED_CONCEPTS = Path(__file__).with_name("data") / "coco_classes.txt"
+DEFAULT_CONCEPTS = "src/synth2/data/coco_classes.txt"  # the key's value in the repository's params.yaml
+PACKAGED_CONCEPTS = Path(__file__).parents[1] / "data" / "coco_classes.txt"
 SPLITS = ("train", "val", "test")
 MISSING_EXAMPLES = 5
 
@@ -55,7 +55,8 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(images: image_id, file_name; captions: image_id, caption) from a COCO captions JSON."""
     if not path.is_file():
         raise CocoError(
-            f"coco.annotations: no file at '{path}'; point it at a COCO captions JSON (e.g. captions_train2017.json)"
+            f"coco.prepare.annotations: no file at '{path}'; "
+            "point it at a COCO captions JSON (e.g. captions_train2017.json)"
         )
     try:
         raw = json.loads(path.read_text())
@@ -67,20 +68,20 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             ]
         )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CocoError(f"coco.annotations: '{path}' is not valid JSON ({exc})") from None
+        raise CocoError(f"coco.prepare.annotations: '{path}' is not valid JSON ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CocoError(
-            f"coco.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
+            f"coco.prepare.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
             f"annotations[].image_id/caption ({type(exc).__name__}: {exc})"
         ) from None
     if images.empty or captions.empty:
         raise CocoError(
-            f"coco.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both"
+            f"coco.prepare.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both"
         )
     unknown = ~captions["image_id"].isin(images["image_id"])
     if unknown.any():
         raise CocoError(
-            f"coco.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
+            f"coco.prepare.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
             f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})"
         )
     return images.drop_duplicates("image_id"), captions[captions["caption"] != ""]
@@ -92,11 +93,11 @@ def read_concepts(value: str) -> list[str]:
     if not path.is_file() and value == DEFAULT_CONCEPTS:
         path = PACKAGED_CONCEPTS  # run outside the repository root: the copy inside the package
     if not path.is_file():
-        raise CocoError(f"coco.concepts_file: no file at '{value}'; give a text file with one concept per line")
+        raise CocoError(f"coco.prepare.concepts_file: no file at '{value}'; give a text file with one concept per line")
     lines = (line.split("#", 1)[0].strip().lower() for line in path.read_text().splitlines())
     concepts = list(dict.fromkeys(line for line in lines if line))
     if not concepts:
-        raise CocoError(f"coco.concepts_file: '{value}' holds no concepts")
+        raise CocoError(f"coco.prepare.concepts_file: '{value}' holds no concepts")
     return concepts
 
 
@@ -115,7 +116,9 @@ def image_problem(path: Path) -> str | None:
 def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd.DataFrame, dict]:
     """Keep the images that exist and open; count the others, and stop on them when policy is 'fail'."""
     if not image_dir.is_dir():
-        raise CocoError(f"coco.image_dir: no directory at '{image_dir}'; point it at the folder of the COCO images")
+        raise CocoError(
+            f"coco.prepare.image_dir: no directory at '{image_dir}'; point it at the folder of the COCO images"
+        )
     problems = [image_problem(image_dir / name) for name in images["file_name"]]
     bad = pd.Series(problems, index=images.index)
     counts = {
@@ -128,9 +131,9 @@ def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd
     n_bad = counts["missing"] + counts["unreadable"]
     if n_bad and policy == "fail":
         raise CocoError(
-            f"coco.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
+            f"coco.prepare.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
             f"images in '{image_dir}' (e.g. {', '.join(counts['examples'])}); restore them or set "
-            "coco.missing_images: skip"
+            "coco.prepare.missing_images: skip"
         )
     if n_bad:
         log.warning(
@@ -150,20 +153,22 @@ def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd
 def read_split_file(path: Path, known: set[int]) -> dict[str, list[int]]:
     if not path.is_file():
         raise CocoError(
-            f"coco.split_file: no file at '{path}'; give a JSON "
+            f"coco.prepare.split_file: no file at '{path}'; give a JSON "
             '{"train": [ids], "val": [...], "test": [...]} or null'
         )
     try:
         raw = json.loads(path.read_text())
         split = {name: [int(i) for i in raw.get(name, [])] for name in SPLITS}
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise CocoError(f"coco.split_file: '{path}' must map train/val/test to lists of image ids ({exc})") from None
+        raise CocoError(
+            f"coco.prepare.split_file: '{path}' must map train/val/test to lists of image ids ({exc})"
+        ) from None
     if not split["train"] or not split["test"]:
-        raise CocoError(f"coco.split_file: '{path}' needs non-empty 'train' and 'test' lists")
+        raise CocoError(f"coco.prepare.split_file: '{path}' needs non-empty 'train' and 'test' lists")
     unknown = sorted(set().union(*split.values()) - known)
     if unknown:
         log.warning(
-            "coco.split_file names %d image ids not in the annotations (or skipped), e.g. %s; ignoring them",
+            "coco.prepare.split_file names %d image ids not in the annotations (or skipped), e.g. %s; ignoring them",
             len(unknown),
             unknown[:5],
         )
@@ -180,7 +185,7 @@ def seeded_split(
     if len(ids) - n_test - n_val < 1:
         raise CocoError(
             f"coco: {len(ids)} usable images leave none for training after val and test; add images "
-            "or lower coco.val_fraction / coco.test_fraction"
+            "or lower coco.prepare.val_fraction / coco.prepare.test_fraction"
         )
     return {
         "test": ids[:n_test].tolist(),
@@ -195,39 +200,6 @@ def cap(ids: list[int], limit: int | None, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(ids, size=limit, replace=False).tolist())
 
 
-# ------------------------------------------------------------------------------------------ concepts
-
-
-@cache
-def _mention_pattern(concept: str) -> re.Pattern[str]:
-    words = r"\s+".join(re.escape(w) for w in concept.split())
-    return re.compile(rf"\b{words}(?:s|es)?\b", re.IGNORECASE)
-
-
-def mentions(text: str, concept: str) -> bool:
-    return bool(_mention_pattern(concept).search(str(text)))
-
-
-def mentioned_concepts(text: str, concepts: Iterable[str]) -> list[str]:
-    return [c for c in concepts if mentions(text, c)]
-
-
-def named_concepts(texts: pd.Series, concepts: Iterable[str]) -> set[str]:
-    """The concepts that at least one of `texts` names."""
-    texts = texts.astype(str)
-    return {c for c in concepts if texts.str.contains(_mention_pattern(c)).any()}
-
-
-def first_mention(text: str, concepts: Sequence[str]) -> str | None:
-    """The concept named earliest in `text` (longest name first at a tie: "hot dog" over "dog")."""
-    best: tuple[int, int, str] | None = None
-    for concept in concepts:
-        match = _mention_pattern(concept).search(str(text))
-        if match and (best is None or (match.start(), -len(concept)) < best[:2]):
-            best = (match.start(), -len(concept), concept)
-    return None if best is None else best[2]
-
-
 # ---------------------------------------------------------------------------------------- the tables
 
 
@@ -237,7 +209,7 @@ def reference_table(
     """One row per image: its captions as references, and whether all concepts they name are known."""
     chosen = captions[captions["image_id"].isin(ids)]
     refs = chosen.groupby("image_id")["caption"].agg(list)
-    table = images.set_index("image_id").loc[refs.index, ["file_name"]].reset_index()
+    table = images.set_index("image_id").loc[refs.index, ["file_name", "image_path"]].reset_index()
     table["references"] = refs.to_numpy()
     table["seen"] = [
         all(c in known_concepts for c in mentioned_concepts(" ".join(r), concepts)) for r in table["references"]
@@ -245,7 +217,7 @@ def reference_table(
     return table
 
 
-def build_coco(params: CocoParams, seed: int) -> CocoData:
+def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
     """Read, check, split and tabulate a COCO-format caption dataset."""
     concepts = read_concepts(params.concepts_file)
     images, captions = read_annotations(Path(params.annotations))
@@ -264,6 +236,7 @@ def build_coco(params: CocoParams, seed: int) -> CocoData:
             "with captions and readable files; both must be non-empty"
         )
 
+    images = images.assign(image_path=[str(Path(params.image_dir) / name) for name in images["file_name"]])
     real_train = captions[captions["image_id"].isin(split["train"])].merge(images, on="image_id")
     real_train = real_train.sort_values(["image_id"], kind="stable").reset_index(drop=True)
     known = named_concepts(real_train["caption"], concepts)
@@ -284,37 +257,3 @@ def build_coco(params: CocoParams, seed: int) -> CocoData:
     }
     concept_table = pd.DataFrame({"concept": concepts, "kind": "class"})
     return CocoData(real_train, val, test, concept_table, report)
-
-
-# ------------------------------------------------------------------------------- balancing labels
-
-
-def _labels(concepts: Sequence[str | None], valid: Sequence[bool]) -> pd.DataFrame:
-    from synth2.balancing import ATTRIBUTES
-
-    frame = pd.DataFrame({name: pd.Series([None] * len(concepts), dtype=object) for name in ATTRIBUTES})
-    frame["concept"] = pd.Series(list(concepts), dtype=object)
-    frame["is_valid"] = list(valid)
-    return frame
-
-
-def prompt_labeller(require_mention: bool):
-    """Balancing labels for prompted captions: the concept they were prompted with, valid when they name it
-    (or always, without `require_mention`)."""
-
-    def label(work: pd.DataFrame) -> pd.DataFrame:
-        concepts = work["concept"].tolist()
-        valid = [c is not None and (not require_mention or mentions(t, c)) for t, c in zip(work["caption"], concepts)]
-        return _labels(concepts, valid)
-
-    return label
-
-
-def mention_labeller(concepts: Sequence[str]):
-    """Balancing labels for captions without a prompt: the first concept they name, if any."""
-
-    def label(work: pd.DataFrame) -> pd.DataFrame:
-        found = [first_mention(t, concepts) for t in work["caption"]]
-        return _labels(found, [c is not None for c in found])
-
-    return label

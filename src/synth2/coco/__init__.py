@@ -1,0 +1,1 @@
+"""COCO-format data for the coco profile: dataset.py reads and splits it, concepts.py finds class mentions."""

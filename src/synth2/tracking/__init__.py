@@ -1,0 +1,53 @@
+"""MLflow tracking written by the stages themselves, so a bare `dvc repro` records as much as the flow.
+
+    store.py      where records go (MLFLOW_TRACKING_URI or params.tracking), the on/off switches
+    lineage.py    git commit and dirty flag, the DVC stage running now, DVC md5s of deps and outs
+    runs.py       one run per stage nested under one per pipeline execution; metrics, artifacts, datasets
+    registry.py   models logged from their directories, registered, the champion aliased
+    saved_model.py  the pyfunc "model from code" a logged model loads through
+
+The public API is below; every logging call is a no-op outside a stage run and never fails a stage.
+"""
+
+from synth2.tracking.registry import TAG_MODEL_MD5, log_model, promote_best
+from synth2.tracking.runs import (
+    ENV_FLOW_RUN,
+    ENV_PARENT_RUN,
+    TAG_COMMIT,
+    TAG_EXECUTION,
+    TAG_EXP_NAME,
+    TAG_FLOW_RUN,
+    TAG_STAGE,
+    end_pipeline_run,
+    log_artifact,
+    log_metrics,
+    run_url,
+    stage_run,
+    start_pipeline_run,
+)
+from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri
+
+__all__ = [
+    "ENV_FLOW_RUN",
+    "ENV_PARENT_RUN",
+    "TAG_COMMIT",
+    "TAG_EXECUTION",
+    "TAG_EXP_NAME",
+    "TAG_FLOW_RUN",
+    "TAG_MODEL_MD5",
+    "TAG_STAGE",
+    "end_pipeline_run",
+    "enabled",
+    "flatten",
+    "log_artifact",
+    "log_metrics",
+    "log_model",
+    "lookup",
+    "numeric_metrics",
+    "project_root",
+    "promote_best",
+    "resolve_tracking_uri",
+    "run_url",
+    "stage_run",
+    "start_pipeline_run",
+]
