@@ -1,6 +1,6 @@
 """`synth2_experiment(overrides)`: one parameter variant as a DVC experiment, recorded in MLflow.
 
-    python -m flows.experiment -S train_vlm.mix_ratio=0.25 -S balance.target_size=2000
+    python -m flows.experiment -S train_vlm.synthetic.mix_ratio=0.25 -S balance.target_size=2000
 
 `dvc exp run` normally applies its result to the workspace (params.yaml, dvc.lock, outputs). The task
 runs it with `--temp`, in a temporary copy, so the committed params.yaml and the workspace outputs stay
@@ -41,7 +41,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 @flow(name="synth2-experiment")
 def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: str | None = None) -> dict[str, Any]:
-    """Run the pipeline with `overrides` ({"train_vlm.mix_ratio": 0.25, …}) as a DVC experiment."""
+    """Run the pipeline with `overrides` ({"train_vlm.synthetic.mix_ratio": 0.25, …}) as a DVC experiment."""
     logger = get_run_logger()
     project = project_root(root)
     params_file = project / "params.yaml"

@@ -261,10 +261,12 @@ def test_vlm_uses_the_configured_lm_with_its_top_layer_trained(pipeline: Path, m
 
 def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
-    for variant in paths.VLM_VARIANTS:
-        for split, values in metrics[variant].items():
-            assert set(values) == {"bleu4", "cider"}, (variant, split)
-    assert set(metrics["gain_over_baseline"]) == {"synth", "synth_unbalanced"}
+    for split in ("val", "test"):
+        for variant in paths.VLM_VARIANTS:
+            for subset, values in metrics[split][variant].items():
+                assert set(values) == {"bleu4", "cider"}, (split, variant, subset)
+        assert set(metrics["gain_over_baseline"][split]) == {"synth", "synth_unbalanced"}
+    assert metrics["champion"]["metric"] == "val.overall.cider"
     captions = pd.read_parquet(pipeline / paths.EVAL_CAPTIONS)
     assert len(captions) == len(pd.read_parquet(pipeline / paths.TEST))
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
@@ -309,7 +311,7 @@ def test_kandinsky_prior_pipeline_synthesises_clip_sized_embeddings(tracked_pipe
     synthetic = load_file(str(workspace / paths.synthetic_embeddings("balanced")))["embeddings"]
     assert synthetic.shape[1] == tiny_hf.EMBED_DIM and synthetic.dtype == np.float32 and np.isfinite(synthetic).all()
     evaluate = json.loads((workspace / paths.EVAL_METRICS).read_text())
-    assert set(evaluate["synth"]["overall"]) == {"bleu4", "cider"}
+    assert set(evaluate["test"]["synth"]["overall"]) == {"bleu4", "cider"}
 
 
 def test_pixel_path_is_timed_through_the_decoder_only_when_one_is_configured(pipeline: Path, tracked_pipeline):
@@ -343,7 +345,7 @@ def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked
     assert runs["captions"].data.params["coco.captions.dtype"] == "bf16"
     assert "world.caption_lm.steps" not in runs["caption_lm"].data.params  # the profile's own keys only
     assert any(k.startswith("dvc.out.models/caption_lm") for k in runs["caption_lm"].data.tags)
-    assert {"synth.overall.cider", "baseline.overall.bleu4"} <= set(runs["evaluate"].data.metrics)
+    assert {"test.synth.overall.cider", "val.baseline.overall.bleu4"} <= set(runs["evaluate"].data.metrics)
     assert not any("attr_" in key for key in runs["evaluate"].data.metrics)
     assert runs["image_encoder"].data.metrics["images.real_train"] > 0
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])

@@ -157,9 +157,12 @@ def stages_for(profile: str, tmp_path: Path) -> dict[str, tuple[str, list[str]]]
     with Repo(str(project)) as repo:
         for stage in repo.index.stages:
             argv = shlex.split(stage.cmd)
-            assert argv[:2] == ["python", "-m"], f"{stage.name}: cmd should be `python -m MODULE`"
+            # The workspace's own sources run (those DVC hashes), not whatever copy is installed.
+            assert argv[:3] == ["PYTHONPATH=src", "python", "-m"], (
+                f"{stage.name}: cmd should be `PYTHONPATH=src python -m MODULE`"
+            )
             deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-            stages[stage.name] = (argv[2], deps)
+            stages[stage.name] = (argv[3], deps)
     return stages
 
 

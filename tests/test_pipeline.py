@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from synth2 import paths
@@ -47,12 +48,33 @@ def test_every_variant_is_scored_on_every_split(pipeline: Path):
         "attr_colour_shape",
         "attr_all",
     }
-    for variant in paths.VLM_VARIANTS:
-        for split in ("overall", "seen", "unseen"):
-            assert set(metrics[variant][split]) == keys
-            assert all(0.0 <= metrics[variant][split][k] <= 10.0 for k in keys)
-    assert set(metrics["gain_over_baseline"]) == {"synth", "synth_unbalanced"}
+    for split in ("val", "test"):
+        for variant in paths.VLM_VARIANTS:
+            for subset in ("overall", "seen", "unseen"):
+                assert set(metrics[split][variant][subset]) == keys
+                assert all(0.0 <= metrics[split][variant][subset][k] <= 10.0 for k in keys)
+        assert set(metrics["gain_over_baseline"][split]) == {"synth", "synth_unbalanced"}
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().count("\n") > 3
+
+
+def test_the_champion_is_chosen_on_validation(pipeline: Path):
+    metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
+    champion = metrics["champion"]
+    val = {v: metrics["val"][v]["unseen"]["attr_all"] for v in paths.VLM_VARIANTS}  # tracking.champion_metric
+    assert champion["metric"] == "val.unseen.attr_all" and champion["value"] == max(val.values())
+    assert val[champion["variant"]] == max(val.values())
+    assert champion["margin"] == max(val.values()) - sorted(val.values())[-2]
+
+
+def test_per_image_scores_average_to_the_reported_ones(pipeline: Path):
+    metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
+    per_image = pd.read_parquet(pipeline / paths.EVAL_PER_IMAGE)
+    for (split, subset, variant), rows in per_image.groupby(["split", "subset", "variant"]):
+        reported = metrics[split][variant][subset]
+        assert rows["cider"].mean() == pytest.approx(reported["cider"], abs=1e-9)
+        assert rows["attr_colour_shape"].mean() == pytest.approx(reported["attr_colour_shape"], abs=1e-12)
+    val, test = (set(per_image.loc[per_image["split"] == s, "image_id"]) for s in ("val", "test"))
+    assert val and test and not val & test  # disjoint splits
 
 
 def test_stage_outputs_are_complete(pipeline: Path):

@@ -99,18 +99,20 @@ def test_splits_respect_the_paper_setting():
     held = set(world.held_out)
     assert held and not held & set(world.real_train["combo"])
     assert held <= set(world.text_corpus["combo"])
-    assert held <= set(world.test["combo"])
-    assert set(world.test.loc[~world.test["seen"], "combo"]) == held
-    assert world.test["combo"].value_counts().nunique() == 1  # uniform over combinations
-    assert world.test["references"].map(len).min() >= 3
+    for evaluation in (world.val, world.test):
+        assert held <= set(evaluation["combo"])
+        assert set(evaluation.loc[~evaluation["seen"], "combo"]) == held
+        assert evaluation["combo"].value_counts().nunique() == 1  # uniform over combinations
+        assert evaluation["references"].map(len).min() >= 3
     # Zipf skew: the most frequent real combination is far more common than the rarest.
     counts = world.real_train["combo"].value_counts()
     assert counts.max() >= 5 * counts.min()
     # The corpus style only partly overlaps the human one.
     human, corpus = set(world.real_train["caption"]), set(world.text_corpus["caption"])
     assert human & corpus and len(corpus - human) > len(corpus) / 2
-    # Image ids index disjoint rows of the one pixel array.
-    ids = np.concatenate([world.pool["image_id"], world.real_train["image_id"], world.test["image_id"]])
+    # Image ids index disjoint rows of the one pixel array; validation and test share no image.
+    tables = (world.pool, world.real_train, world.val, world.test)
+    ids = np.concatenate([table["image_id"] for table in tables])
     assert np.array_equal(np.sort(ids), np.arange(len(world.pixels)))
     # Captions describe their own image's scene.
     for row in world.real_train.head(50).itertuples():

@@ -25,6 +25,14 @@ def coco_scores(predictions: Mapping[Hashable, str], references: Mapping[Hashabl
 
     Every prediction id needs references and vice versa. Returns {"bleu4", "cider"} as floats.
     """
+    return scores_with_cider_per_id(predictions, references)[0]
+
+
+def scores_with_cider_per_id(
+    predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]
+) -> tuple[dict[str, float], dict[Hashable, float]]:
+    """`coco_scores` and each id's own CIDEr (their mean is the corpus CIDEr; the IDF comes from the
+    whole set), which lets a study bootstrap over images."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
@@ -42,5 +50,5 @@ def coco_scores(predictions: Mapping[Hashable, str], references: Mapping[Hashabl
     if empty:
         raise Synth2Error(f"{len(empty)} ids have no reference captions, e.g. {empty[0]!r}")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose=1 (the default) prints to stdout
-    cider, _ = Cider().compute_score(gts, res)
-    return {"bleu4": float(bleu[3]), "cider": float(cider)}
+    cider, per_id = Cider().compute_score(gts, res)  # per-id scores in the order of gts' keys
+    return {"bleu4": float(bleu[3]), "cider": float(cider)}, dict(zip(gts, map(float, per_id)))

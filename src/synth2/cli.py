@@ -40,8 +40,55 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--style", choices=("human", "corpus"), default="human")
     show.add_argument("--image-size", type=int, default=32)
-    commands.add_parser("results", help="print the results table of the last evaluation")
+    results = commands.add_parser("results", help="print the results table of the last evaluation")
+    results.add_argument("--split", choices=("test", "val"), default="test", help="test (default) or validation")
+    study = commands.add_parser(
+        "study",
+        help="run the pipeline for several seeds as DVC experiments and aggregate them with intervals",
+        description="Run from the project root. See src/synth2/study.py.",
+    )
+    study.add_argument(
+        "--seeds", type=seed_list, default=list(range(5)), help="a count (5: seeds 0-4) or a list (0,3,7)"
+    )
+    study.add_argument("-S", "--set", dest="sets", action="append", type=override, default=[], help="key=value")
+    study.add_argument("--budgets", type=int_list, help="balance.target_size values to sweep, e.g. 250,500,1000")
+    study.add_argument("--preset", help="a size overlay of synth2.presets (tiny: seconds per stage)")
+    study.add_argument("--jobs", type=int, default=2, help="DVC queue workers running experiments at once")
+    study.add_argument("--name", default="study", help="names the experiments and reports/study/NAME.*")
     return parser
+
+
+def seed_list(text: str) -> list[int]:
+    values = int_list(text)
+    return list(range(values[0])) if len(values) == 1 and "," not in text else values
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def override(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def study_command(args: argparse.Namespace) -> None:
+    import logging
+
+    from synth2.study import markdown, plan, run_study
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    study = plan(args.name, args.seeds, dict(args.sets), args.budgets, args.preset, args.jobs)
+    report = run_study(study)
+    print(markdown(report))
+    print(f"wrote {', '.join(report['outputs'].values())}; MLflow run {report['mlflow_run_id']}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "results":
             from synth2.results import results_table
 
-            print(results_table())
+            print(results_table(args.split))
+        elif args.command == "study":
+            study_command(args)
     except Synth2Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

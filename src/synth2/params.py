@@ -90,19 +90,27 @@ class SynthesizeParams(Section):
     timing_captions: PosInt
 
 
+class SyntheticPairsParams(Section):
+    """How the variants with synthetic pairs use them; the baseline reads none of this."""
+
+    # Fraction of each batch drawn from synthetic pairs.
+    mix_ratio: Annotated[float, Field(ge=0.0, lt=1.0)]
+    # A learned real/synthetic tag on the prefix in training; captions are generated with the real tag.
+    source_tags: bool
+
+
 class TrainVLMParams(Section):
     prefix_length: PosInt
     steps: PosInt
     batch_size: PosInt
     lr: PosFloat
-    # Fraction of each batch drawn from synthetic pairs in the synth variants (the baseline ignores it).
-    mix_ratio: Annotated[float, Field(ge=0.0, lt=1.0)]
     freeze_lm: bool
     # With freeze_lm, train the top N transformer blocks of the LM as well (0: the mapper only).
     unfreeze_top_layers: Annotated[int, Field(ge=0)]
     max_caption_tokens: PosInt
     # Autocast precision on a GPU ("fp32": none); the CPU always trains in fp32.
     mixed_precision: Precision
+    synthetic: SyntheticPairsParams
 
     @model_validator(mode="after")
     def _unfreeze_needs_frozen_lm(self) -> TrainVLMParams:
@@ -150,8 +158,9 @@ class WorldPrepareParams(Section):
     pool_size: PosInt
     real_train_size: PosInt
     text_corpus_size: PosInt
-    test_per_combo: PosInt
-    test_refs: Annotated[int, Field(ge=3, le=5)]  # at most one per human template
+    val_per_combo: PosInt  # validation: model selection and tuned defaults
+    test_per_combo: PosInt  # test: reporting only
+    test_refs: Annotated[int, Field(ge=3, le=5)]  # references per val/test image, at most one per human template
     holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)]
     zipf_a: Annotated[float, Field(ge=0.0, le=4.0)]
     two_object_prob: Prob
@@ -171,6 +180,9 @@ class WorldCaptionLMParams(Section):
     # Fraction of training examples shown without a concept prompt: they teach the LM its natural,
     # skewed caption distribution, which the unbalanced ablation samples.
     unprompted_fraction: Prob
+    # Style conditioning: this share of the training examples are the human captions behind a style
+    # control token, which generation then asks for (0: the LM knows the corpus style only).
+    human_style_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> WorldCaptionLMParams:
@@ -212,11 +224,11 @@ class CocoPrepareParams(Section):
     image_dir: str
     # JSON {"train": [image ids], "val": [...], "test": [...]}; without it, seeded fractions split the images.
     split_file: str | None
-    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]  # validation: model selection and tuning
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
     # The scarce human pairs: at most this many training images (all their captions), seeded choice.
     max_train_images: PosInt | None
-    max_test_images: PosInt | None
+    max_test_images: PosInt | None  # a cap on validation and on test images, each
     # Images the JSON names but the folder lacks (or that cannot be read): counted, then skipped or fatal.
     missing_images: Literal["skip", "fail"]
     # One concept per line: what the caption LLM is prompted with (COCO's 80 class names by default).
@@ -242,6 +254,8 @@ class CocoCaptionsParams(Section):
     dtype: Precision
     # Captions are cut to their first sentence and at most this many words.
     max_words: PosInt
+    # Style conditioning: k human training captions shown as examples in every prompt (0: none).
+    few_shot: Annotated[int, Field(ge=0)]
 
 
 class CocoBalanceParams(Section):

@@ -19,7 +19,7 @@ REAL_TRAIN = PREPARED / "real_train.parquet"
 TEXT_CORPUS = PREPARED / "text_corpus.parquet"  # world only: the caption LM's knowledge
 TEST = PREPARED / "test.parquet"
 CONCEPTS = PREPARED / "concepts.parquet"
-VAL = PREPARED / "val.parquet"  # coco only: held out for model selection, same columns as test
+VAL = PREPARED / "val.parquet"  # held out for model selection and tuning, same columns as test
 PREPARE_METRICS = METRICS / "prepare.json"
 
 # caption_lm
@@ -42,6 +42,7 @@ DIVERSITY_REPORT = METRICS / "diversity.json"
 IMAGE_ENCODER = MODELS / "image_encoder"
 EMBEDDINGS = DATA / "embeddings"
 REAL_EMBEDDINGS = EMBEDDINGS / "real_train.safetensors"
+VAL_EMBEDDINGS = EMBEDDINGS / "val.safetensors"
 TEST_EMBEDDINGS = EMBEDDINGS / "test.safetensors"
 IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
 # world: test images and their reconstructions; coco: real images with a caption each
@@ -86,7 +87,8 @@ def gate_report(name: str) -> Path:
 EVAL_METRICS = METRICS / "evaluate.json"
 EVAL_PLOT = PLOTS / "evaluate.csv"
 EVAL_EXAMPLES = REPORTS / "evaluate" / "examples.md"
-EVAL_CAPTIONS = REPORTS / "evaluate" / "captions.parquet"
+EVAL_CAPTIONS = REPORTS / "evaluate" / "captions.parquet"  # test captions of every variant
+EVAL_PER_IMAGE = REPORTS / "evaluate" / "per_image.parquet"  # per-image scores, val and test
 
 
 def vlm_dir(variant: str) -> Path:

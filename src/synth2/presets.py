@@ -8,7 +8,13 @@ from typing import Any
 
 TINY: dict[str, Any] = {
     "world": {
-        "prepare": {"pool_size": 400, "real_train_size": 200, "text_corpus_size": 1500, "test_per_combo": 2},
+        "prepare": {
+            "pool_size": 400,
+            "real_train_size": 200,
+            "text_corpus_size": 1500,
+            "val_per_combo": 2,
+            "test_per_combo": 2,
+        },
         "caption_lm": {"steps": 300, "n_embd": 64, "batch_size": 32},
         "image_encoder": {"steps": 60, "embed_dim": 32, "batch_size": 64},
     },

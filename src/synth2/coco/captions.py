@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+import numpy as np
 
 
 def chat_prompts(tokenizer, texts: list[str]) -> list[str]:
@@ -34,3 +37,10 @@ def clean_caption(text: str, max_words: int) -> str:
     text = _SENTENCE_END.split(text, maxsplit=1)[0]
     text = _EDGES.sub("", text)
     return " ".join(text.split()[:max_words])
+
+
+def few_shot_prompt(prompt: str, examples: Sequence[str], k: int, rng: np.random.Generator) -> str:
+    """`prompt` after k example captions of the annotators (drawn without replacement): the style to copy."""
+    chosen = [examples[i] for i in rng.choice(len(examples), size=min(k, len(examples)), replace=False)]
+    shown = "\n".join(f"- {' '.join(str(caption).split())}" for caption in chosen)
+    return f"Examples of the captions wanted, in their style:\n{shown}\n\n{prompt}"

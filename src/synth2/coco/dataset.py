@@ -163,8 +163,8 @@ def read_split_file(path: Path, known: set[int]) -> dict[str, list[int]]:
         raise CocoError(
             f"coco.prepare.split_file: '{path}' must map train/val/test to lists of image ids ({exc})"
         ) from None
-    if not split["train"] or not split["test"]:
-        raise CocoError(f"coco.prepare.split_file: '{path}' needs non-empty 'train' and 'test' lists")
+    if not split["train"] or not split["val"] or not split["test"]:
+        raise CocoError(f"coco.prepare.split_file: '{path}' needs non-empty 'train', 'val' and 'test' lists")
     unknown = sorted(set().union(*split.values()) - known)
     if unknown:
         log.warning(
@@ -181,7 +181,7 @@ def seeded_split(
     """Shuffle the ids with the seed, then cut test, val and train off in that order (each non-empty test/train)."""
     ids = np.random.default_rng(seed).permutation(np.sort(np.asarray(image_ids)))
     n_test = max(1, round(test_fraction * len(ids)))
-    n_val = round(val_fraction * len(ids))
+    n_val = max(1, round(val_fraction * len(ids)))
     if len(ids) - n_test - n_val < 1:
         raise CocoError(
             f"coco: {len(ids)} usable images leave none for training after val and test; add images "
@@ -230,10 +230,12 @@ def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
         split = seeded_split(usable, params.val_fraction, params.test_fraction, seed)
     split["train"] = cap(split["train"], params.max_train_images, seed)
     split["test"] = cap(split["test"], params.max_test_images, seed + 1)
-    if not split["train"] or not split["test"]:
+    split["val"] = cap(split["val"], params.max_test_images, seed + 2)
+    if not split["train"] or not split["val"] or not split["test"]:
+        counts = ", ".join(f"{len(split[name])} {name}" for name in ("train", "val", "test"))
         raise CocoError(
-            f"coco: the split leaves {len(split['train'])} training and {len(split['test'])} test images "
-            "with captions and readable files; both must be non-empty"
+            f"coco: the split leaves {counts} images with captions and readable files; all three must be "
+            "non-empty (add images, or raise coco.prepare.val_fraction / test_fraction)"
         )
 
     images = images.assign(image_path=[str(Path(params.image_dir) / name) for name in images["file_name"]])

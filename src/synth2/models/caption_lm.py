@@ -153,6 +153,21 @@ def save_caption_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         tokenizer.save_pretrained(tmp)
 
 
+PROMPT_PREFIX_KEY = "synth2_prompt_prefix"  # in the model config: what generation puts before every prompt
+
+
+def set_prompt_prefix(model: PreTrainedModel, prefix: str) -> None:
+    """Record in the model's own config (saved with it) what to put before every prompt, e.g. a style
+    control token it was trained with; a snapshot then tells its users how to prompt it."""
+    if prefix:
+        setattr(model.config, PROMPT_PREFIX_KEY, prefix)
+
+
+def prompt_prefix(model: PreTrainedModel) -> str:
+    """The prefix recorded by `set_prompt_prefix`, "" for any other model."""
+    return getattr(model.config, PROMPT_PREFIX_KEY, "") or ""
+
+
 def load_caption_lm(path: Path | str, **load_kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) saved by `save_caption_lm` (the caption_lm stage's output), in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -16,6 +16,12 @@ Training runs on any device; on a GPU, `autocast_dtype` turns on mixed precision
 Embeddings are standardised with the real training set's per-dimension mean and std (kept as buffers
 and saved with the mapper), so the mapper sees unit-scale inputs whatever the image encoder's scale.
 Synthetic embeddings go through the same transform: they are meant to live in the real ones' space.
+
+Source tags (`source_tags=True`, tagged back-translation, Caswell et al. 2019): a learned vector per
+source of a pair, real or synthetic, is added to every prefix vector in training; captions are always
+generated with the real tag. The synthetic captions are in the caption LM's style, the references in the
+annotators'; the tag lets the VLM learn the content of synthetic pairs without learning to *write* like
+them when asked for a real caption. Both vectors start at zero, so an untrained tag changes nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class PrefixCaptionerConfig:
     freeze_lm: bool
     unfreeze_top_layers: int  # with freeze_lm: the LM's top N blocks train too
     max_caption_tokens: int
+    source_tags: bool = False  # a learned real/synthetic tag on the prefix (False in checkpoints before it)
+
+
+REAL, SYNTHETIC = 0, 1  # source tag ids
 
 
 class PrefixCaptioner(nn.Module):
@@ -72,6 +82,9 @@ class PrefixCaptioner(nn.Module):
         )
         self.register_buffer("emb_mean", torch.zeros(embed_dim))
         self.register_buffer("emb_std", torch.ones(embed_dim))
+        self.source_tag = nn.Embedding(2, hidden) if config.source_tags else None
+        if self.source_tag is not None:
+            nn.init.zeros_(self.source_tag.weight)
         if config.freeze_lm:
             self.lm.requires_grad_(False)
             for block in self.unfrozen_blocks():
@@ -103,11 +116,16 @@ class PrefixCaptioner(nn.Module):
         # A near-constant dimension would otherwise be blown up by a tiny std.
         self.emb_std.copy_(embeddings.std(0, unbiased=False).clamp_min(1e-3 * embeddings.std().item() + 1e-8))
 
-    def prefix(self, image_emb: torch.Tensor) -> torch.Tensor:
-        """[B, D] image embeddings -> [B, P, H] prefix vectors in the LM's embedding dtype."""
+    def prefix(self, image_emb: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, D] image embeddings -> [B, P, H] prefix vectors in the LM's embedding dtype. `source` [B]
+        tags each pair real or synthetic (default: real) when the model has source tags."""
         x = (image_emb.to(self.device, torch.float32) - self.emb_mean) / self.emb_std
         prefix_length = self.config.prefix_length
         prefix = self.mapper(x).view(-1, prefix_length, self.mapper[-1].out_features // prefix_length)
+        if self.source_tag is not None:
+            if source is None:
+                source = torch.full((len(prefix),), REAL, dtype=torch.long)
+            prefix = prefix + self.source_tag(source.to(self.device))[:, None, :]
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)
 
     def encode_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,10 +144,16 @@ class PrefixCaptioner(nn.Module):
 
     # --- the model ----------------------------------------------------------------------------------
 
-    def forward(self, image_emb: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        source: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean cross-entropy over the caption tokens (prefix and padding masked)."""
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        prefix = self.prefix(image_emb)
+        prefix = self.prefix(image_emb, source)
         tokens = self.lm.get_input_embeddings()(input_ids)
         batch, prefix_length = input_ids.shape[0], self.config.prefix_length
         prefix_mask = torch.ones(batch, prefix_length, dtype=attention_mask.dtype, device=self.device)
@@ -259,6 +283,7 @@ def train_prefix_captioner(
         embeddings, captions = torch.cat([real_emb, syn_emb]), real_captions + syn_captions
     input_ids, attention_mask = model.encode_captions(captions)
     lengths = attention_mask.sum(1)
+    sources = torch.tensor([REAL] * n_real + [SYNTHETIC] * n_synthetic)  # every batch: real rows first
     sampler = torch.Generator().manual_seed(seed)
 
     def batch_loss(step: int) -> torch.Tensor:
@@ -267,7 +292,7 @@ def train_prefix_captioner(
             n_pool = len(captions) - len(real_captions)
             idx = torch.cat([idx, len(real_captions) + torch.randint(n_pool, (n_synthetic,), generator=sampler)])
         width = int(lengths[idx].max())
-        return model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width])
+        return model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width], sources)
 
     log.info(
         "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch",

@@ -28,12 +28,16 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # ids 0..3 in this order
 _SPACE_MARK = "▁"
 
 
-def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], min_frequency: int = 1, control_tokens: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
     """Build a word-level tokenizer whose vocabulary is every word and punctuation mark in `texts`.
 
     Pass the prompt words too (render the prompt templates once into `texts`), or "concepts:" and
-    "caption:" become <unk>.
+    "caption:" become <unk>. `control_tokens` (e.g. "<human>") become single special tokens after the
+    four of SPECIAL_TOKENS: matched whole in any text, never split, dropped by `skip_special_tokens`.
     """
+    control_tokens = list(control_tokens)
     backend = Tokenizer(models.WordLevel(unk_token=UNK))
     backend.normalizer = normalizers.Sequence(
         [
@@ -51,7 +55,7 @@ def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedT
         ]
     )
     backend.decoder = decoders.Metaspace(replacement=_SPACE_MARK, prepend_scheme="always", split=True)
-    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=min_frequency)
+    trainer = trainers.WordLevelTrainer(special_tokens=[*SPECIAL_TOKENS, *control_tokens], min_frequency=min_frequency)
     backend.train_from_iterator(texts, trainer)
     bos_id = backend.token_to_id(BOS)
     backend.post_processor = processors.TemplateProcessing(
@@ -65,4 +69,5 @@ def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedT
         eos_token=EOS,
         # The Metaspace decoder already restores spacing; HF's clean-up would also rewrite " 's" etc.
         clean_up_tokenization_spaces=False,
+        additional_special_tokens=control_tokens,
     )

@@ -103,8 +103,15 @@ def make_caption_lm(params: Params) -> CaptionLM:
 
 
 def caption_generator(params: Params) -> CaptionGenerator:
-    """The snapshotted LLM on `device` in `coco.captions.dtype`; prompts through its chat template."""
-    from synth2.coco.captions import chat_prompts, clean_caption
+    """The snapshotted LLM on `device` in `coco.captions.dtype`; prompts through its chat template.
+
+    Style conditioning (`coco.captions.few_shot` = k > 0): every prompt starts with k human training
+    captions as examples of the wanted style, drawn per prompt with the seed (in-context learning).
+    """
+    import numpy as np
+
+    from synth2.coco.captions import chat_prompts, clean_caption, few_shot_prompt
+    from synth2.io import read_parquet
     from synth2.models.caption_lm import generate_captions, load_caption_lm
     from synth2.pretrained import resolve_device, resolve_dtype
     from synth2.profiles import CaptionGenerator
@@ -114,13 +121,21 @@ def caption_generator(params: Params) -> CaptionGenerator:
     model, tokenizer = load_caption_lm(paths.CAPTION_LM, dtype=resolve_dtype(c.dtype, device))
     model = model.to(device)
     log.info("caption LLM on %s in %s", device, model.dtype)
+    examples = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])["caption"].tolist() if c.few_shot else []
 
     def generate(prompts: list[str], seed: int) -> list[str]:
+        if examples:
+            rng = np.random.default_rng([seed, 2])
+            prompts = [few_shot_prompt(prompt, examples, c.few_shot, rng) for prompt in prompts]
         inputs = chat_prompts(tokenizer, prompts) if c.chat_template else prompts
         raw = generate_captions(model, tokenizer, inputs, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, seed)
         return [clean_caption(text, c.max_words) for text in raw]
 
-    provenance = {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+    provenance = {
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "few_shot": c.few_shot,
+    }
     return CaptionGenerator(generate, provenance)
 
 
@@ -147,7 +162,7 @@ def real_gate_tables(params: Params) -> list[Table]:
 
     gxe = expectations()
     tables = []
-    for name, path in (("real_train", paths.REAL_TRAIN), ("test", paths.TEST)):
+    for name, path in (("real_train", paths.REAL_TRAIN), ("val", paths.VAL), ("test", paths.TEST)):
         frame = read_parquet(path, "prepare", columns=["image_id", "file_name", "image_path"])
         exps = [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -202,10 +217,11 @@ def encode_images(params: Params) -> EncodedImages:
     from synth2.profiles import EncodedImages
 
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "image_path", "caption"])
+    val = read_parquet(paths.VAL, "prepare", columns=["image_id", "image_path"])
     test = read_parquet(paths.TEST, "prepare", columns=["image_id", "image_path"])
     model, processor = _vision_model(params)
     embeddings = {}
-    for table, path in ((real, paths.REAL_EMBEDDINGS), (test, paths.TEST_EMBEDDINGS)):
+    for table, path in ((real, paths.REAL_EMBEDDINGS), (val, paths.VAL_EMBEDDINGS), (test, paths.TEST_EMBEDDINGS)):
         images = table.drop_duplicates("image_id")  # real_train has one row per caption
         emb = embed_files(model, processor, images["image_path"].tolist(), params.coco.image_encoder.batch_size)
         embeddings[path] = (images["image_id"].to_numpy(), emb)
@@ -328,11 +344,16 @@ def vlm_lm(params: Params) -> Path:
     return require_dir(paths.CAPTION_LM, "caption_lm")
 
 
-def score(predictions: list[str], table: pd.DataFrame) -> dict[str, float]:
-    """CIDEr and BLEU-4 against the references (attribute accuracy needs the world's ground truth)."""
-    from synth2.caption_metrics import coco_scores
+def score(predictions: list[str], table: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """CIDEr and BLEU-4 against the references (attribute accuracy needs the world's ground truth), and
+    each image's CIDEr."""
+    import pandas as pd
 
-    return coco_scores(dict(enumerate(predictions)), {i: list(r) for i, r in enumerate(table["references"])})
+    from synth2.caption_metrics import scores_with_cider_per_id
+
+    references = {i: list(r) for i, r in enumerate(table["references"])}
+    scores, cider = scores_with_cider_per_id(dict(enumerate(predictions)), references)
+    return scores, pd.DataFrame({"image_id": table["image_id"].to_numpy(), "cider": list(cider.values())})
 
 
 def data_description(params: Params) -> str:

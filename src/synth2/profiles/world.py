@@ -47,6 +47,7 @@ RESULT_COLUMNS = (
     ("bleu4", "BLEU-4"),
 )
 PROBED = ("colour", "shape", "size", "position")  # attributes the image encoder's linear probes read
+STYLE_TOKEN = "<human>"  # the control token of the annotators' style
 SHEET_SIZE = 16
 
 
@@ -59,6 +60,7 @@ def prepare(params: Params) -> PreparedData:
         "unlabeled_pool": world.pool,
         "real_train": world.real_train,
         "text_corpus": world.text_corpus,
+        "val": world.val,
         "test": world.test,
         "concepts": world.concepts,
     }
@@ -68,52 +70,75 @@ def prepare(params: Params) -> PreparedData:
 def make_caption_lm(params: Params) -> CaptionLM:
     """A small GPT-2 trained on the corpus. Its word-level vocabulary also covers the human captions'
     words, as a real LLM's vocabulary covers annotators' words: the VLM that later starts from this LM
-    must be able to write them."""
+    must be able to write them.
+
+    Style conditioning (`world.caption_lm.human_style_fraction` > 0): the scarce human captions join the
+    training data behind the control token STYLE_TOKEN, as that share of all examples (by repetition),
+    and the snapshot's config records the token as its prompt prefix, so the captions stage asks for the
+    annotators' style. The LM then has to compose that style with concepts no human caption shows.
+    """
     import numpy as np
 
     from synth2.io import read_parquet
     from synth2.models import caption_lm
     from synth2.models.tokenizer import build_tokenizer
     from synth2.profiles import CaptionLM
-    from synth2.world.prompts import build_training_examples
+    from synth2.world.prompts import build_training_examples, styled
 
-    p = params.world.caption_lm
+    p, c = params.world.caption_lm, params.captions
     corpus = read_parquet(paths.TEXT_CORPUS, "prepare", columns=["caption", "colour", "shape"])
-    human = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption"])
-    examples = build_training_examples(
-        corpus["caption"].tolist(),
-        corpus["colour"].tolist(),
-        corpus["shape"].tolist(),
-        params.captions.prompt_template,
-        params.captions.unprompted_template,
-        p.unprompted_fraction,
-        np.random.default_rng(params.seed),
-    )
-    tokenizer = build_tokenizer([t for e in examples for t in (e.prompt, e.caption)] + human["caption"].tolist())
+    human = read_parquet(paths.REAL_TRAIN, "prepare", columns=["caption", "colour", "shape"])
+
+    def examples_of(table: pd.DataFrame, rng: np.random.Generator) -> list:
+        return build_training_examples(
+            table["caption"].tolist(),
+            table["colour"].tolist(),
+            table["shape"].tolist(),
+            c.prompt_template,
+            c.unprompted_template,
+            p.unprompted_fraction,
+            rng,
+        )
+
+    examples = examples_of(corpus, np.random.default_rng(params.seed))
+    control_tokens, prefix = [], ""
+    if p.human_style_fraction > 0:
+        # Its own random stream: the corpus examples are the same with and without style conditioning.
+        human_examples = styled(examples_of(human, np.random.default_rng([params.seed, 1])), STYLE_TOKEN)
+        copies = max(1, round(p.human_style_fraction / (1 - p.human_style_fraction) * len(examples) / len(human)))
+        examples = examples + human_examples * copies
+        control_tokens, prefix = [STYLE_TOKEN], f"{STYLE_TOKEN} "
+    vocabulary = [t for e in examples for t in (e.prompt, e.caption)] + human["caption"].tolist()
+    tokenizer = build_tokenizer(vocabulary, control_tokens=control_tokens)
     config = caption_lm.CaptionLMConfig(n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd, n_positions=p.n_positions)
     training = caption_lm.training_config(p.steps, p.batch_size, p.lr)
     model, losses = caption_lm.train_caption_lm(examples, tokenizer, config, training, params.seed)
+    caption_lm.set_prompt_prefix(model, prefix)
     metrics = {
         "vocab_size": len(tokenizer),
         "parameters": sum(w.numel() for w in model.parameters()),
         "examples": len(examples),
+        "human_style_examples": len(examples) - len(corpus),
     }
     return CaptionLM(model, tokenizer, metrics, losses)
 
 
 def caption_generator(params: Params) -> CaptionGenerator:
-    from synth2.models.caption_lm import generate_captions, load_caption_lm
+    """The trained caption LM, prompted with its own prompt prefix (the style token when it has one)."""
+    from synth2.models.caption_lm import generate_captions, load_caption_lm, prompt_prefix
     from synth2.profiles import CaptionGenerator
 
     model, tokenizer = load_caption_lm(paths.CAPTION_LM)
+    prefix = prompt_prefix(model)
     p = params.captions
 
     def generate(prompts: list[str], seed: int) -> list[str]:
+        prompts = [prefix + prompt for prompt in prompts]
         return generate_captions(
             model, tokenizer, prompts, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, seed
         )
 
-    return CaptionGenerator(generate, provenance={})
+    return CaptionGenerator(generate, provenance={"prompt_prefix": prefix})
 
 
 def caption_labellers(params: Params) -> CaptionLabellers:
@@ -168,6 +193,7 @@ def real_gate_tables(params: Params) -> list[Table]:
     for name, path, with_ids in (
         ("unlabeled_pool", paths.POOL, True),
         ("real_train", paths.REAL_TRAIN, True),
+        ("val", paths.VAL, True),
         ("test", paths.TEST, True),
         ("text_corpus", paths.TEXT_CORPUS, False),
     ):
@@ -175,7 +201,7 @@ def real_gate_tables(params: Params) -> list[Table]:
         exps = scene_expectations(with_ids)
         if "caption" in frame or name in ("real_train", "text_corpus"):
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
-        if name == "test":
+        if name in ("val", "test"):
             frame = frame.assign(n_references=frame["references"].map(lambda r: 0 if r is None else len(r)))
             exps += [
                 gxe.ExpectColumnValuesToNotBeNull(column="seen"),
@@ -207,6 +233,7 @@ def encode_images(params: Params) -> EncodedImages:
     pixels = read_tensors(paths.PIXELS, "prepare")["pixels"]
     pool = read_parquet(paths.POOL, "prepare", columns=["image_id", *PROBED])
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id"])
+    val = read_parquet(paths.VAL, "prepare", columns=["image_id"])
     test = read_parquet(paths.TEST, "prepare", columns=["image_id"])
 
     pool_pixels = pixels[pool["image_id"].to_numpy()]
@@ -221,7 +248,7 @@ def encode_images(params: Params) -> EncodedImages:
         seed=params.seed,
     )
     embeddings = {}
-    for table, path in ((real, paths.REAL_EMBEDDINGS), (test, paths.TEST_EMBEDDINGS)):
+    for table, path in ((real, paths.REAL_EMBEDDINGS), (val, paths.VAL_EMBEDDINGS), (test, paths.TEST_EMBEDDINGS)):
         ids = table["image_id"].to_numpy()
         embeddings[path] = (ids, autoencoder.encode(model, pixels[ids]))
 
@@ -298,14 +325,20 @@ def vlm_lm(params: Params) -> Path:
     return require_dir(paths.CAPTION_LM, "caption_lm")
 
 
-def score(predictions: list[str], table: pd.DataFrame) -> dict[str, float]:
-    """CIDEr and BLEU-4 against the references, plus exact attribute accuracy through the world parser."""
-    from synth2.caption_metrics import coco_scores
-    from synth2.world.accuracy import attribute_accuracy
+def score(predictions: list[str], table: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """CIDEr and BLEU-4 against the references, plus exact attribute accuracy through the world parser;
+    and per image: its CIDEr and whether each attribute is right (means of these are the aggregates)."""
+    import pandas as pd
+
+    from synth2.caption_metrics import scores_with_cider_per_id
+    from synth2.world.accuracy import attribute_hits
 
     references = {i: list(r) for i, r in enumerate(table["references"])}
-    scores = coco_scores(dict(enumerate(predictions)), references)
-    return scores | {f"attr_{k}": v for k, v in attribute_accuracy(predictions, table).items()}
+    scores, cider = scores_with_cider_per_id(dict(enumerate(predictions)), references)
+    hits = attribute_hits(predictions, table)
+    per_image = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "cider": list(cider.values())})
+    per_image = pd.concat([per_image, hits.add_prefix("attr_").astype(float)], axis=1)
+    return scores | {f"attr_{name}": float(hits[name].mean()) for name in hits.columns}, per_image
 
 
 def data_description(params: Params) -> str:

@@ -1,10 +1,12 @@
-"""Stage `evaluate`: caption every test image with every VLM variant and score the captions.
+"""Stage `evaluate`: caption every validation and test image with every VLM variant and score the captions.
 
 Greedy captions are scored by the profile, overall, on seen and on unseen concepts: CIDEr and BLEU-4
 (pycocoevalcap) against the human references, plus, in the shapes world, exact attribute accuracy
-through the world parser. The variant that is best on `tracking.champion_metric` gets the registry
-alias `champion`. In the coco profile "unseen" means a test image whose references name a concept
-no human training caption names (see synth2.coco.dataset).
+through the world parser. Validation decides, test reports: the variant best on
+`tracking.champion_metric` over the *validation* split gets the registry alias `champion`, and the
+choice, its metric and its margin over the runner-up are recorded. Per-image scores of both splits go to
+`reports/evaluate/per_image.parquet`, from which `synth2 study` bootstraps over images. In the coco
+profile "unseen" means an image whose references name a concept no human training caption names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from synth2 import paths, tracking
 from synth2.embeddings import aligned_embeddings
+from synth2.errors import Synth2Error
 from synth2.io import atomic_path, read_parquet, require_dir, write_csv, write_json, write_parquet
 from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
@@ -25,63 +28,92 @@ from synth2.stage import stage_main
 from synth2.tracking import lookup
 
 log = logging.getLogger("synth2")
-SPLITS = ("overall", "seen", "unseen")
+EVALUATION_SPLITS = {"val": (paths.VAL, paths.VAL_EMBEDDINGS), "test": (paths.TEST, paths.TEST_EMBEDDINGS)}
+SUBSETS = ("overall", "seen", "unseen")
 
 
-def split_masks(test: pd.DataFrame) -> dict[str, np.ndarray]:
-    seen = test["seen"].to_numpy(bool)
-    return {"overall": np.ones(len(test), bool), "seen": seen, "unseen": ~seen}
+def subset_masks(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    seen = table["seen"].to_numpy(bool)
+    return {"overall": np.ones(len(table), bool), "seen": seen, "unseen": ~seen}
 
 
-def relative_gains(metrics: dict, variant: str, baseline: str = "baseline") -> dict:
+def relative_gains(scores: dict, variant: str, baseline: str = "baseline") -> dict:
     gains = {}
-    for split in (s for s in SPLITS if s in metrics[variant]):  # a split with no test image is not scored
-        for key, value in metrics[variant][split].items():
-            base = metrics[baseline][split][key]
-            gains[f"{split}.{key}"] = (value - base) / base if base else None
+    for subset in (s for s in SUBSETS if s in scores[variant]):  # a subset with no image is not scored
+        for key, value in scores[variant][subset].items():
+            base = scores[baseline][subset][key]
+            gains[f"{subset}.{key}"] = (value - base) / base if base else None
     return gains
+
+
+def choose_champion(val_scores: dict, key: str) -> dict:
+    """The variant best on `key` over validation, and by how much it beats the runner-up."""
+    try:
+        ranked = sorted(((lookup(val_scores[v], key), v) for v in paths.VLM_VARIANTS), reverse=True)
+    except KeyError:
+        raise Synth2Error(
+            f"tracking.champion_metric: '{key}' is not among the validation metrics "
+            f"({', '.join(sorted(tracking.flatten(val_scores['baseline'])))}); pick one of them"
+        ) from None
+    (best, variant), (runner_up, _) = ranked[0], ranked[1]
+    return {"variant": variant, "metric": f"val.{key}", "value": best, "margin": best - runner_up}
 
 
 def run(params: Params) -> None:
     profile = load_profile(params)
-    test = read_parquet(paths.TEST, "prepare", columns=list(profile.TEST_COLUMNS))
-    embeddings = aligned_embeddings(paths.TEST_EMBEDDINGS, test["image_id"].to_numpy())
-    masks = split_masks(test)
-    key = profile.EXAMPLE_KEY
     device = resolve_device(params.device)
+    splits = {}
+    for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
+        table = read_parquet(table_path, "prepare", columns=list(profile.TEST_COLUMNS))
+        splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
 
-    captions = test[["image_id", key, "seen"]].copy()
-    captions["reference"] = test["references"].str[0]
-    metrics: dict = {}
+    metrics: dict = {split: {} for split in splits}
+    per_image, captions = [], {}
     for variant in paths.VLM_VARIANTS:
         model = PrefixCaptioner.load(require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}"), device=device)
-        predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)
-        captions[variant] = predictions
-        metrics[variant] = {
-            split: profile.score([p for p, m in zip(predictions, mask) if m], test[mask].reset_index(drop=True))
-            for split, mask in masks.items()
-            if mask.any()
-        }
-        log.info("%-16s %s", variant, {s: {k: round(v, 3) for k, v in m.items()} for s, m in metrics[variant].items()})
-    metrics["gain_over_baseline"] = {v: relative_gains(metrics, v) for v in paths.VLM_VARIANTS if v != "baseline"}
+        for split, (table, embeddings) in splits.items():
+            predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)
+            captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
+            metrics[split][variant] = {}
+            for subset, mask in subset_masks(table).items():
+                if not mask.any():
+                    continue
+                chosen = [p for p, m in zip(predictions, mask) if m]
+                scores, image_scores = profile.score(chosen, table[mask].reset_index(drop=True))
+                metrics[split][variant][subset] = scores
+                per_image.append(image_scores.assign(split=split, subset=subset, variant=variant))
+        log.info(
+            "%-16s test %s",
+            variant,
+            {s: {k: round(v, 3) for k, v in m.items()} for s, m in metrics["test"][variant].items()},
+        )
+    metrics["gain_over_baseline"] = {
+        split: {v: relative_gains(metrics[split], v) for v in paths.VLM_VARIANTS if v != "baseline"} for split in splits
+    }
+    champion = choose_champion(metrics["val"], params.tracking.champion_metric)
+    metrics["champion"] = champion
 
+    test_table = splits["test"][0]
+    test_captions = captions["test"].assign(reference=test_table["references"].str[0].to_numpy())
     write_json(metrics, paths.EVAL_METRICS)
-    write_csv(plot_table(metrics), paths.EVAL_PLOT)
-    write_parquet(captions, paths.EVAL_CAPTIONS)
-    write_examples(captions, params.evaluate.n_examples, params.seed, key)
+    write_csv(plot_table(metrics["test"]), paths.EVAL_PLOT)
+    write_parquet(test_captions, paths.EVAL_CAPTIONS)
+    write_parquet(pd.concat(per_image, ignore_index=True), paths.EVAL_PER_IMAGE)
+    write_examples(test_captions, params.evaluate.n_examples, params.seed, profile.EXAMPLE_KEY)
+    log.info("champion on validation: %s (%s = %.4g, margin %.4g)", *champion.values())
 
-    champion_key = params.tracking.champion_metric
+    key = params.tracking.champion_metric
     tracking.promote_best(
         {v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS},
-        {v: lookup(metrics[v], champion_key) for v in paths.VLM_VARIANTS},
+        {v: lookup(metrics["val"][v], key) for v in paths.VLM_VARIANTS},
     )
 
 
-def plot_table(metrics: dict) -> pd.DataFrame:
+def plot_table(scores: dict) -> pd.DataFrame:
     rows = [
-        {"name": f"{variant} {split} {key}", "variant": variant, "split": split, "metric": key, "value": value}
+        {"name": f"{variant} {subset} {key}", "variant": variant, "split": subset, "metric": key, "value": value}
         for variant in paths.VLM_VARIANTS
-        for split, values in metrics[variant].items()
+        for subset, values in scores[variant].items()
         for key, value in values.items()
         if key in ("attr_all", "cider", "bleu4")
     ]
@@ -89,7 +121,7 @@ def plot_table(metrics: dict) -> pd.DataFrame:
 
 
 def write_examples(captions: pd.DataFrame, n: int, seed: int, key: str) -> None:
-    """A Markdown table of example captions, half from unseen combinations."""
+    """A Markdown table of example test captions, half from unseen combinations."""
     rng = np.random.default_rng(seed)
     # Copies: permuting an empty read-only view of the index fails in numpy.
     unseen = captions.index[~captions["seen"]].to_numpy(copy=True)

@@ -1,12 +1,13 @@
 """Stage `train_vlm VARIANT`: the prefix captioner (the VLM), trained on one variant's data.
 
 * baseline: real human pairs only;
-* synth: real + balanced synthetic pairs (a `mix_ratio` share of every batch);
+* synth: real + balanced synthetic pairs (a `train_vlm.synthetic.mix_ratio` share of every batch);
 * synth_unbalanced: real + unbalanced synthetic pairs (the ablation).
 
-One code path, identical settings and step budget: the variants differ only in their data. dvc.yaml
-runs them as one `foreach` stage (`train_vlm@VARIANT`); the baseline does not depend on synthetic data
-or `train_vlm.mix_ratio`, so changing them does not re-train it. The LM is the profile's (the caption
+One code path, identical settings and step budget: the variants differ only in their data (and, with
+`train_vlm.synthetic.source_tags`, in a learned tag that tells real from synthetic pairs). dvc.yaml runs
+them as one `foreach` stage (`train_vlm@VARIANT`); the baseline depends on no synthetic data and no
+`train_vlm.synthetic` key, so changing them does not re-train it. The LM is the profile's (the caption
 LM; in the coco profile optionally another causal LM). Training runs on `device`, with mixed precision
 on a GPU.
 """
@@ -52,15 +53,16 @@ def train_variant(variant: str, params: Params) -> None:
     lm_dir = load_profile(params).vlm_lm(params)
     device = resolve_device(params.device)
 
+    # The baseline never reads train_vlm.synthetic: its batches are all real pairs, of one source.
     config = prefix_captioner.PrefixCaptionerConfig(
         embed_dim=real_emb.shape[1],
         prefix_length=p.prefix_length,
         freeze_lm=p.freeze_lm,
         unfreeze_top_layers=p.unfreeze_top_layers,
         max_caption_tokens=p.max_caption_tokens,
+        source_tags=p.synthetic.source_tags if synthetic is not None else False,
     )
-    # The baseline never reads mix_ratio: its batches are all real pairs.
-    mix_ratio = p.mix_ratio if synthetic is not None else 0.0
+    mix_ratio = p.synthetic.mix_ratio if synthetic is not None else 0.0
     model, losses = prefix_captioner.train_prefix_captioner(
         lm_dir,
         (real_emb, real["caption"].tolist()),

@@ -12,29 +12,31 @@ from synth2.world.parser import parse
 SCORED_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "position")
 
 
-def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd.DataFrame) -> dict[str, float]:
-    """Share of predictions whose parsed colour, shape, size and position match the true scene.
-
-    `truths[i]` is Scene-like: an object with those attributes, a mapping, or a DataFrame row (a
-    DataFrame is read row by row). "colour_shape" needs both colour and shape right; "all" counts a
-    prediction right only when all four match. An
-    unparseable prediction (no colour or no shape) counts as wrong on every attribute.
+def attribute_hits(predictions: Sequence[str], truths: Sequence[object] | pd.DataFrame) -> pd.DataFrame:
+    """One row per prediction: whether its parsed colour, shape, size and position match the true scene,
+    "colour_shape" (both colour and shape right: the compositional test of held-out pairs) and "all"
+    (all four right). `truths[i]` is Scene-like: an object with those attributes, a mapping, or a
+    DataFrame row. An unparseable prediction (no colour or no shape) is wrong on every attribute.
     """
     rows = truths.to_dict("records") if isinstance(truths, pd.DataFrame) else list(truths)
     if len(predictions) != len(rows):
         raise Synth2Error(f"{len(predictions)} predictions but {len(rows)} true scenes")
-    if not rows:
-        raise Synth2Error("no predictions to score")
-    correct = {name: 0 for name in (*SCORED_ATTRIBUTES, "colour_shape", "all")}
+    hits = []
     for prediction, truth in zip(predictions, rows, strict=True):
         parsed = parse(str(prediction))
-        hits = [parsed.is_valid and getattr(parsed, name) == _field(truth, name) for name in SCORED_ATTRIBUTES]
-        for name, hit in zip(SCORED_ATTRIBUTES, hits, strict=True):
-            correct[name] += hit
-        # The compositional test: both words of the held-out colour-shape pair right at once.
-        correct["colour_shape"] += hits[0] and hits[1]
-        correct["all"] += all(hits)
-    return {name: count / len(rows) for name, count in correct.items()}
+        row = {name: parsed.is_valid and getattr(parsed, name) == _field(truth, name) for name in SCORED_ATTRIBUTES}
+        row["colour_shape"] = row["colour"] and row["shape"]
+        row["all"] = all(row[name] for name in SCORED_ATTRIBUTES)
+        hits.append(row)
+    return pd.DataFrame(hits, columns=[*SCORED_ATTRIBUTES, "colour_shape", "all"], dtype=bool)
+
+
+def attribute_accuracy(predictions: Sequence[str], truths: Sequence[object] | pd.DataFrame) -> dict[str, float]:
+    """Share of predictions right on each attribute (see `attribute_hits`)."""
+    hits = attribute_hits(predictions, truths)
+    if hits.empty:
+        raise Synth2Error("no predictions to score")
+    return {name: float(hits[name].mean()) for name in hits.columns}
 
 
 def _field(truth: object, name: str) -> object:

@@ -5,10 +5,12 @@
   held out entirely;
 * text_corpus: abundant captions over all combinations, Zipf-skewed, in the corpus style (the caption
   LM's knowledge);
-* test: uniform over combinations, several human references per image, flagged seen/unseen;
+* val, test: uniform over combinations, several human references per image, flagged seen/unseen;
+  disjoint images. Model selection and every tuned default use val; test is for reporting only;
 * concepts: what the caption generator is prompted with (colours, shapes, combinations).
 
-Every table comes from its own child of one `SeedSequence`, so sizes of one split never shift another.
+Every table comes from its own child of one `SeedSequence`, so sizes of one split never shift another
+(val, added later, has its own streams: the other tables and their pixels are as they were).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from synth2.params import WorldParams
+from synth2.params import WorldPrepareParams
 from synth2.world.grammar import caption, templates
 from synth2.world.scenes import COLOURS, SHAPES, Scene, all_combos, render, sample_scene
 
@@ -30,6 +32,7 @@ class World:
     pool: pd.DataFrame
     real_train: pd.DataFrame
     text_corpus: pd.DataFrame
+    val: pd.DataFrame
     test: pd.DataFrame
     concepts: pd.DataFrame
     held_out: list[str]
@@ -49,6 +52,8 @@ class World:
                 "unlabeled_pool": len(self.pool),
                 "real_train": len(self.real_train),
                 "text_corpus": len(self.text_corpus),
+                "val": len(self.val),
+                "val_unseen": int((~self.val["seen"]).sum()),
                 "test": len(self.test),
                 "test_seen": int(self.test["seen"].sum()),
                 "test_unseen": int((~self.test["seen"]).sum()),
@@ -102,9 +107,27 @@ def concept_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_world(params: WorldParams, seed: int, progress: bool = True) -> World:
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
-    holdout_rng, pool_rng, real_rng, corpus_rng, test_rng, render_rng = streams
+def _evaluation_scenes(rng: np.random.Generator, per_combo: int, two_object_prob: float) -> list[Scene]:
+    """Uniform over colour-shape combinations: every combination `per_combo` times."""
+    return [sample_scene(rng, c, s, two_object_prob) for c, s in all_combos() for _ in range(per_combo)]
+
+
+def _evaluation_table(
+    scenes: list[Scene], first_image_id: int, held_out: list[str], refs: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Scenes with `refs` human references each (distinct templates), flagged seen/unseen."""
+    table = _scene_table(scenes, first_image_id)
+    table["seen"] = ~table["combo"].isin(held_out)
+    n_templates = len(templates("human"))
+    table["references"] = [
+        [caption(s, "human", rng, int(t)) for t in rng.permutation(n_templates)[:refs]] for s in scenes
+    ]
+    return table
+
+
+def build_world(params: WorldPrepareParams, seed: int, progress: bool = True) -> World:
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+    holdout_rng, pool_rng, real_rng, corpus_rng, test_rng, render_rng, val_rng, val_render_rng = streams
     combos = all_combos()
     held_out = choose_held_out(holdout_rng, params.holdout_fraction)
     seen_combos = [c for c in combos if f"{c[0]} {c[1]}" not in held_out]
@@ -124,30 +147,21 @@ def build_world(params: WorldParams, seed: int, progress: bool = True) -> World:
         params.text_corpus_size,
         params.two_object_prob,
     )
-    test = [
-        sample_scene(test_rng, colour, shape, params.two_object_prob)
-        for colour, shape in combos
-        for _ in range(params.test_per_combo)
-    ]
+    test = _evaluation_scenes(test_rng, params.test_per_combo, params.two_object_prob)
+    val = _evaluation_scenes(val_rng, params.val_per_combo, params.two_object_prob)
 
     pool_df = _scene_table(pool, 0)
     real_df = _scene_table(real, len(pool))
     real_df["caption"] = [caption(s, "human", real_rng) for s in real]
-    test_df = _scene_table(test, len(pool) + len(real))
-    test_df["seen"] = ~test_df["combo"].isin(held_out)
-    n_templates = len(templates("human"))
-    test_df["references"] = [
-        [caption(s, "human", test_rng, int(t)) for t in test_rng.permutation(n_templates)[: params.test_refs]]
-        for s in test
-    ]
+    test_df = _evaluation_table(test, len(pool) + len(real), held_out, params.test_refs, test_rng)
+    val_df = _evaluation_table(val, len(pool) + len(real) + len(test), held_out, params.test_refs, val_rng)
     corpus_df = _scene_table(corpus, None)
     corpus_df.insert(0, "caption", [caption(s, "corpus", corpus_rng) for s in corpus])
 
     scenes = pool + real + test
-    pixels = np.stack(
-        [
-            render(s, params.image_size, render_rng)
-            for s in tqdm(scenes, desc="render", disable=not progress, mininterval=2)
-        ]
-    )
-    return World(pixels, pool_df, real_df, corpus_df, test_df, concept_table(), held_out)
+    rendered = [
+        render(s, params.image_size, render_rng)
+        for s in tqdm(scenes, desc="render", disable=not progress, mininterval=2)
+    ]
+    rendered += [render(s, params.image_size, val_render_rng) for s in val]
+    return World(np.stack(rendered), pool_df, real_df, corpus_df, val_df, test_df, concept_table(), held_out)

@@ -51,3 +51,8 @@ def build_training_examples(
             prompt = prompt_template.format(concepts=concept_text(str(colour), str(shape), CONCEPT_KINDS[kind]))
         examples.append(CaptionExample(prompt=prompt, caption=str(caption).strip()))
     return examples
+
+
+def styled(examples: list[CaptionExample], control_token: str) -> list[CaptionExample]:
+    """The same examples behind a style control token: "<human> concepts: red star caption:"."""
+    return [CaptionExample(prompt=f"{control_token} {e.prompt}", caption=e.caption) for e in examples]
