@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,31 +65,45 @@ def dvc_metrics(root: Path, rev: str | None = None) -> dict[str, dict[str, float
     return {path: tracking.numeric_metrics(entry.get("data") or {}) for path, entry in sorted(files.items())}
 
 
-def tracking_env(run_id: str | None, root: Path, params: Params, flow_run_id: str | None) -> dict[str, str]:
-    """What the stage processes need to nest their MLflow runs under the flow's run."""
-    env = {"MLFLOW_TRACKING_URI": tracking.resolve_tracking_uri(params.tracking.tracking_uri, root)}
-    if run_id:
-        env[tracking.ENV_PARENT_RUN] = run_id
-    if flow_run_id:
-        env[tracking.ENV_FLOW_RUN] = flow_run_id
-    return env
+@dataclass
+class TrackedRun:
+    """The flow's parent MLflow run, recorded in the tracking spool and sent when the flow ends."""
 
+    key: str | None  # its spool key; None when tracking is off
+    root: Path
+    tracking_uri: str
+    run_id: str | None = None  # known once sent
+    experiment_id: str | None = None
+    message: str = ""
 
-def start_run(params: Params, root: Path, name: str, tags: dict[str, str], run_params: dict[str, Any] | None = None):
-    """Open the flow's parent MLflow run; (None, None) when tracking is off."""
-    if not tracking.enabled():
-        return None, None
-    return tracking.start_pipeline_run(params, name, tags, run_params, root)
+    @classmethod
+    def start(cls, params: Params, root: Path, name: str, tags: dict[str, str], run_params: dict | None = None):
+        uri = tracking.resolve_tracking_uri(params.tracking.tracking_uri, root)
+        key = tracking.start_pipeline_run(params, name, tags, run_params, root) if tracking.enabled() else None
+        return cls(key, root, uri)
+
+    def stage_env(self, flow_run_id: str | None) -> dict[str, str]:
+        """What the stage processes need to nest their runs under this one."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.key:
+            env[tracking.ENV_PARENT_SPOOL_KEY] = self.key
+        if flow_run_id:
+            env[tracking.ENV_FLOW_RUN] = flow_run_id
+        return env
+
+    def finish(self, status: str, metrics: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> None:
+        """Close the run and send the spool (this run and its stages' runs); never raises."""
+        if not self.key:
+            return
+        tracking.end_pipeline_run(self.key, status, metrics, tags, self.root)
+        result = tracking.sync(self.root)
+        self.run_id = result.run_ids.get(self.key)
+        self.experiment_id = result.experiment_ids.get(self.key)
+        self.message = result.message
 
 
 def summary_markdown(
-    title: str,
-    outcomes: list[dict[str, Any]],
-    metrics: dict[str, dict[str, float]],
-    run_id: str | None,
-    experiment_id: str | None,
-    tracking_uri: str,
-    extra: str = "",
+    title: str, outcomes: list[dict[str, Any]], metrics: dict[str, dict[str, float]], run: TrackedRun, extra: str = ""
 ) -> str:
     ran = [o["stage"] for o in outcomes if o["ran"]]
     lines = [
@@ -109,12 +124,14 @@ def summary_markdown(
             for key, value in list(values.items())[:KEY_METRICS_PER_FILE]:
                 lines.append(f"| {path} | {key} | {value:.4g} |")
         lines.append("")
-    if run_id:
+    if run.run_id:
         lines += [
             "## MLflow",
             "",
-            f"Run `{run_id}` in experiment {experiment_id} (store `{tracking_uri}`).",
-            f"Open it with `make ui`: {tracking.run_url(run_id, experiment_id)}",
+            f"Run `{run.run_id}` in experiment {run.experiment_id} (store `{run.tracking_uri}`).",
+            f"Open it with `make ui`: {tracking.run_url(run.run_id, run.experiment_id)}",
             "",
         ]
+    elif run.key:
+        lines += ["## MLflow", "", f"Not sent yet: {run.message}.", ""]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.common import dvc_metrics, project_root, start_run, summary_markdown, tracking_env
+from flows.common import TrackedRun, dvc_metrics, project_root, summary_markdown
 from synth2 import tracking
 from synth2.params import Params, parse_params
 from tasks import run_dvc_experiment
@@ -55,7 +55,7 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
     )
 
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    run_id, experiment_id = start_run(
+    run = TrackedRun.start(
         params,
         project,
         f"experiment {name}",
@@ -66,8 +66,8 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
         },
         {"override": overrides},
     )
-    env = tracking_env(run_id, project, params, flow_run_id)
-    logger.info("experiment %s with %s; MLflow run %s", name, overrides, run_id)
+    env = run.stage_env(flow_run_id)
+    logger.info("experiment %s with %s", name, overrides)
     status = "FAILED"
     metrics: dict[str, dict[str, float]] = {}
     try:
@@ -79,16 +79,13 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
         metrics = dvc_metrics(project, rev=name)
         status = "FINISHED"
     finally:
-        if run_id:
-            tracking.end_pipeline_run(run_id, status, metrics)
+        run.finish(status, metrics)
         create_markdown_artifact(
             summary_markdown(
                 f"synth2 experiment {name}" + ("" if status == "FINISHED" else " — FAILED"),
                 [],
                 metrics,
-                run_id,
-                experiment_id,
-                env["MLFLOW_TRACKING_URI"],
+                run,
                 extra="Overrides: "
                 + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
                 + f". Apply with `dvc exp apply {name}`.",
@@ -96,7 +93,7 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
             key="synth2-experiment-summary",
             description=f"DVC experiment {name}",
         )
-    return {"experiment": name, "overrides": overrides, "mlflow_run_id": run_id, "metrics": metrics}
+    return {"experiment": name, "overrides": overrides, "mlflow_run_id": run.run_id, "metrics": metrics}
 
 
 def _parse_set(text: str) -> tuple[str, Any]:

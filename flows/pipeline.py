@@ -18,15 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.common import (
-    dvc_metrics,
-    load_project_params,
-    project_root,
-    stage_order,
-    start_run,
-    summary_markdown,
-    tracking_env,
-)
+from flows.common import TrackedRun, dvc_metrics, load_project_params, project_root, stage_order, summary_markdown
 from synth2 import tracking
 from tasks import run_dvc_stage
 
@@ -51,14 +43,14 @@ def synth2_pipeline(
     )
 
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    run_id, experiment_id = start_run(
+    run = TrackedRun.start(
         params,
         project,
         f"pipeline {flow_run.name or ''}".strip(),
         {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
     )
-    env = tracking_env(run_id, project, params, flow_run_id)
-    logger.info("stages in order: %s; MLflow run %s", ", ".join(order), run_id)
+    env = run.stage_env(flow_run_id)
+    logger.info("stages in order: %s", ", ".join(order))
 
     outcomes: list[dict[str, Any]] = []
     status = "FAILED"
@@ -69,20 +61,20 @@ def synth2_pipeline(
     finally:
         metrics = dvc_metrics(project) if status == "FINISHED" else {}
         ran = [o["stage"] for o in outcomes if o["ran"]]
-        if run_id:
-            tracking.end_pipeline_run(
-                run_id,
-                status,
-                {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(outcomes) - len(ran)}},
-                {"synth2.stages_ran": ",".join(ran) or "none"},
-            )
+        run.finish(
+            status,
+            {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(outcomes) - len(ran)}},
+            {"synth2.stages_ran": ",".join(ran) or "none"},
+        )
+        if run.message:
+            logger.info("MLflow: %s", run.message)
         title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — FAILED after {len(outcomes)} stage(s)")
         create_markdown_artifact(
-            summary_markdown(title, outcomes, metrics, run_id, experiment_id, env["MLFLOW_TRACKING_URI"]),
+            summary_markdown(title, outcomes, metrics, run),
             key="synth2-pipeline-summary",
             description="Stages ran/skipped, key metrics, MLflow run",
         )
-    return {"stages": outcomes, "mlflow_run_id": run_id, "metrics": metrics}
+    return {"stages": outcomes, "mlflow_run_id": run.run_id, "metrics": metrics}
 
 
 def main(argv: list[str] | None = None) -> int:

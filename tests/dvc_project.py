@@ -48,7 +48,9 @@ def run(params):
         tmp.mkdir()
         (tmp / "weights.txt").write_text(str(sum(numbers)))
     tracking.log_model("models/tiny", "tiny")
-    tracking.promote_best({"tiny": "models/tiny"}, {"tiny": float(sum(numbers))})
+    tracking.promote_best(
+        {"tiny": "models/tiny"}, {"tiny": float(sum(numbers))}, "total", params.tracking.registered_model
+    )
 
 stage_main("sum_numbers", run)()
 """

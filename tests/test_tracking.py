@@ -36,7 +36,7 @@ def test_metrics_are_flattened_and_numeric_only():
 def test_api_is_a_no_op_outside_a_stage_run():
     assert tracking.log_metrics({"a": 1}) is None
     assert tracking.log_model("/nonexistent", "m") is None
-    assert tracking.promote_best({"a": "x"}, {"a": 1.0}) is None
+    assert tracking.promote_best({"a": "x"}, {"a": 1.0}, "val.total", "m") is None
 
 
 def lock_md5s(root: Path) -> dict[str, dict[str, str]]:

@@ -144,14 +144,23 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """No per-file progress bars from transformers/diffusers in stage logs."""
-    from diffusers.utils import logging as diffusers_logging
+    """No per-file progress bars from transformers (and diffusers, when a stage uses it) in stage logs.
+
+    diffusers is only quietened when already imported: importing it costs about 3 s.
+    """
+    import sys
+
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
+    libraries = [transformers_logging]
+    if "diffusers" in sys.modules:
+        from diffusers.utils import logging as diffusers_logging
+
+        libraries.append(diffusers_logging)
+    for library in libraries:
+        library.disable_progress_bar()
     try:
         yield
     finally:
-        transformers_logging.enable_progress_bar()
-        diffusers_logging.enable_progress_bar()
+        for library in libraries:
+            library.enable_progress_bar()

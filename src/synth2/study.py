@@ -475,14 +475,15 @@ def log_to_mlflow(report: Mapping[str, Any], outputs: Mapping[str, Path], root: 
     if not tracking.enabled():
         return None
     try:
-        from mlflow import MlflowClient
         from mlflow.entities import Metric, Param
 
         from synth2.params import load_params
-        from synth2.tracking.store import configure
+        from synth2.tracking.sync import Session
 
-        experiment_id = configure(load_params(root / "params.yaml"), root)
-        client = MlflowClient()
+        settings = load_params(root / "params.yaml").tracking
+        uri = tracking.resolve_tracking_uri(settings.tracking_uri, root)
+        session = Session()
+        experiment_id, client = session.experiment(uri, settings.experiment, root), session.client(uri)
         now = int(time.time() * 1000)
 
         def metrics(values: Mapping[str, Any]) -> list[Metric]:

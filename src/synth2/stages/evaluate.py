@@ -106,6 +106,8 @@ def run(params: Params) -> None:
     tracking.promote_best(
         {v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS},
         {v: lookup(metrics["val"][v], key) for v in paths.VLM_VARIANTS},
+        f"val.{key}",
+        params.tracking.registered_model,
     )
 
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: python -m synth2.stages.gate {{{','.join(GATES)}}}", file=sys.stderr)
         sys.exit(2)
     gate = args[0]
-    run_stage(f"gate_{gate}", lambda params: check(gate, params))
+    run_stage(f"gate_{gate}", lambda params: check(gate, params), uses_torch=False)
 
 
 if __name__ == "__main__":

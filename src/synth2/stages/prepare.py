@@ -30,7 +30,7 @@ def run(params: Params) -> None:
     log.info("wrote %s (%s)", paths.PREPARED, {name: len(table) for name, table in prepared.tables.items()})
 
 
-main = stage_main("prepare", run)
+main = stage_main("prepare", run, uses_torch=False)
 
 if __name__ == "__main__":
     main()

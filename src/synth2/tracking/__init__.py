@@ -1,18 +1,20 @@
-"""MLflow tracking written by the stages themselves, so a bare `dvc repro` records as much as the flow.
+"""MLflow tracking recorded by the stages themselves, so a bare `dvc repro` records as much as the flow.
 
     store.py      where records go (MLFLOW_TRACKING_URI or params.tracking), the on/off switches
     lineage.py    git commit and dirty flag, the DVC stage running now, DVC md5s of deps and outs
-    runs.py       one run per stage nested under one per pipeline execution; metrics, artifacts, datasets
+    runs.py       one run per stage nested under one per pipeline execution, recorded into the spool
+    spool.py      the local record of runs not yet sent (.synth2/spool/)
+    sync.py       sends the spool to MLflow (`synth2 tracking sync`); stages start it in the background
     registry.py   models logged from their directories, registered, the champion aliased
     saved_model.py  the pyfunc "model from code" a logged model loads through
 
-The public API is below; every logging call is a no-op outside a stage run and never fails a stage.
+The public API is below; every recording call is a no-op outside a stage run and never fails a stage.
 """
 
-from synth2.tracking.registry import TAG_MODEL_MD5, log_model, promote_best
+from synth2.tracking.registry import TAG_MODEL_MD5
 from synth2.tracking.runs import (
     ENV_FLOW_RUN,
-    ENV_PARENT_RUN,
+    ENV_PARENT_SPOOL_KEY,
     TAG_COMMIT,
     TAG_EXECUTION,
     TAG_EXP_NAME,
@@ -21,15 +23,18 @@ from synth2.tracking.runs import (
     end_pipeline_run,
     log_artifact,
     log_metrics,
+    log_model,
+    promote_best,
     run_url,
     stage_run,
     start_pipeline_run,
 )
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri
+from synth2.tracking.sync import SyncResult, sync
 
 __all__ = [
     "ENV_FLOW_RUN",
-    "ENV_PARENT_RUN",
+    "ENV_PARENT_SPOOL_KEY",
     "TAG_COMMIT",
     "TAG_EXECUTION",
     "TAG_EXP_NAME",
@@ -50,4 +55,6 @@ __all__ = [
     "run_url",
     "stage_run",
     "start_pipeline_run",
+    "sync",
+    "SyncResult",
 ]

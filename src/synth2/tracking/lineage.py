@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 # Only tracked files that *code or params* live in make a run dirty; the pipeline itself rewrites
 # dvc.lock and the git-tracked (cache: false) metrics and plots while it runs.
@@ -69,26 +70,31 @@ def load_dvc_stage(name: str):
 def dvc_md5(path: str | Path) -> str | None:
     """DVC's md5 of a file or directory (`<md5>.dir` for directories), via DVC's own hashing and its
     state cache, so DVC does not hash the same bytes again after the stage."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
     from dvc_data.hashfile.build import build
 
     path = Path(path)
     if not path.exists():
         return None
-    repo = Repo(os.getcwd())
+    try:
+        repo = Repo(os.getcwd())
+    except NotDvcRepoError:  # a bare workspace: no DVC, no md5
+        return None
     odb = repo.cache.local  # its state db is the one DVC reads hashes back from
     _, _, obj = build(odb, str(path.resolve()), odb.fs, "md5", ignore=repo.dvcignore, dry_run=True)
     return obj.hash_info.value
 
 
-def pipeline_outs(root: Path) -> set[str]:
-    """Every out declared in dvc.yaml: the pipeline rewrites them, so they do not make code dirty."""
+def pipeline_outs(repo: Any, root: Path | None = None) -> set[str]:
+    """Every out declared in dvc.yaml (of `repo`, or of the project at `root`): the pipeline rewrites
+    them, so they do not make code dirty."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
-        with Repo(str(root)) as repo:
-            return {os.path.relpath(out.fs_path, root) for out in repo.index.outs}
+        repo = repo or Repo(str(root))
+        return {os.path.relpath(out.fs_path, repo.root_dir) for out in repo.index.outs}
     except DvcException:
         return set()
 

@@ -1,21 +1,19 @@
-"""Models in MLflow: logged from their saved directories (no pickling), registered, and the champion aliased.
+"""Models and datasets in MLflow, as the sync (synth2.tracking.sync) writes them.
 
 A model is logged as a pyfunc "model from code" (saved_model.py) carrying its `save_pretrained`
-directory as an artifact, tagged with the directory's DVC md5, so the registry keeps one version per
-content and a logged model can be traced back to the DVC out it came from.
+directory as an artifact: no pickling, no torch.export, no input example. It is tagged with the
+directory's DVC md5, so the registry keeps one version per content and a registered version can be
+traced back to the DVC out it came from. `promote_best` registers the VLM variants and points the
+`champion` alias at the best one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from synth2.tracking.lineage import dvc_md5
-from synth2.tracking.runs import active_run, guarded
 
 TAG_MODEL_MD5 = "synth2.dvc_md5"  # on logged models: the DVC md5 of the directory they were logged from
 
@@ -30,90 +28,69 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
-@guarded
-def log_model(
-    model: Any,
-    name: str,
-    registered_name: str | None = None,
-    loader: str | None = None,
-) -> str | None:
-    """Log a model and return its URI (`models:/m-…`), registering it under `registered_name` if given.
+def log_model(client, run_id: str, directory: Path, name: str, md5: str | None) -> str:
+    """Log the model directory to the run; its URI (`models:/m-…`).
 
-    `model` is a `save_pretrained` directory, or an object with `save_pretrained` (transformers,
-    diffusers), or any `torch.nn.Module` (its state dict is saved as safetensors). It is logged as a
-    pyfunc "model from code" (src/synth2/tracking_model.py) carrying the directory as an artifact:
-    no pickling, no torch.export, no input example needed. `loader` ("module:callable") is what
-    `mlflow.pyfunc.load_model(uri).unwrap_python_model().load()` calls on the directory.
+    `mlflow.pyfunc.load_model(uri).unwrap_python_model().load()` gives the directory back.
     """
-    import warnings
-
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="synth2-model-") as tmp, warnings.catch_warnings():
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with warnings.catch_warnings():
         # The pyfunc wraps a directory; MLflow's advice to add predict() type hints does not apply.
         warnings.simplefilter("ignore", UserWarning)
-        directory = _as_directory(model, Path(tmp) / name)
-        md5 = dvc_md5(directory) if Path(directory).resolve().is_relative_to(Path.cwd()) else None
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(Path(__file__).with_name("saved_model.py")),
-            artifacts={"model_dir": str(directory)},
-            model_config={"loader": loader} if loader else None,
-            pip_requirements=_pip_requirements(),
-            tags={TAG_MODEL_MD5: md5} if md5 else None,
-        )
-    if registered_name:
-        _register(info.model_uri, registered_name)
+        # The fluent API is the one log_model writes through. Ending the run marks it FINISHED for a
+        # moment: its own close event, replayed after this one, sets its real status and end time.
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(Path(__file__).with_name("saved_model.py")),
+                artifacts={"model_dir": str(directory)},
+                pip_requirements=_pip_requirements(),
+                tags={TAG_MODEL_MD5: md5} if md5 else None,
+            )
     return info.model_uri
 
 
-def _as_directory(model: Any, target: Path) -> Path:
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory {path} does not exist")
-        return path
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(target)
-        return target
-    from safetensors.torch import save_file
+def log_dataset(client, run_id: str, path: Path, name: str, context: str, digest: str | None) -> None:
+    """Record `path` as an input dataset of the run, its DVC md5 as the digest."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
 
-    target.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(target / "model.safetensors"))
-    (target / "module.txt").write_text(f"{type(model).__module__}.{type(model).__qualname__}\n")
-    return target
+    if digest is None:
+        return
+    # MLflow registers the local source class twice; resolving a path by URI would warn about it.
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    dataset = MetaDataset(source=local(Path(path).resolve().as_uri()), name=name, digest=digest)
+    entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+    client.log_inputs(run_id, datasets=[entity])
 
 
-def _resolve_model_uri(model: str | Path) -> str:
-    """A model URI as is; a local directory -> the logged model with its DVC md5, logging it if none."""
+def _logged_model_uri(client, run_id: str, experiment_id: str, directory: Path, md5: str | None) -> str:
+    """The logged model with this DVC md5 (this run's first), logging the directory when there is none
+    (e.g. DVC restored the model from its cache, so no stage trained and logged it)."""
     import mlflow
 
-    if isinstance(model, str) and ":/" in model:
-        return model
-    run = active_run()
-    md5 = dvc_md5(model)
-    if md5 is None:
-        raise FileNotFoundError(f"model directory {model} does not exist")
-    found = mlflow.search_logged_models(
-        experiment_ids=[run.experiment_id],
-        filter_string=f"tags.`{TAG_MODEL_MD5}` = '{md5}'",
-        max_results=100,
-        output_format="list",
-    )
-    if found:
-        # Same bytes may have been logged by earlier runs too: the lineage should point at this run's.
-        own = [m for m in found if m.source_run_id == run.run_id]
-        return (own or found)[0].model_uri
-    # Logged by no earlier run (e.g. DVC restored the directory from its cache): log it now.
-    return log_model(model, Path(model).name)
+    if md5:
+        mlflow.set_tracking_uri(client.tracking_uri)
+        found = mlflow.search_logged_models(
+            experiment_ids=[experiment_id],
+            filter_string=f"tags.`{TAG_MODEL_MD5}` = '{md5}'",
+            max_results=100,
+            output_format="list",
+        )
+        if found:
+            own = [m for m in found if m.source_run_id == run_id]
+            return (own or found)[0].model_uri
+    return log_model(client, run_id, directory, directory.name, md5)
 
 
-def _register(model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None) -> str:
+def register(client, model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None) -> str:
     """Register `model_uri`; the same model, or the same bytes (DVC md5), keeps its version."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = active_run().client
     with contextlib.suppress(MlflowException):
         client.create_registered_model(registered_name)
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -123,35 +100,36 @@ def _register(model_uri: str, registered_name: str, tags: Mapping[str, str] | No
         if same_model or (md5 and version.tags.get(TAG_MODEL_MD5) == md5):
             break
     else:
+        mlflow.set_tracking_uri(client.tracking_uri)
         version = mlflow.register_model(model_uri, registered_name, tags={TAG_MODEL_MD5: md5} if md5 else None)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(registered_name, version.version, key, str(value))
     return str(version.version)
 
 
-@guarded
 def promote_best(
-    variants: Mapping[str, str | Path],
+    client,
+    run_id: str,
+    experiment_id: str,
+    models: Mapping[str, tuple[Path, str | None]],
     scores: Mapping[str, float],
-    registered_name: str | None = None,
+    metric: str,
+    registered_name: str,
     alias: str = "champion",
-    higher_is_better: bool = True,
 ) -> dict[str, str]:
-    """Register every variant (model URI or directory) and alias the best-scoring one.
-
-    evaluate calls `promote_best({v: paths.vlm_dir(v) for v in VLM_VARIANTS}, {v: score_v})` with the
-    scores of `params.tracking.champion_metric`; returns {variant: version}.
-    """
-    run = active_run()
-    name = registered_name or run.params.tracking.registered_model
-    metric = run.params.tracking.champion_metric
+    """Register every variant ({variant: (directory, md5)}) and alias the best-scoring one; {variant: version}."""
     versions = {
-        variant: _register(_resolve_model_uri(model), name, {"variant": variant, metric: scores.get(variant, "n/a")})
-        for variant, model in variants.items()
+        variant: register(
+            client,
+            _logged_model_uri(client, run_id, experiment_id, directory, md5),
+            registered_name,
+            {"variant": variant, metric: scores.get(variant, "n/a")},
+        )
+        for variant, (directory, md5) in models.items()
     }
     ranked = [v for v in versions if v in scores and math.isfinite(scores[v])]
     if ranked:
-        best = (max if higher_is_better else min)(ranked, key=lambda v: scores[v])
-        run.client.set_registered_model_alias(name, alias, versions[best])
-        run.client.set_tag(run.run_id, f"synth2.{alias}", f"{best} (v{versions[best]}, {metric}={scores[best]:.4g})")
+        best = max(ranked, key=lambda v: scores[v])
+        client.set_registered_model_alias(registered_name, alias, versions[best])
+        client.set_tag(run_id, f"synth2.{alias}", f"{best} (v{versions[best]}, {metric}={scores[best]:.4g})")
     return versions

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from synth2.params import Params
+    pass
 
 ENV_ENABLED = "SYNTH2_TRACKING"
 ENV_STRICT = "SYNTH2_TRACKING_STRICT"
@@ -46,32 +46,6 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
         path = Path(configured)
         return prefix + str(path if path.is_absolute() else (root or project_root()) / path)
     return configured
-
-
-def configure(params: Params, root: Path | None = None) -> str:
-    """Point the MLflow client at the project's store and experiment; return the experiment id."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps stage logs readable
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    root = root or project_root()
-    uri = resolve_tracking_uri(params.tracking.tracking_uri, root)
-    mlflow.set_tracking_uri(uri)
-    name = params.tracking.experiment
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        # A local store would put artifacts under ./mlruns of whichever process came first (for
-        # `dvc exp run --temp`, a temporary copy): pin them to the project. A server decides itself.
-        location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-        try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created meanwhile by another process
-            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
