@@ -121,6 +121,7 @@ def plan(
         raise StudyError("the study sets 'seed' itself; choose seeds with --seeds")
     root = (root or Path.cwd()).resolve()
     _validate(root, base, budgets)
+    _require_committed(root)
     if budgets:
         configurations = [Configuration(f"target_size={b}", base | {"balance.target_size": b}) for b in budgets]
     else:
@@ -130,6 +131,18 @@ def plan(
 
 def _label(overrides: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def _require_committed(root: Path) -> None:
+    """Experiments hang off a commit and the report names it: it must be what runs."""
+    from synth2.tracking.lineage import git_state, pipeline_outs
+
+    commit, dirty = git_state(root, pipeline_outs(root))
+    if commit == "unknown":
+        raise StudyError(f"{root} is not a git repository with a commit; a study's experiments hang off a commit")
+    if dirty:
+        raise StudyError("the workspace has uncommitted changes (git status): commit them first, so the study's "
+                         "experiments and report match a commit")  # fmt: skip
 
 
 def _validate(root: Path, overrides: Mapping[str, Any], budgets: Sequence[int] | None) -> None:
@@ -172,9 +185,9 @@ def _dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return result
 
 
-def finished_experiments(root: Path) -> set[str]:
-    """Names of the DVC experiments of the current commit (experiments DVC kept are successful ones)."""
-    return set(_dvc(root, "exp", "list", "--name-only").stdout.split())
+def finished_experiments(root: Path, baseline: str) -> set[str]:
+    """Names of the DVC experiments of commit `baseline` (experiments DVC kept are successful ones)."""
+    return set(_dvc(root, "exp", "list", "--rev", baseline, "--name-only").stdout.split())
 
 
 def queue_status(root: Path) -> tuple[dict[str, str], int]:
@@ -193,7 +206,8 @@ def queue_status(root: Path) -> tuple[dict[str, str], int]:
 def run_experiments(study: Study) -> None:
     """Queue the experiments the study lacks, run them with `study.jobs` workers and wait for them."""
     root, wanted = study.root, study.experiments()
-    done = finished_experiments(root) & set(wanted)
+    baseline = _commit(root)  # experiments hang off the commit they were queued on, whatever HEAD is later
+    done = finished_experiments(root, baseline) & set(wanted)
     todo = [name for name in wanted if name not in done]
     log.info("study %s: %d experiments, %d already done, %d to run", study.name, len(wanted), len(done), len(todo))
     if not todo:
@@ -208,7 +222,7 @@ def run_experiments(study: Study) -> None:
     started, reported = time.monotonic(), -1
     while True:
         status, workers = queue_status(root)
-        finished = (finished_experiments(root) & set(todo)) | {n for n in todo if status.get(n) == "Success"}
+        finished = (finished_experiments(root, baseline) & set(todo)) | {n for n in todo if status.get(n) == "Success"}
         failed = sorted(n for n in todo if status.get(n) == "Failed")
         pending = [n for n in todo if n not in finished and n not in failed]
         if len(finished) + len(failed) != reported:

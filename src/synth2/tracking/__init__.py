@@ -30,7 +30,15 @@ from synth2.tracking.runs import (
     start_pipeline_run,
 )
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri
-from synth2.tracking.sync import SyncResult, sync
+
+
+def sync(root=None, wait: bool = True, timeout: float | None = None):
+    """Send the spool to MLflow (synth2.tracking.sync.sync); imported on use, since stages run
+    `python -m synth2.tracking.sync` and an eager import would load that module twice."""
+    from synth2.tracking.sync import sync as send
+
+    return send(root, wait, timeout)
+
 
 __all__ = [
     "ENV_FLOW_RUN",
@@ -56,5 +64,4 @@ __all__ = [
     "stage_run",
     "start_pipeline_run",
     "sync",
-    "SyncResult",
 ]

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 # Only tracked files that *code or params* live in make a run dirty; the pipeline itself rewrites
 # dvc.lock and the git-tracked (cache: false) metrics and plots while it runs.
@@ -86,17 +85,20 @@ def dvc_md5(path: str | Path) -> str | None:
     return obj.hash_info.value
 
 
-def pipeline_outs(repo: Any, root: Path | None = None) -> set[str]:
-    """Every out declared in dvc.yaml (of `repo`, or of the project at `root`): the pipeline rewrites
-    them, so they do not make code dirty."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+def pipeline_outs(root: Path) -> set[str]:
+    """Every out in dvc.lock: the pipeline rewrites them (and dvc.lock), so they do not make code dirty.
 
-    try:
-        repo = repo or Repo(str(root))
-        return {os.path.relpath(out.fs_path, repo.root_dir) for out in repo.index.outs}
-    except DvcException:
+    Read from dvc.lock rather than DVC's index of dvc.yaml: the same paths for every stage that ran, in
+    milliseconds instead of the 0.4 s DVC takes to resolve the templated dvc.yaml in every stage.
+    """
+    import yaml
+
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
         return set()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    stages = (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
+    return {out["path"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def hashes(entries) -> dict[str, str]:

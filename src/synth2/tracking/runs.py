@@ -126,7 +126,7 @@ def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
 
     repo, stage = load_dvc_stage(name)
     stage_name = stage.addressing if stage is not None else name
-    commit, dirty = git_state(Path.cwd(), pipeline_outs(repo) if repo is not None else set())
+    commit, dirty = git_state(Path.cwd(), pipeline_outs(Path.cwd()) if repo is not None else set())
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
     parent, execution = _parent(commit, dirty)
     tags: dict[str, str] = {
@@ -313,7 +313,7 @@ def start_pipeline_run(
     """Open the parent run of a flow execution in the spool; returns its key, which the stages find in
     SYNTH2_PARENT_SPOOL_KEY to nest under it."""
     root = root or project_root()
-    commit, dirty = git_state(root, pipeline_outs(None, root))
+    commit, dirty = git_state(root, pipeline_outs(root))
     all_tags = {TAG_EXECUTION: "prefect", TAG_COMMIT: commit, "mlflow.source.git.commit": commit}
     all_tags |= {TAG_DIRTY: str(dirty).lower(), **(tags or {})}
     run = SpoolRun.create(root, run_name)
