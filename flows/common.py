@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from synth2 import tracking
+from synth2.errors import Synth2Error
 from synth2.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +23,9 @@ def load_project_params(root: Path) -> Params:
     return load_params(root / "params.yaml")
 
 
-def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
-    """DVC's stage graph in dependency order (ties broken by dvc.yaml order), limited to `targets`
-    and everything upstream of them."""
+def stage_graph(root: Path, targets: list[str] | None = None) -> dict[str, set[str]]:
+    """{stage: the stages it depends on}, in DVC's dependency order (ties broken by dvc.yaml order),
+    limited to `targets` and everything upstream of them."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -40,13 +41,27 @@ def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
         if targets:
             unknown = [t for t in targets if t not in by_name]
             if unknown:
-                raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(by_name)}")
+                raise Synth2Error(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(by_name)}")
             wanted = set(targets)
             for target in targets:
                 wanted |= {address(s) for s in nx.descendants(graph, by_name[target])}
             graph = graph.subgraph([by_name[n] for n in wanted])
         ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: f"{position[address(s)]:05d}")
-        return [address(stage) for stage in ordered]
+        return {address(s): {address(u) for u in graph.successors(s)} for s in ordered}
+
+
+def stale_stages(root: Path, graph: dict[str, set[str]], forced: set[str]) -> set[str]:
+    """The stages DVC would run: what `dvc status` reports changed (one call for the whole pipeline),
+    the forced ones, and everything downstream of them (their inputs are about to change)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        changed = set(repo.status(targets=list(graph)))
+    stale: set[str] = set()
+    for stage in graph:  # dependency order: upstream stages are decided first
+        if stage in changed or stage in forced or graph[stage] & stale:
+            stale.add(stage)
+    return stale
 
 
 def dvc_metrics(root: Path, rev: str | None = None) -> dict[str, dict[str, float]]:

@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 
 from flows.common import TrackedRun, dvc_metrics, project_root, summary_markdown
 from synth2 import tracking
+from synth2.errors import terminate_as_interrupt, user_errors
 from synth2.params import Params, parse_params
 from tasks import run_dvc_experiment
 
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-S", "--set", dest="sets", action="append", type=_parse_set, required=True, help="key=value")
     parser.add_argument("--name", help="experiment name (default: exp-<time>-<hash>)")
     args = parser.parse_args(argv)
-    result = synth2_experiment(overrides=dict(args.sets), name=args.name)
+    terminate_as_interrupt()
+    with user_errors("synth2 experiment"):
+        result = synth2_experiment(overrides=dict(args.sets), name=args.name)
     print(f"experiment {result['experiment']}: MLflow run {result['mlflow_run_id']}")
     return 0
 

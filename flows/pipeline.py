@@ -1,88 +1,159 @@
-"""`synth2_pipeline`: the DVC stages in DAG order as Prefect tasks, one MLflow run around them.
+"""`synth2_pipeline`: the DVC stages as Prefect tasks, each started as soon as its upstream stages are done.
 
     python -m flows.pipeline                     # every stage (ephemeral Prefect, no server needed)
-    python -m flows.pipeline --target gate_synthetic --force captions
+    python -m flows.pipeline --target gate_synthetic --force captions --max-parallel 1
 
-DVC decides what is stale; each task reports whether DVC ran or skipped its stage. The flow opens the
-parent MLflow run that every stage run nests under, and ends with a markdown artifact: stages ran and
-skipped, key metrics from the DVC metrics files, and the MLflow run to open.
+DVC stays authoritative: every stage is reproduced by DVC (`Repo.reproduce(stage, single_item=True)`),
+which decides what is stale, runs the command, caches the outputs and writes dvc.lock; outputs and
+dvc.lock are the same as a serial `dvc repro`. DVC itself cannot run stages of one workspace in parallel
+(treeverse/dvc#755): it releases its repository lock while a stage's command runs and takes it again
+around it, so the tasks wait for the lock in those short phases (DVC's own wait, `_wait_for_lock`)
+instead of failing. Independent arms of the DAG (caption LM -> captions -> balance, and image encoder ->
+prior; the VLM variants) then run at the same time, up to `orchestration.max_parallel` (null: one per
+core; `--max-parallel 1` is the serial order).
+
+One `dvc status` first: when nothing is stale the flow ends in seconds without starting a task. The flow
+opens the parent MLflow run every stage run nests under, and ends with a markdown artifact: stages
+ran / skipped, key metrics from the DVC metrics files, and the MLflow run to open.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from flows.common import TrackedRun, dvc_metrics, load_project_params, project_root, stage_order, summary_markdown
+from flows.common import (
+    TrackedRun,
+    dvc_metrics,
+    load_project_params,
+    project_root,
+    stage_graph,
+    stale_stages,
+    summary_markdown,
+)
 from synth2 import tracking
-from tasks import run_dvc_stage
+from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
+from tasks import run_dvc_stage, stop_children
+
+
+def parallelism(configured: int | None) -> int:
+    return max(1, configured or os.cpu_count() or 1)
 
 
 @flow(name="synth2-pipeline")
 def synth2_pipeline(
-    targets: list[str] | None = None, force: list[str] | None = None, root: str | None = None
+    targets: list[str] | None = None,
+    force: list[str] | None = None,
+    root: str | None = None,
+    max_parallel: int | None = None,
 ) -> dict[str, Any]:
     """Reproduce `targets` (default: every stage) and their upstream stages through DVC.
 
-    `force`: stages to re-run even when DVC finds them unchanged (e.g. a scheduled retrain)."""
+    `force`: stages to re-run even when DVC finds them unchanged (e.g. a scheduled retrain).
+    `max_parallel`: stages at once (default: `orchestration.max_parallel`)."""
     logger = get_run_logger()
+    started = time.perf_counter()
     project = project_root(root)
     params = load_project_params(project)
-    order = stage_order(project, targets)
+    graph = stage_graph(project, targets)
     forced = set(force or [])
-    unknown = forced - set(order)
+    unknown = forced - set(graph)
     if unknown:
-        raise ValueError(f"force names stages outside this run: {sorted(unknown)}")
-    stage_task = run_dvc_stage.with_options(
-        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+        raise Synth2Error(f"force names stages outside this run: {sorted(unknown)}; choose from {list(graph)}")
+    stale = stale_stages(project, graph, forced)
+    limit = parallelism(max_parallel or params.orchestration.max_parallel)
+    logger.info(
+        "%d of %d stages to run, up to %d at once: %s", len(stale), len(graph), limit, ", ".join(stale) or "none"
     )
 
-    flow_run_id = str(flow_run.id) if flow_run.id else None
-    run = TrackedRun.start(
-        params,
-        project,
-        f"pipeline {flow_run.name or ''}".strip(),
-        {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
-    )
-    env = run.stage_env(flow_run_id)
-    logger.info("stages in order: %s", ", ".join(order))
-
-    outcomes: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, Any]] = {
+        s: {"stage": s, "ran": False, "seconds": 0.0} for s in graph if s not in stale
+    }
+    run = None
     status = "FAILED"
     try:
-        for stage in order:  # sequential on purpose: DVC locks the workspace
-            outcomes.append(stage_task(stage, str(project), force=stage in forced, env=env).to_dict())
+        if stale:
+            flow_run_id = str(flow_run.id) if flow_run.id else None
+            run = TrackedRun.start(
+                params,
+                project,
+                f"pipeline {flow_run.name or ''}".strip(),
+                {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
+            )
+            outcomes |= _run_stages(graph, stale, forced, str(project), run.stage_env(flow_run_id), limit, params)
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        stop_children()  # they put their outputs back and close their runs as KILLED
+        raise
     finally:
         metrics = dvc_metrics(project) if status == "FINISHED" else {}
-        ran = [o["stage"] for o in outcomes if o["ran"]]
-        run.finish(
-            status,
-            {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(outcomes) - len(ran)}},
-            {"synth2.stages_ran": ",".join(ran) or "none"},
-        )
-        if run.message:
-            logger.info("MLflow: %s", run.message)
-        title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — FAILED after {len(outcomes)} stage(s)")
+        ordered = [outcomes[s] for s in graph if s in outcomes]
+        ran = [o["stage"] for o in ordered if o["ran"]]
+        if run is not None:
+            run.finish(
+                status,
+                {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(ordered) - len(ran)}},
+                {"synth2.stages_ran": ",".join(ran) or "none"},
+            )
+            if run.message:
+                logger.info("MLflow: %s", run.message)
+        title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — {status} after {len(ran)} stage(s)")
         create_markdown_artifact(
-            summary_markdown(title, outcomes, metrics, run),
+            summary_markdown(title, ordered, metrics, run),
             key="synth2-pipeline-summary",
             description="Stages ran/skipped, key metrics, MLflow run",
         )
-    return {"stages": outcomes, "mlflow_run_id": run.run_id, "metrics": metrics}
+        logger.info("pipeline %s in %.1f s", status.lower(), time.perf_counter() - started)
+    return {"stages": ordered, "mlflow_run_id": run.run_id if run else None, "metrics": metrics}
+
+
+def _run_stages(graph, stale, forced, root, env, limit, params) -> dict[str, dict[str, Any]]:
+    """Submit each stale stage once its upstream stages are done, at most `limit` at a time."""
+    stage_task = run_dvc_stage.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+    )
+    todo = [s for s in graph if s in stale]
+    done: dict[str, dict[str, Any]] = {}
+    running: dict[Any, str] = {}
+    failure: BaseException | None = None
+    while todo or running:
+        ready = [s for s in todo if not (graph[s] & stale) - set(done)]
+        while ready and len(running) < limit and failure is None:
+            stage = ready.pop(0)
+            todo.remove(stage)
+            running[stage_task.submit(stage, root, force=stage in forced, env=env)] = stage
+        if not running:
+            break  # a failure left the rest waiting on stages that will not run
+        future = next(as_completed(list(running)))
+        stage = running.pop(future)
+        try:
+            done[stage] = future.result().to_dict()
+        except Exception as exc:  # the stage's own one-line error, raised once the running ones end
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", action="append", dest="targets", help="stage to reproduce (repeatable)")
     parser.add_argument("--force", action="append", help="stage to re-run even if unchanged (repeatable)")
+    parser.add_argument("--max-parallel", type=int, help="stages at once (default: orchestration.max_parallel)")
     args = parser.parse_args(argv)
-    result = synth2_pipeline(targets=args.targets, force=args.force)
+    terminate_as_interrupt()
+    with user_errors("synth2 pipeline"):
+        load_project_params(project_root(None))  # a params mistake is one line, before Prefect starts
+        result = synth2_pipeline(targets=args.targets, force=args.force, max_parallel=args.max_parallel)
     ran = sum(o["ran"] for o in result["stages"])
     print(
         f"synth2 pipeline: {ran} stage(s) ran, {len(result['stages']) - ran} skipped; "

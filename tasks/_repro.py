@@ -3,27 +3,94 @@
 Run in a subprocess by `tasks.dvc_stages.run_dvc_stage` so the task gets DVC's own answer to "did the
 stage run?" (the list `Repo.reproduce` returns) while DVC keeps its locks, cache and dvc.lock, and the
 flow process stays free of DVC's global state.
+
+DVC deletes a stage's outputs before it runs the stage's command. Here the outputs are first set aside
+(hard links: no copy), and put back when the stage fails, so a failure loses nothing, `cache: false`
+metrics and plots included: the workspace is as it was before the attempt, and dvc.lock still matches it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from dvc.exceptions import DvcException
 from dvc.repo import Repo
 
+BACKUPS = Path(".synth2") / "restore"
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=os.link, symlinks=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+
+
+def set_aside(repo: Repo, stage_name: str) -> tuple[Path, list[Path]] | None:
+    """Hard-link the stage's existing outputs into a backup directory: (backup, outputs relative to the
+    repository root), or None when the stage has none yet."""
+    root = Path(repo.root_dir)
+    stage = repo.stage.collect(stage_name)[0]
+    outs = [Path(out.fs_path).relative_to(root) for out in stage.outs if Path(out.fs_path).exists()]
+    if not outs:
+        return None
+    (root / BACKUPS).mkdir(parents=True, exist_ok=True)
+    backup = Path(tempfile.mkdtemp(prefix=f"{stage_name.replace('@', '-')}.", dir=root / BACKUPS))
+    for out in outs:
+        _link_tree(root / out, backup / out)
+    return backup, outs
+
+
+def put_back(repo: Repo, saved: tuple[Path, list[Path]]) -> None:
+    """Replace whatever the failed attempt left with the outputs set aside."""
+    root = Path(repo.root_dir)
+    backup, outs = saved
+    for out in outs:
+        target = root / out
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(backup / out, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
+    raise KeyboardInterrupt  # unwinds through put_back()
+
 
 def main(argv: list[str]) -> int:
     stage, result_path, *flags = argv
+    signal.signal(signal.SIGTERM, _interrupt)
+    backup = None
     try:
-        with Repo(".") as repo:
-            # single_item: the flow walks the DAG itself, one task per stage; upstream is done.
-            reproduced = repo.reproduce(stage, single_item=True, force="--force" in flags)
+        # Wait for DVC's repository lock instead of failing: another stage's task may hold it for the
+        # short phases around its command.
+        with Repo(".", _wait_for_lock=True) as repo:
+            backup = set_aside(repo, stage)
+            try:
+                # single_item: the flow walks the DAG itself, one task per stage; upstream is done.
+                reproduced = repo.reproduce(stage, single_item=True, force="--force" in flags)
+            except BaseException:
+                if backup is not None:
+                    put_back(repo, backup)
+                    backup = None
+                raise
     except DvcException as exc:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         print(f"dvc: {exc}{cause}", file=sys.stderr)
         return 1
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup[0], ignore_errors=True)
     ran = [s.addressing for s in reproduced]
     with open(result_path, "w") as f:
         json.dump({"stage": stage, "ran": stage in ran}, f)

@@ -1,16 +1,20 @@
-"""Prefect tasks that run DVC stages and experiments through DVC, one at a time.
+"""Prefect tasks that run DVC stages and experiments through DVC.
 
 DVC stays authoritative: it decides whether a stage is stale, runs its command, caches its outs and
 writes dvc.lock. A task only asks DVC to reproduce one stage (`Repo.reproduce(stage, single_item=True)`
 in a subprocess, see tasks/_repro.py), streams the output into the Prefect log, and reports whether DVC
-ran or skipped the stage. Two DVC commands cannot share a workspace, so the flows call these tasks
-sequentially, never concurrently.
+ran or skipped the stage. Tasks of independent stages may run at once: DVC holds its repository lock
+only around a stage's command, and _repro.py waits for it there. Each subprocess runs in its own
+session, so `stop_children()` (the flow calls it when interrupted) can stop it with everything it
+started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,20 +71,55 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
     return merged
 
 
+_children: set[subprocess.Popen] = set()
+
+
+def stop_children(grace: float = 10.0) -> None:
+    """SIGTERM every running stage subprocess and what it started (each is its own process group),
+    SIGKILL what is left after `grace` seconds. The stages put back their outputs and close their runs."""
+    live = [p for p in list(_children) if p.poll() is None]
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _stream(cmd: list[str], cwd: Path, env: dict[str, str], label: str) -> tuple[int, deque[str]]:
     """Run `cmd`, forwarding each output line to the Prefect log; return (exit code, last lines)."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group: stop_children() stops what it started too
     ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail.append(line)
-                logger.info("%s | %s", label, line)
-        return proc.wait(), tail
+        _children.add(proc)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                if line and not _is_progress_bar(line):
+                    tail.append(line)
+                    logger.info("%s | %s", label, line)
+            return proc.wait(), tail
+        finally:
+            _children.discard(proc)
+
+
+def _is_progress_bar(line: str) -> bool:
+    """tqdm redraws ("Batches:  36%|███▌ | 14/39 [...]") are noise in a log that keeps every line."""
+    return "%|" in line and ("it/s]" in line or "s/it]" in line or "?it/s]" in line)
 
 
 def _failure(stage: str, code: int, tail: deque[str]) -> StageFailed:

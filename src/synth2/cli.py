@@ -7,11 +7,10 @@ synth2 results                      Markdown table of the evaluated variants (af
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-from synth2.errors import Synth2Error
+from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
 
 
 def world_show(n: int, out: str, seed: int, style: str, image_size: int) -> None:
@@ -55,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--preset", help="a size overlay of synth2.presets (tiny: seconds per stage)")
     study.add_argument("--jobs", type=int, default=2, help="DVC queue workers running experiments at once")
     study.add_argument("--name", default="study", help="names the experiments and reports/study/NAME.*")
+    tracking = commands.add_parser("tracking", help="MLflow tracking").add_subparsers(
+        dest="tracking_command", required=True
+    )
+    sync = tracking.add_parser("sync", help="send the runs kept in .synth2/spool to the MLflow server now")
+    sync.add_argument("--timeout", type=float, help="seconds per request to the tracking server (default 5)")
     return parser
 
 
@@ -93,7 +97,8 @@ def study_command(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    terminate_as_interrupt()
+    with user_errors(f"synth2 {args.command}"):
         if args.command == "world" and args.world_command == "show":
             if args.n <= 0:
                 raise Synth2Error(f"--n must be positive, got {args.n}")
@@ -104,9 +109,13 @@ def main(argv: list[str] | None = None) -> None:
             print(results_table(args.split))
         elif args.command == "study":
             study_command(args)
-    except Synth2Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        elif args.command == "tracking":
+            from synth2.tracking.sync import sync
+
+            result = sync(timeout=args.timeout)
+            if result.failed:
+                raise Synth2Error(result.message)
+            print(result.message)
 
 
 if __name__ == "__main__":

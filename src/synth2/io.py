@@ -1,20 +1,23 @@
 """Atomic writes and checked reads for stage inputs and outputs.
 
 Every output is written to a temporary sibling and renamed into place, so a crash mid-write leaves the
-previous output (or nothing) but never half a file. Every read of another stage's output names the
-stage to run first when the input is missing or unreadable.
+previous output (or nothing) but never half a file. Inside `all_or_nothing()` (the stage frame opens one
+around every stage body) the renames wait until the block ends: a stage that fails after writing some of
+its outputs leaves all of them as they were. Every read of another stage's output names the stage to run
+first when the input is missing or unreadable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,14 +25,33 @@ from safetensors.numpy import load_file, save_file
 
 from synth2.errors import Synth2Error
 
+T = TypeVar("T")
+
 
 class MissingInputError(Synth2Error):
     """An input of a stage is missing or cannot be read."""
 
 
+# (temporary directory, written path, final path) of the writes waiting for all_or_nothing() to end.
+_pending: contextvars.ContextVar[list[tuple[Path, Path, Path]] | None] = contextvars.ContextVar(
+    "synth2_pending_writes", default=None
+)
+
+
+def _replace(tmp_dir: Path, tmp: Path, final: Path) -> None:
+    try:
+        if final.is_dir() and not final.is_symlink():
+            # os.replace cannot replace a non-empty directory: move the old one aside first.
+            os.replace(final, tmp_dir / (final.name + ".old"))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
+    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds
+    (inside `all_or_nothing()`, only once that block succeeds too).
 
     Works for files and for directories (e.g. a `save_pretrained` target).
     """
@@ -41,13 +63,44 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to {tmp} for {final}")
-        if final.is_dir() and not final.is_symlink():
-            # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = tmp_dir / (final.name + ".old")
-            os.replace(final, old)
-        os.replace(tmp, final)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    pending = _pending.get()
+    if pending is None:
+        _replace(tmp_dir, tmp, final)
+    else:
+        pending.append((tmp_dir, tmp, final))
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Writes inside the block land together when it succeeds, and not at all when it fails."""
+    if _pending.get() is not None:  # nested: the outer block decides
+        yield
+        return
+    pending: list[tuple[Path, Path, Path]] = []
+    token = _pending.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp_dir, _, _ in pending:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    finally:
+        _pending.reset(token)
+    # Innermost writes first: a file written inside a directory that is itself written atomically.
+    for tmp_dir, tmp, final in pending:
+        _replace(tmp_dir, tmp, final)
+
+
+def current_path(final: Path | str) -> Path:
+    """Where `final`'s content is now: its written-but-not-yet-renamed copy inside all_or_nothing()."""
+    final = Path(final)
+    for _, tmp, pending_final in reversed(_pending.get() or []):
+        if pending_final == final:
+            return tmp
+    return final
 
 
 def write_parquet(df: pd.DataFrame, path: Path | str) -> None:
@@ -108,6 +161,36 @@ def read_tensors(path: Path | str, produced_by: str) -> dict[str, np.ndarray]:
     except Exception as exc:
         raise MissingInputError(
             f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run 'dvc repro {produced_by}'"
+        ) from None
+
+
+def require_rows(
+    table: pd.DataFrame, path: Path | str, produced_by: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Stop before any work when a stage's input table is empty or has missing values where it needs them."""
+    if table.empty:
+        raise MissingInputError(f"{path} has no rows; re-run 'dvc repro {produced_by}' (and check its params)")
+    for column in columns or []:
+        missing = table[column].isna()
+        if missing.any():
+            rows = missing.to_numpy().nonzero()[0][:5].tolist()
+            raise MissingInputError(
+                f"{path}: {int(missing.sum())} of {len(table)} rows have no '{column}' (first rows {rows}); "
+                f"re-run 'dvc repro {produced_by}' or fix its input"
+            )
+    return table
+
+
+def load_output(path: Path | str, produced_by: str, what: str, load: Callable[[], T]) -> T:
+    """Load a saved model (or other output) of another stage; a corrupt one is one line naming it."""
+    try:
+        return load()
+    except Synth2Error:
+        raise
+    except Exception as exc:  # safetensors, transformers and diffusers raise many types for a corrupt save
+        detail = " ".join(str(exc).split())[:200]
+        raise MissingInputError(
+            f"{path} does not hold a loadable {what} ({type(exc).__name__}: {detail}); re-run 'dvc repro {produced_by}'"
         ) from None
 
 

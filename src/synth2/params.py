@@ -148,6 +148,8 @@ class GateParams(Section):
 class OrchestrationParams(Section):
     retries: Annotated[int, Field(ge=0, le=10)]
     retry_delay_s: Annotated[float, Field(ge=0.0)]
+    # Stages the flow runs at once (independent arms of the DAG); null: one per CPU core.
+    max_parallel: PosInt | None
 
 
 # ------------------------------------------------------------------------ profile world: shapes world

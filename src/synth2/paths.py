@@ -11,6 +11,9 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
+# check_params: every stage depends on it, so params.yaml is validated before DVC touches any output
+PARAMS_CHECK = REPORTS / "params_check.json"
+
 # prepare: the shapes world, or (profile coco) the same tables read from a COCO-format dataset
 PREPARED = DATA / "prepared"
 PIXELS = PREPARED / "pixels.safetensors"  # world: one uint8 array [N, H, W, 3]; tables reference rows by image_id

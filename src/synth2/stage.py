@@ -1,13 +1,18 @@
-"""The frame every DVC stage runs in: params, seeding, tracking, and one-line errors.
+"""The frame every DVC stage runs in: params, seeding, tracking, all-or-nothing outputs, one-line errors.
 
-A stage module defines `run(params)` and `main = stage_main("name", run)`. Any `Synth2Error` (bad
-params, a missing input, a failed gate) becomes one line on stderr and exit status 1. A stage that never
-touches torch says so (`uses_torch=False`: prepare and the gates): importing torch just to seed it costs
-about 1.5 s, a gate's whole budget.
+A stage module defines `run(params)` and `main = stage_main("name", run)`. The frame validates
+params.yaml, seeds every RNG, records the stage's MLflow run (synth2.tracking), and runs the body inside
+`synth2.io.all_or_nothing()`, so a stage that fails after writing some outputs leaves all of them as they
+were. Failures follow synth2.errors' policy: a `Synth2Error` is one line and exit status 1; anything else
+is one line naming the stage and the log file with the traceback (`SYNTH2_DEBUG=1` shows it).
+
+A stage that never touches torch says so (`uses_torch=False`: prepare, the gates, the params check):
+importing torch just to seed it costs about 1.5 s, a gate's whole budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,10 +23,25 @@ from collections.abc import Callable
 import numpy as np
 
 from synth2 import tracking
-from synth2.errors import Synth2Error
+from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
+from synth2.io import all_or_nothing
 from synth2.params import Params, load_params
 
 log = logging.getLogger("synth2")
+THREADS_ENV = "SYNTH2_TORCH_THREADS"
+
+
+def torch_threads() -> int:
+    """One thread unless SYNTH2_TORCH_THREADS says otherwise. The world profile's models are tiny; on a
+    busy 2-core machine two threads were measured 4-10x slower than one (spinning OpenMP threads)."""
+    value = os.environ.get(THREADS_ENV, "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise Synth2Error(f"{THREADS_ENV}={value!r}: give a positive number of torch threads (e.g. 1), or unset it")
+    return threads
 
 
 def seed_everything(seed: int, uses_torch: bool = True) -> None:
@@ -29,35 +49,35 @@ def seed_everything(seed: int, uses_torch: bool = True) -> None:
     np.random.seed(seed)
     if not uses_torch:
         return
+    threads = torch_threads()  # checked before the import: a bad value fails in milliseconds
     import torch
 
     torch.manual_seed(seed)
-    # The world profile's models are tiny; on a busy 2-core machine two threads were measured 4-10x
-    # slower than one (spinning OpenMP threads). SYNTH2_TORCH_THREADS overrides it.
-    torch.set_num_threads(int(os.environ.get("SYNTH2_TORCH_THREADS", "1")))
+    torch.set_num_threads(threads)
 
 
-def run_stage(name: str, body: Callable[[Params], None], uses_torch: bool = True) -> None:
+def run_stage(name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True) -> None:
     # Our own progress at INFO; libraries (GX, MLflow, DVC) only when they warn.
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {name} %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
+    terminate_as_interrupt()
     start = time.perf_counter()
-    try:
+    with user_errors(f"stage '{name}'"):
         params = load_params()
         seed_everything(params.seed, uses_torch)
-        # Tracking is recorded from inside the stage so that a bare `dvc repro` records too.
-        with tracking.stage_run(name, params):
+        # Tracking is recorded from inside the stage so that a bare `dvc repro` records too. The outputs
+        # land before the run closes, so that it records them.
+        with tracking.stage_run(name, params) if tracked else contextlib.nullcontext(), all_or_nothing():
             body(params)
-        if not uses_torch and "torch" in sys.modules:
-            log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)
-    except Synth2Error as exc:
-        print(f"error: stage '{name}': {exc}", file=sys.stderr)
-        sys.exit(1)
+    if not uses_torch and "torch" in sys.modules:
+        log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)
     log.info("done in %.1f s", time.perf_counter() - start)
 
 
-def stage_main(name: str, body: Callable[[Params], None], uses_torch: bool = True) -> Callable[[], None]:
+def stage_main(
+    name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True
+) -> Callable[[], None]:
     def main() -> None:
-        run_stage(name, body, uses_torch)
+        run_stage(name, body, uses_torch, tracked)
 
     return main

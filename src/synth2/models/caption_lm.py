@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from synth2.io import atomic_path, require_dir
+from synth2.io import atomic_path, load_output, require_dir
 from synth2.models.training import TrainConfig, train
-from synth2.pretrained import load_or_explain, quiet_loading
+from synth2.pretrained import quiet_loading
 
 log = logging.getLogger("synth2")
 
@@ -173,11 +173,12 @@ def load_caption_lm(path: Path | str, **load_kwargs) -> tuple[PreTrainedModel, P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = require_dir(path, "caption_lm")
-    with quiet_loading():
-        model = load_or_explain(
-            str(path), str(path), "a causal LM", lambda: AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
-        )
-        tokenizer = load_or_explain(str(path), str(path), "its tokenizer", lambda: AutoTokenizer.from_pretrained(path))
+
+    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        with quiet_loading():
+            return AutoModelForCausalLM.from_pretrained(path, **load_kwargs), AutoTokenizer.from_pretrained(path)
+
+    model, tokenizer = load_output(path, "caption_lm", "causal LM and tokenizer", load)
     return model.eval(), tokenizer
 
 

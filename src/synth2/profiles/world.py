@@ -198,7 +198,7 @@ def real_gate_tables(params: Params) -> list[Table]:
         ("text_corpus", paths.TEXT_CORPUS, False),
     ):
         frame = read_parquet(path, "prepare")
-        exps = scene_expectations(with_ids)
+        exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1), *scene_expectations(with_ids)]
         if "caption" in frame or name in ("real_train", "text_corpus"):
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column="caption"))
         if name in ("val", "test"):
@@ -285,12 +285,13 @@ def synthesis_report(params: Params, balanced: pd.DataFrame, synthesize: Synthes
     import pandas as pd
 
     from synth2.contact_sheet import contact_sheet
-    from synth2.io import read_parquet, require_dir
+    from synth2.io import load_output, read_parquet, require_dir
     from synth2.models.autoencoder import decode, encode, load_autoencoder
     from synth2.profiles import SynthesisReport
 
     seen_combos = set(read_parquet(paths.REAL_TRAIN, "prepare", columns=["combo"])["combo"])
-    model = load_autoencoder(require_dir(paths.IMAGE_ENCODER, "image_encoder"))
+    directory = require_dir(paths.IMAGE_ENCODER, "image_encoder")
+    model = load_output(directory, "image_encoder", "autoencoder", lambda: load_autoencoder(directory))
     held_out = ~balanced["concept"].isin(seen_combos)
 
     captions = balanced["caption"].tolist()[: params.synthesize.timing_captions]

@@ -21,7 +21,7 @@ import pandas as pd
 from synth2 import paths
 from synth2.balancing import balance_captions, unbalanced_selection
 from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
-from synth2.io import read_parquet, write_json, write_parquet
+from synth2.io import read_parquet, require_rows, write_json, write_parquet
 from synth2.params import Params
 from synth2.profiles import load_profile
 from synth2.stage import stage_main
@@ -46,6 +46,8 @@ class CachedEmbedder:
 def run(params: Params) -> None:
     prompted = read_parquet(paths.PROMPTED_CAPTIONS, "captions", columns=["caption", "concept"])
     unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, "captions", columns=["caption"])
+    require_rows(prompted, paths.PROMPTED_CAPTIONS, "captions")
+    require_rows(unprompted, paths.UNPROMPTED_CAPTIONS, "captions")
     labels = load_profile(params).caption_labellers(params)
     embed = CachedEmbedder()
 

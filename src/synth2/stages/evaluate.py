@@ -12,6 +12,7 @@ profile "unseen" means an image whose references name a concept no human trainin
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,16 @@ import pandas as pd
 from synth2 import paths, tracking
 from synth2.embeddings import aligned_embeddings
 from synth2.errors import Synth2Error
-from synth2.io import atomic_path, read_parquet, require_dir, write_csv, write_json, write_parquet
+from synth2.io import (
+    atomic_path,
+    load_output,
+    read_parquet,
+    require_dir,
+    require_rows,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
 from synth2.pretrained import resolve_device
@@ -65,12 +75,14 @@ def run(params: Params) -> None:
     splits = {}
     for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
         table = read_parquet(table_path, "prepare", columns=list(profile.TEST_COLUMNS))
+        require_rows(table, table_path, "prepare", ["references"])
         splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
 
     metrics: dict = {split: {} for split in splits}
     per_image, captions = [], {}
     for variant in paths.VLM_VARIANTS:
-        model = PrefixCaptioner.load(require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}"), device=device)
+        directory = require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}")
+        model = load_output(directory, f"train_vlm@{variant}", "VLM", partial(PrefixCaptioner.load, directory, device))
         for split, (table, embeddings) in splits.items():
             predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions

@@ -18,7 +18,7 @@ import numpy as np
 from synth2 import paths, tracking
 from synth2.embeddings import aligned_embeddings
 from synth2.errors import Synth2Error
-from synth2.io import read_parquet, write_curve, write_json
+from synth2.io import read_parquet, require_finite, require_rows, write_curve, write_json
 from synth2.models import prior as prior_model
 from synth2.models.pretrained_prior import (
     embedding_dim,
@@ -52,7 +52,9 @@ def fit_metrics(sampled: np.ndarray, truth: np.ndarray, mean: np.ndarray) -> dic
 
 def run(params: Params) -> None:
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
+    require_rows(real, paths.REAL_TRAIN, "prepare", ["caption"])
     image_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
+    require_finite(image_emb, str(paths.REAL_EMBEDDINGS))
     rows = np.random.default_rng(params.seed).permutation(len(real))[:FIT_CHECK]
     pipeline = load_profile(params).prior_pipeline(params)
     if pipeline is None:

@@ -14,7 +14,16 @@ import logging
 import numpy as np
 
 from synth2 import paths, tracking
-from synth2.io import read_parquet, require_dir, require_finite, write_json, write_parquet, write_tensors
+from synth2.io import (
+    load_output,
+    read_parquet,
+    require_dir,
+    require_finite,
+    require_rows,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pipeline
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
@@ -31,7 +40,7 @@ def embedding_synthesizer(params: Params, pipeline: PriorPipeline | None) -> Syn
     prior_dir = require_dir(paths.PRIOR, "prior")
     steps, batch_size = params.prior.num_inference_steps, params.synthesize.batch_size
     if pipeline is None:
-        prior, scheduler = load_prior(prior_dir)
+        prior, scheduler = load_output(prior_dir, "prior", "prior", lambda: load_prior(prior_dir))
         return lambda captions, seed: sample_prior(prior, scheduler, embed_texts(captions), steps, batch_size, seed)
 
     device = resolve_device(params.device)
@@ -45,7 +54,8 @@ def run(params: Params) -> None:
     profile = load_profile(params)
     columns = list(profile.SELECTION_COLUMNS)
     selections = {
-        name: read_parquet(path, "balance", columns=columns) for name, path in paths.SELECTIONS_BY_NAME.items()
+        name: require_rows(read_parquet(path, "balance", columns=columns), path, "balance", ["caption"])
+        for name, path in paths.SELECTIONS_BY_NAME.items()
     }
     synthesize = embedding_synthesizer(params, profile.prior_pipeline(params))
 

@@ -22,7 +22,7 @@ import numpy as np
 from synth2 import paths, tracking
 from synth2.embeddings import aligned_embeddings
 from synth2.errors import Synth2Error
-from synth2.io import read_parquet, read_tensors, write_curve, write_json
+from synth2.io import read_parquet, read_tensors, require_finite, require_rows, write_curve, write_json
 from synth2.models import prefix_captioner
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
@@ -35,8 +35,9 @@ log = logging.getLogger("synth2")
 
 def synthetic_pairs(selection: str) -> tuple[np.ndarray, list[str]]:
     emb_path, caption_path = paths.synthetic_embeddings(selection), paths.synthetic_captions(selection)
-    embeddings = read_tensors(emb_path, "synthesize")["embeddings"]
-    captions = read_parquet(caption_path, "synthesize", columns=["caption"])["caption"].tolist()
+    embeddings = require_finite(read_tensors(emb_path, "synthesize")["embeddings"], str(emb_path))
+    table = read_parquet(caption_path, "synthesize", columns=["caption"])
+    captions = require_rows(table, caption_path, "synthesize", ["caption"])["caption"].tolist()
     if len(captions) != len(embeddings):
         raise Synth2Error(
             f"{emb_path} has {len(embeddings)} rows but {caption_path} {len(captions)}; re-run 'dvc repro synthesize'"
@@ -47,7 +48,9 @@ def synthetic_pairs(selection: str) -> tuple[np.ndarray, list[str]]:
 def train_variant(variant: str, params: Params) -> None:
     p = params.train_vlm
     real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
+    require_rows(real, paths.REAL_TRAIN, "prepare", ["caption"])
     real_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
+    require_finite(real_emb, str(paths.REAL_EMBEDDINGS))
     selection = paths.SYNTHETIC_SELECTION[variant]
     synthetic = synthetic_pairs(selection) if selection else None
     lm_dir = load_profile(params).vlm_lm(params)

@@ -104,11 +104,15 @@ def stage_run(name: str, params: Params) -> Iterator[str | None]:
         log.warning("tracking: this stage is not recorded (%s: %s)", type(exc).__name__, exc)
         yield None
         return
+    _say_once_if_unavailable(root, run)
     token = _active.set(run)
     status = "FAILED"
     try:
         yield run.key
         status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it (synth2.errors.terminate_as_interrupt)
+        status = "KILLED"
+        raise
     finally:
         _active.reset(token)
         try:
@@ -118,6 +122,21 @@ def stage_run(name: str, params: Params) -> Iterator[str | None]:
                 raise
             log.warning("tracking: closing the run failed (%s: %s)", type(exc).__name__, exc)
         start_sync(root)
+
+
+def _say_once_if_unavailable(root: Path, run: SpoolRun) -> None:
+    """When the last sync could not reach the server, say so once per pipeline execution (flow or
+    `dvc repro`), not in every stage: the runs are kept and sent later, nothing is lost."""
+    marker = spool_dir(root) / "unavailable"
+    if not marker.exists():
+        return
+    execution = os.environ.get(ENV_PARENT_SPOOL_KEY) or (dvc_invocation() or (str(os.getpid()),))[0]
+    told = marker.with_name("unavailable.told")
+    if execution in (told.read_text().split() if told.exists() else []):
+        return
+    with open(told, "a") as f:
+        f.write(execution + "\n")
+    log.warning("tracking is off for this run: %s", marker.read_text().strip())
 
 
 def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
@@ -269,9 +288,10 @@ def log_model(run: SpoolRun, directory: str | Path, name: str) -> None:
     It is logged as a pyfunc "model from code" carrying the directory (synth2.tracking.registry), tagged
     with the directory's DVC md5 so that a registered version ties back to the DVC out.
     """
+    from synth2.io import current_path
     from synth2.tracking.lineage import dvc_md5
 
-    directory = Path(directory)
+    directory = current_path(directory)  # written by this stage: still under its temporary name
     if not directory.is_dir():
         raise FileNotFoundError(f"model directory {directory} does not exist")
     run.record("model", name=name, dir=run.keep(directory), md5=dvc_md5(directory))

@@ -42,6 +42,7 @@ from synth2.tracking.store import metric_key, project_root
 log = logging.getLogger("synth2.tracking")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # opens as a training experiment
 TAG_EXECUTION_ID = "synth2.execution_id"
+UNAVAILABLE = "unavailable"  # in the spool while the last sync could not reach the server: its message
 
 
 class TrackingUnavailable(Exception):
@@ -137,9 +138,12 @@ def sync(root: Path | None = None, wait: bool = True, timeout: float | None = No
                     f"tracking server unavailable ({exc}); {left} run(s) kept in {spool_dir(root)}: "
                     "`synth2 tracking sync` sends them later"
                 )
+                (spool_dir(root) / UNAVAILABLE).write_text(result.message + "\n")
                 return result
             result.sent += outcome == "sent"
             result.waiting += outcome == "open"
+    for name in (UNAVAILABLE, UNAVAILABLE + ".told"):
+        (spool_dir(root) / name).unlink(missing_ok=True)
     result.message = f"{result.sent} run(s) sent" + (f", {result.waiting} still open" if result.waiting else "")
     return result
 

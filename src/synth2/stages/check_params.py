@@ -1,0 +1,27 @@
+"""Stage `check_params`: validate the whole params.yaml before any other stage runs.
+
+DVC deletes a stage's outputs before it runs the stage's command, so a params mistake found inside a
+stage has already cost that stage's previous outputs (and `cache: false` metrics and plots do not come
+back with `dvc checkout`). Every stage depends on this stage's output, so under a bare `dvc repro` the
+whole file is checked first and a mistake stops the pipeline before DVC touches anything else. The
+output holds only what cannot change without re-running everything anyway (the profile), so a valid
+edit of one key does not make every stage stale.
+"""
+
+from __future__ import annotations
+
+from synth2 import paths
+from synth2.io import write_json
+from synth2.params import Params
+from synth2.stage import stage_main
+
+
+def run(params: Params) -> None:
+    # load_params() in the stage frame has validated the file by now.
+    write_json({"valid": True, "profile": params.profile}, paths.PARAMS_CHECK)
+
+
+main = stage_main("check_params", run, uses_torch=False, tracked=False)
+
+if __name__ == "__main__":
+    main()
