@@ -11,12 +11,13 @@ from synth2 import tracking
 from synth2.errors import Synth2Error
 from synth2.params import Params, load_params
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY_METRICS_PER_FILE = 8
 
 
 def project_root(root: str | None) -> Path:
-    return Path(root).resolve() if root else ROOT
+    """The DVC project the flow reproduces: `root`, or the working directory (where `make run` and the
+    deployments' `set_working_directory` step start)."""
+    return Path(root).resolve() if root else Path.cwd()
 
 
 def load_project_params(root: Path) -> Params:
@@ -89,6 +90,7 @@ class TrackedRun:
     tracking_uri: str
     run_id: str | None = None  # known once sent
     experiment_id: str | None = None
+    report_run_id: str | None = None  # the `report` stage's run, whose artifact is the HTML report
     message: str = ""
 
     @classmethod
@@ -114,6 +116,7 @@ class TrackedRun:
         result = tracking.sync(self.root)
         self.run_id = result.run_ids.get(self.key)
         self.experiment_id = result.experiment_ids.get(self.key)
+        self.report_run_id = next((rid for key, rid in result.run_ids.items() if key.endswith("-report")), None)
         self.message = result.message
 
 
@@ -147,6 +150,9 @@ def summary_markdown(
             f"Open it with `make ui`: {tracking.run_url(run.run_id, run.experiment_id)}",
             "",
         ]
+        if run.report_run_id:
+            url = tracking.run_url(run.report_run_id, run.experiment_id) + "/artifacts/reports/pipeline.html"
+            lines += [f"The run's HTML report (metrics, curves, diversity, samples, examples): {url}", ""]
     elif run.key:
         lines += ["## MLflow", "", f"Not sent yet: {run.message}.", ""]
     return "\n".join(lines)

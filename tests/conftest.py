@@ -82,3 +82,19 @@ def workspace(tmp_path: Path) -> Path:
 
 # Real local services (MLflow server, Prefect server), shared by the test session; see tests/services.py.
 from tests.services import mlflow_server, prefect_server  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """The project on the tiny world, reproduced once by `dvc repro` (untracked) and committed: tests read
+    it; a test that changes it works on `tests.tiny_project.copy_project`."""
+    from tests.tiny_project import commit_all, copy_project, dvc, make_tiny_project
+
+    reuse = os.environ.get("SYNTH2_TESTS_TINY_PIPELINE")  # development: a project reproduced by an earlier session
+    if reuse:
+        return copy_project(Path(reuse), tmp_path_factory.mktemp("tiny") / "project")
+    root = make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
+    result = dvc(root, "repro", SYNTH2_TRACKING="0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    commit_all(root, "tiny pipeline reproduced")
+    return root

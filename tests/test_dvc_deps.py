@@ -104,28 +104,25 @@ def profile_imports(profile: str, used: set[str]) -> set[str]:
     return found
 
 
-def closure(module: str, profile: str) -> set[str]:
-    """Every synth2 module `python -m module` can execute with `profile`."""
-    hooks = profile_hooks()
-    seen: set[str] = set()
-    todo = [module]
+def _follow(todo: list[str], seen: set[str]) -> None:
+    """Add to `seen` every module reachable from `todo` by imports (profile modules excepted)."""
     while todo:
         name = todo.pop()
         if name in seen or name.startswith("synth2.profiles."):
             continue
         seen.add(name)
         todo += sorted(_imports_in(_tree(name).body, name) - seen)
+
+
+def closure(module: str, profile: str) -> set[str]:
+    """Every synth2 module `python -m module` can execute with `profile`."""
+    hooks = profile_hooks()
+    seen: set[str] = set()
+    _follow([module], seen)
     if "synth2.profiles" in seen:
         used = {n.attr for m in seen for n in ast.walk(_tree(m)) if isinstance(n, ast.Attribute) and n.attr in hooks}
-        profile_module = f"synth2.profiles.{profile}"
-        seen.add(profile_module)
-        todo = sorted(profile_imports(profile, used) - seen)
-        while todo:
-            name = todo.pop()
-            if name in seen or name.startswith("synth2.profiles."):
-                continue
-            seen.add(name)
-            todo += sorted(_imports_in(_tree(name).body, name) - seen)
+        seen.add(f"synth2.profiles.{profile}")
+        _follow(sorted(profile_imports(profile, used) - seen), seen)
     return seen
 
 

@@ -7,7 +7,10 @@ is tested independently of the model code.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,10 +60,12 @@ def test_deployments_register_with_their_schedules(prefect_server: str, tmp_path
 
     from flows.experiment import synth2_experiment
     from flows.pipeline import synth2_pipeline
+    from flows.study import synth2_study
 
     flow_names = {
         "flows/pipeline.py:synth2_pipeline": synth2_pipeline.name,
         "flows/experiment.py:synth2_experiment": synth2_experiment.name,
+        "flows/study.py:synth2_study": synth2_study.name,
     }
     expected = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
@@ -166,3 +171,69 @@ def test_experiment_flow_keeps_params_yaml_and_records_overrides(project: Path, 
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     assert {c.data.params.get("seed") for c in children if c.data.tags["synth2.stage"] == "make_numbers"} == {"3"}
+
+
+# Two independent stages and one that joins them. Each records when it ran in a file DVC does not track,
+# so the outputs (and dvc.lock) cannot depend on how the flow scheduled them.
+SLOW_STAGE = """import sys, time
+name, started = sys.argv[1], time.time()
+time.sleep(2)
+open(f"{name}.txt", "w").write(name)
+open(f"{name}.when", "w").write(f"{started} {time.time()}")
+"""
+PARALLEL_DVC_YAML = {
+    "stages": {
+        "left": {"cmd": "python slow.py left", "deps": ["slow.py"], "outs": ["left.txt"]},
+        "right": {"cmd": "python slow.py right", "deps": ["slow.py"], "outs": ["right.txt"]},
+        "join": {"cmd": "cat left.txt right.txt > join.txt", "deps": ["left.txt", "right.txt"], "outs": ["join.txt"]},
+    }
+}
+
+
+def parallel_project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "slow.py").write_text(SLOW_STAGE)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(PARALLEL_DVC_YAML, sort_keys=False))
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (root / ".gitignore").write_text("*.when\n.synth2/\n")
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    return root
+
+
+def test_the_parallel_flow_overlaps_independent_stages_and_writes_what_the_serial_one_writes(tmp_path: Path):
+    from flows.pipeline import synth2_pipeline
+
+    runs = {}
+    for limit in (1, 2):
+        root = parallel_project(tmp_path / f"limit{limit}")
+        result = synth2_pipeline(root=str(root), max_parallel=limit)
+        assert [o["stage"] for o in result["stages"]] == ["left", "right", "join"] and all(
+            o["ran"] for o in result["stages"]
+        )
+        spans = [tuple(map(float, (root / f"{s}.when").read_text().split())) for s in ("left", "right")]
+        runs[limit] = (yaml.safe_load((root / "dvc.lock").read_text()), spans)
+    (serial_lock, serial), (parallel_lock, parallel) = runs[1], runs[2]
+    assert serial_lock == parallel_lock  # same outputs, same lock
+    overlapped = lambda spans: spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # noqa: E731
+    assert overlapped(parallel) and not overlapped(serial)
+
+
+def test_a_stage_waits_for_dvcs_lock_instead_of_failing(tmp_path: Path):
+    """Another DVC process holds the repository lock: the task's DVC waits for it (the short locked phases
+    of parallel stages), it does not fail with "Unable to acquire lock"."""
+    import threading
+
+    from dvc.repo import Repo
+
+    root = parallel_project(tmp_path / "project")
+    holder = Repo(str(root))
+    holder.lock.lock()
+    threading.Timer(3.0, holder.lock.unlock).start()
+    result_file = tmp_path / "result.json"
+    script = ROOT / "tasks" / "_repro.py"
+    env = service_env(PATH=f"{BIN}:{os.environ['PATH']}")
+    command = [sys.executable, str(script), "left", str(result_file)]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(result_file.read_text()) == {"stage": "left", "ran": True}

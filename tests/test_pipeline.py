@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,28 +10,19 @@ import pandas as pd
 import pytest
 
 from synth2 import paths
-from tests.conftest import ROOT, run_stage, stage_env, write_params
+from tests.conftest import run_stage, write_params
+from tests.tiny_project import dvc as run_dvc
 
 pytestmark = pytest.mark.slow
-DVC = str(Path(os.sys.executable).with_name("dvc"))
+
+
+@pytest.fixture
+def pipeline(tiny_pipeline: Path) -> Path:
+    return tiny_pipeline
 
 
 def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    env = stage_env() | {"SYNTH2_TRACKING": "0", "PATH": f"{Path(DVC).parent}:{os.environ['PATH']}"}
-    return subprocess.run([DVC, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
-    workspace = tmp_path_factory.mktemp("pipeline")
-    shutil.copy(ROOT / "dvc.yaml", workspace)
-    shutil.copytree(ROOT / "src", workspace / "src")  # dvc.yaml declares source files as deps
-    write_params(workspace)
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
-        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
-    result = dvc(workspace, "repro")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workspace
+    return run_dvc(workspace, *args, SYNTH2_TRACKING="0")
 
 
 def test_every_variant_is_scored_on_every_split(pipeline: Path):

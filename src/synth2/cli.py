@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync = tracking.add_parser("sync", help="send the runs kept in .synth2/spool to the MLflow server now")
     sync.add_argument("--timeout", type=float, help="seconds per request to the tracking server (default 5)")
+    sync.add_argument("--tracking-uri", help="send to this store instead of the one each run was recorded for")
     return parser
 
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "tracking":
             from synth2.tracking.sync import sync
 
-            result = sync(timeout=args.timeout)
+            result = sync(timeout=args.timeout, tracking_uri=args.tracking_uri)
             if result.failed:
                 raise Synth2Error(result.message)
             print(result.message)

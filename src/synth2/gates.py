@@ -166,6 +166,14 @@ def _words(captions: pd.Series) -> pd.Series:
     return captions.fillna("").astype(str).str.split().str.len()
 
 
+def concepts_table() -> Table:
+    """The concepts the caption LM is prompted with: present and unique (both profiles)."""
+    gxe = expectations()
+    concepts = read_parquet(paths.CONCEPTS, "prepare")
+    exps = [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")]
+    return Table("concepts", concepts, exps, ["concept"])
+
+
 def caption_tables(g: GateParams) -> list[Table]:
     """Raw LM captions: present, mostly well-formed and of sane length, not all one caption."""
     gxe = expectations()

@@ -62,6 +62,7 @@ SYNTHETIC = DATA / "synthetic"
 SELECTIONS_BY_NAME = {"balanced": BALANCED, "unbalanced": UNBALANCED}
 SYNTHESIZE_METRICS = METRICS / "synthesize.json"
 SYNTHETIC_SHEET = REPORTS / "synthesize" / "synthetic.png"
+SYNTHETIC_SHEET_CAPTIONS = REPORTS / "synthesize" / "synthetic_captions.json"  # the sheet's captions in full
 SYNTHETIC_EXAMPLES = REPORTS / "synthesize" / "examples.md"  # coco profile without a decoder
 
 
@@ -92,6 +93,10 @@ EVAL_PLOT = PLOTS / "evaluate.csv"
 EVAL_EXAMPLES = REPORTS / "evaluate" / "examples.md"
 EVAL_CAPTIONS = REPORTS / "evaluate" / "captions.parquet"  # test captions of every variant
 EVAL_PER_IMAGE = REPORTS / "evaluate" / "per_image.parquet"  # per-image scores, val and test
+
+
+# report: one HTML page of the run (metrics, curves, diversity, synthetic samples, examples)
+REPORT = REPORTS / "pipeline.html"
 
 
 def vlm_dir(variant: str) -> Path:

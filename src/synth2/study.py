@@ -141,8 +141,10 @@ def _require_committed(root: Path) -> None:
     if commit == "unknown":
         raise StudyError(f"{root} is not a git repository with a commit; a study's experiments hang off a commit")
     if dirty:
-        raise StudyError("the workspace has uncommitted changes (git status): commit them first, so the study's "
-                         "experiments and report match a commit")  # fmt: skip
+        raise StudyError(
+            "the workspace has uncommitted changes (git status): commit them first, so the study's "
+            "experiments and report match a commit"
+        )
 
 
 def _validate(root: Path, overrides: Mapping[str, Any], budgets: Sequence[int] | None) -> None:

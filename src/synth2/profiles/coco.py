@@ -157,7 +157,7 @@ def caption_labellers(params: Params) -> CaptionLabellers:
 
 def real_gate_tables(params: Params) -> list[Table]:
     """ids, paths and captions present, every test image with references, concepts unique."""
-    from synth2.gates import Table, expectations
+    from synth2.gates import Table, concepts_table, expectations
     from synth2.io import read_parquet
 
     gxe = expectations()
@@ -178,12 +178,7 @@ def real_gate_tables(params: Params) -> list[Table]:
                 gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
             ]
         tables.append(Table(name, frame, exps, ["image_id", "file_name", "caption"]))
-    concepts = read_parquet(paths.CONCEPTS, "prepare")
-    concept_exps = [
-        gxe.ExpectColumnValuesToNotBeNull(column="concept"),
-        gxe.ExpectColumnValuesToBeUnique(column="concept"),
-    ]
-    tables.append(Table("concepts", concepts, concept_exps, ["concept"]))
+    tables.append(concepts_table())
     return tables
 
 
@@ -254,7 +249,7 @@ def synthesis_report(params: Params, balanced: pd.DataFrame, synthesize: Synthes
 
     from synth2.coco.concepts import named_concepts
     from synth2.contact_sheet import contact_sheet
-    from synth2.io import atomic_path, read_parquet
+    from synth2.io import atomic_path, read_parquet, write_json
     from synth2.profiles import SynthesisReport
 
     seed = params.seed
@@ -302,6 +297,7 @@ def synthesis_report(params: Params, balanced: pd.DataFrame, synthesize: Synthes
     _, images = round_trip(synthesize(sample["caption"].tolist(), seed), seed)
     thumbs = np.stack([np.asarray(image.convert("RGB").resize((SHEET_TILE, SHEET_TILE))) for image in images])
     contact_sheet(thumbs, sample["caption"].tolist(), paths.SYNTHETIC_SHEET)
+    write_json(sample["caption"].tolist(), paths.SYNTHETIC_SHEET_CAPTIONS)
     return SynthesisReport(metrics=metrics, timings=timings)
 
 

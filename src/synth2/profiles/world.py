@@ -157,7 +157,7 @@ def real_gate_tables(params: Params) -> list[Table]:
     """World tables: attributes present and in the world's vocabularies, image ids within the pixels."""
     from safetensors import safe_open
 
-    from synth2.gates import GateError, Table, expectations
+    from synth2.gates import GateError, Table, concepts_table, expectations
     from synth2.io import read_parquet
     from synth2.world.scenes import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES
 
@@ -208,12 +208,7 @@ def real_gate_tables(params: Params) -> list[Table]:
                 gxe.ExpectColumnValuesToBeBetween(column="n_references", min_value=1),
             ]
         tables.append(Table(name, frame, exps, show))
-    concepts = read_parquet(paths.CONCEPTS, "prepare")
-    concept_exps = [
-        gxe.ExpectColumnValuesToNotBeNull(column="concept"),
-        gxe.ExpectColumnValuesToBeUnique(column="concept"),
-    ]
-    tables.append(Table("concepts", concepts, concept_exps, ["concept"]))
+    tables.append(concepts_table())
     return tables
 
 
@@ -285,7 +280,7 @@ def synthesis_report(params: Params, balanced: pd.DataFrame, synthesize: Synthes
     import pandas as pd
 
     from synth2.contact_sheet import contact_sheet
-    from synth2.io import load_output, read_parquet, require_dir
+    from synth2.io import load_output, read_parquet, require_dir, write_json
     from synth2.models.autoencoder import decode, encode, load_autoencoder
     from synth2.profiles import SynthesisReport
 
@@ -308,6 +303,7 @@ def synthesis_report(params: Params, balanced: pd.DataFrame, synthesize: Synthes
     images = decode(model, synthesize(sample["caption"].tolist(), params.seed))
     labels = [("" if c in seen_combos else "[held out] ") + t for c, t in zip(sample["concept"], sample["caption"])]
     contact_sheet(images, labels, paths.SYNTHETIC_SHEET)
+    write_json(labels, paths.SYNTHETIC_SHEET_CAPTIONS)  # the sheet cuts long captions: here they are whole
     timings = {
         "captions": len(captions),
         "embedding_seconds": embedding_s,

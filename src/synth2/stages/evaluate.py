@@ -114,6 +114,11 @@ def run(params: Params) -> None:
     write_examples(test_captions, params.evaluate.n_examples, params.seed, profile.EXAMPLE_KEY)
     log.info("champion on validation: %s (%s = %.4g, margin %.4g)", *champion.values())
 
+    flat = {
+        v: {f"{split}.{key}": value for split in splits for key, value in tracking.flatten(metrics[split][v]).items()}
+        for v in paths.VLM_VARIANTS
+    }
+    tracking.log_variant_metrics({v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS}, flat)
     key = params.tracking.champion_metric
     tracking.promote_best(
         {v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS},

@@ -24,6 +24,7 @@ from synth2.tracking.runs import (
     log_artifact,
     log_metrics,
     log_model,
+    log_variant_metrics,
     promote_best,
     run_url,
     stage_run,
@@ -32,12 +33,12 @@ from synth2.tracking.runs import (
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri
 
 
-def sync(root=None, wait: bool = True, timeout: float | None = None):
+def sync(root=None, wait: bool = True, timeout: float | None = None, tracking_uri: str | None = None):
     """Send the spool to MLflow (synth2.tracking.sync.sync); imported on use, since stages run
     `python -m synth2.tracking.sync` and an eager import would load that module twice."""
     from synth2.tracking.sync import sync as send
 
-    return send(root, wait, timeout)
+    return send(root, wait, timeout, tracking_uri)
 
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "log_artifact",
     "log_metrics",
     "log_model",
+    "log_variant_metrics",
     "lookup",
     "numeric_metrics",
     "project_root",

@@ -148,13 +148,7 @@ def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
     commit, dirty = git_state(Path.cwd(), pipeline_outs(Path.cwd()) if repo is not None else set())
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
     parent, execution = _parent(commit, dirty)
-    tags: dict[str, str] = {
-        TAG_STAGE: stage_name,
-        TAG_COMMIT: commit,
-        "mlflow.source.git.commit": commit,
-        TAG_DIRTY: str(dirty).lower(),
-        TAG_EXECUTION: execution,
-    }
+    tags = {TAG_STAGE: stage_name, TAG_EXECUTION: execution, **_commit_tags(commit, dirty)}
     if os.environ.get(ENV_FLOW_RUN):
         tags[TAG_FLOW_RUN] = os.environ[ENV_FLOW_RUN]
     if os.environ.get("DVC_EXP_NAME"):
@@ -189,16 +183,14 @@ def _parent(commit: str, dirty: bool) -> tuple[dict[str, Any] | None, str]:
     if invocation is None:
         return None, "standalone"
     key, command = invocation
-    tags = {
-        TAG_EXECUTION_ID: key,
-        TAG_EXECUTION: command,
-        TAG_COMMIT: commit,
-        "mlflow.source.git.commit": commit,
-        TAG_DIRTY: str(dirty).lower(),
-    }
+    tags = {TAG_EXECUTION_ID: key, TAG_EXECUTION: command, **_commit_tags(commit, dirty)}
     if os.environ.get("DVC_EXP_NAME"):
         tags[TAG_EXP_NAME] = os.environ["DVC_EXP_NAME"]
     return {"execution_id": key, "name": command, "tags": tags}, command
+
+
+def _commit_tags(commit: str, dirty: bool) -> dict[str, str]:
+    return {TAG_COMMIT: commit, "mlflow.source.git.commit": commit, TAG_DIRTY: str(dirty).lower()}
 
 
 def _declared(stage: Any, params: Params) -> dict[str, Any]:
@@ -320,6 +312,21 @@ def promote_best(
     )
 
 
+@guarded
+def log_variant_metrics(
+    run: SpoolRun, models: Mapping[str, str | Path], metrics: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Put each model variant's evaluation on the run that trained it, under the same metric names for
+    every variant, so that MLflow's compare view shows the variants side by side. A variant's run is found
+    by the DVC md5 of its model directory (the `dvc.out.` tag of its training stage)."""
+    from synth2.tracking.lineage import dvc_md5
+
+    variants = {
+        v: {"out": str(d), "md5": dvc_md5(d), "metrics": numeric_metrics(metrics[v])} for v, d in models.items()
+    }
+    run.record("variants", variants=variants)
+
+
 # ------------------------------------------------------------------------- pipeline-level runs (flows)
 
 
@@ -333,9 +340,7 @@ def start_pipeline_run(
     """Open the parent run of a flow execution in the spool; returns its key, which the stages find in
     SYNTH2_PARENT_SPOOL_KEY to nest under it."""
     root = root or project_root()
-    commit, dirty = git_state(root, pipeline_outs(root))
-    all_tags = {TAG_EXECUTION: "prefect", TAG_COMMIT: commit, "mlflow.source.git.commit": commit}
-    all_tags |= {TAG_DIRTY: str(dirty).lower(), **(tags or {})}
+    all_tags = {TAG_EXECUTION: "prefect", **_commit_tags(*git_state(root, pipeline_outs(root))), **(tags or {})}
     run = SpoolRun.create(root, run_name)
     params_flat = {k: str(v) for k, v in flatten(run_params or {}).items()}
     destination = _destination(params, root)

@@ -42,6 +42,7 @@ from synth2.tracking.store import metric_key, project_root
 log = logging.getLogger("synth2.tracking")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # opens as a training experiment
 TAG_EXECUTION_ID = "synth2.execution_id"
+OUT_TAG = "dvc.out."
 UNAVAILABLE = "unavailable"  # in the spool while the last sync could not reach the server: its message
 
 
@@ -86,11 +87,13 @@ def _lock(root: Path, wait: bool) -> Iterator[bool]:
 class Session:
     """MLflow clients per tracking URI, experiment ids, and runs created during this sync."""
 
-    def __init__(self) -> None:
+    def __init__(self, override_uri: str | None = None) -> None:
         self.clients: dict[str, Any] = {}
         self.experiments: dict[tuple[str, str], str] = {}
+        self.override_uri = override_uri
 
     def client(self, uri: str):
+        uri = self.override_uri or uri
         if uri not in self.clients:
             from mlflow import MlflowClient
 
@@ -98,6 +101,7 @@ class Session:
         return self.clients[uri]
 
     def experiment(self, uri: str, name: str, root: Path) -> str:
+        uri = self.override_uri or uri
         if (uri, name) not in self.experiments:
             from mlflow.exceptions import MlflowException
 
@@ -118,8 +122,12 @@ class Session:
         return self.experiments[(uri, name)]
 
 
-def sync(root: Path | None = None, wait: bool = True, timeout: float | None = None) -> SyncResult:
-    """Send every closed run of the spool; with `wait`, queue behind a running sync instead of leaving."""
+def sync(
+    root: Path | None = None, wait: bool = True, timeout: float | None = None, tracking_uri: str | None = None
+) -> SyncResult:
+    """Send every closed run of the spool; with `wait`, queue behind a running sync instead of leaving.
+    `tracking_uri` sends them to another store than the one each run was recorded for (e.g. after the
+    server moved)."""
     root = (root or project_root()).resolve()
     _configure_http(timeout or float(os.environ.get("SYNTH2_TRACKING_TIMEOUT", "5")))
     result = SyncResult()
@@ -127,7 +135,7 @@ def sync(root: Path | None = None, wait: bool = True, timeout: float | None = No
         if not held:
             result.message = "another sync is running; it sends these runs too"
             return result
-        session = Session()
+        session = Session(tracking_uri)
         for directory in list(pending_runs(root)):
             try:
                 outcome = _send(directory, root, session, result)
@@ -267,6 +275,11 @@ def _replay(event: dict, run_id: str, opening: dict, directory: Path, root: Path
         models = {v: (directory / FILES / m["dir"], m["md5"]) for v, m in event["models"].items()}
         scores, metric, registered = event["scores"], event["metric"], event["registered_model"]
         registry.promote_best(client, run_id, experiment_id, models, scores, metric, registered, event["alias"])
+    elif kind == "variants":
+        experiment_id = session.experiment(opening["tracking_uri"], opening["experiment"], root)
+        parent_id = read_state(directory).get("parent_id")
+        for variant, entry in event["variants"].items():
+            _variant_metrics(client, experiment_id, parent_id, variant, entry, stamp)
     elif kind == "close":
         client.set_terminated(run_id, event["status"], end_time=stamp)
         parent = opening.get("parent") or {}
@@ -279,13 +292,36 @@ def _replay(event: dict, run_id: str, opening: dict, directory: Path, root: Path
                 client.set_terminated(parent_id, final, end_time=stamp)
 
 
+def _variant_metrics(client, experiment_id: str, parent_id: str | None, variant: str, entry: dict, stamp: int) -> None:
+    """Log a variant's evaluation on the run that trained its model (found by the model's DVC md5); when
+    no run trained it (DVC restored it from its cache), on a run of its own named after the variant."""
+    from mlflow.entities import Metric, RunTag
+
+    tag = f"{OUT_TAG}{entry['out']}"
+    found = []
+    if entry["md5"]:
+        query = f"tags.`{tag}` = '{entry['md5']}'"
+        found = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        tags = {"synth2.variant": variant, tag: entry["md5"] or "unknown"}
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run_id = client.create_run(experiment_id, start_time=stamp, tags=tags, run_name=f"vlm {variant}").info.run_id
+        client.set_terminated(run_id, "FINISHED", end_time=stamp)
+    metrics = [Metric(metric_key(k), float(v), stamp, 0) for k, v in entry["metrics"].items()]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag("synth2.variant", variant)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synth2 tracking sync", description=__doc__.split("\n\n")[0])
     parser.add_argument("--background", action="store_true", help="leave when another sync holds the lock")
     parser.add_argument("--timeout", type=float, help="seconds per request to the tracking server (default 5)")
+    parser.add_argument("--tracking-uri", help="send to this store instead of the one each run was recorded for")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    result = sync(wait=not args.background, timeout=args.timeout)
+    result = sync(wait=not args.background, timeout=args.timeout, tracking_uri=args.tracking_uri)
     stream = sys.stderr if result.failed else sys.stdout
     print(("error: " if result.failed else "") + result.message, file=stream)
     return 1 if result.failed else 0

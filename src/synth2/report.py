@@ -1,0 +1,145 @@
+"""The pipeline run's report: one self-contained HTML page a person reads (images embedded).
+
+Metrics of every VLM variant (test, and validation where the champion was chosen), the champion, the
+training curves, diversity of the captions before and after balancing, the synthetic contact sheet with
+its captions written out in full, and example captions per variant. Built from the stages' DVC outputs
+only (no timestamps), so the same outputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synth2 import paths
+from synth2.io import read_json
+
+CURVES = {
+    "caption LM": paths.CAPTION_LM_LOSS,
+    "image encoder": paths.IMAGE_ENCODER_LOSS,
+    "prior": paths.PRIOR_LOSS,
+    **{f"VLM {v}": paths.vlm_loss(v) for v in paths.VLM_VARIANTS},
+}
+DIVERSITY_ROWS = (
+    ("n", "captions"),
+    ("unique_ratio", "unique"),
+    ("concept_entropy", "concept entropy (bits)"),
+    ("concepts_covered", "concepts covered"),
+    ("max_min_concept_ratio", "max/min concept count"),
+    ("mean_pairwise_distance", "mean pairwise distance (MiniLM)"),
+    ("clusters_covered", "clusters covered"),
+)
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}img{max-width:100%}ol li{margin:2px 0}"
+)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: Path) -> str:
+    if not path.exists():
+        return "<p>(not produced in this profile)</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _curves_png() -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: pd.read_csv(path) for name, path in CURVES.items() if path.exists()}
+    curves = {name: frame for name, frame in curves.items() if len(frame)}
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(3.2 * max(1, len(curves)), 2.6), squeeze=False)
+    for ax, (name, frame) in zip(axes[0], curves.items()):
+        ax.plot(frame["step"], frame["loss"])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})  # no version stamp: same bytes
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _metrics_section(evaluation: Mapping[str, Any], columns: Iterable[tuple[str, str]]) -> str:
+    columns = list(columns)
+    parts = []
+    for split in ("test", "val"):
+        rows = [
+            [variant, subset, *(values.get(key, "n/a") for key, _ in columns)]
+            for variant in paths.VLM_VARIANTS
+            for subset, values in evaluation[split][variant].items()
+        ]
+        parts.append(f"<h3>{split}</h3>" + _table(["variant", "subset", *(h for _, h in columns)], rows))
+    champion = evaluation.get("champion")
+    if champion:
+        parts.append(
+            f"<p>Champion (chosen on validation): <b>{html.escape(champion['variant'])}</b> by "
+            f"{html.escape(champion['metric'])} = {champion['value']:.3f}, {champion['margin']:.3f} ahead of the "
+            "runner-up.</p>"
+        )
+    return "".join(parts)
+
+
+def _diversity_section(diversity: Mapping[str, Any]) -> str:
+    sets = [name for name in ("prompted_raw", "balanced", "unbalanced") if name in diversity]
+    rows = [[label, *(diversity[s].get(key) for s in sets)] for key, label in DIVERSITY_ROWS]
+    return _table(["", *sets], rows)
+
+
+def _markdown_table(path: Path) -> str:
+    """A Markdown table written by a stage (| a | b |) as HTML."""
+    if not path.exists():
+        return "<p>(not produced)</p>"
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|") and "---" not in line]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return _table(rows[0], rows[1:]) if rows else ""
+
+
+def _json(path: Path, missing: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else missing
+
+
+def build_report(result_columns: Iterable[tuple[str, str]], title: str) -> str:
+    evaluation = read_json(paths.EVAL_METRICS, "evaluate")
+    diversity = _json(paths.DIVERSITY_REPORT, {})
+    sheet_captions = _json(paths.SYNTHETIC_SHEET_CAPTIONS, [])
+    curves = base64.b64encode(_curves_png()).decode()
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Captioning metrics</h2>",
+        _metrics_section(evaluation, result_columns),
+        "<h2>Training curves</h2>",
+        f'<img alt="training curves" src="data:image/png;base64,{curves}">',
+        "<h2>Diversity of the synthetic captions</h2>",
+        _diversity_section(diversity) if diversity else "<p>(no diversity report)</p>",
+        "<h2>Synthetic image embeddings, decoded</h2>",
+        _image(paths.SYNTHETIC_SHEET),
+        "<ol>" + "".join(f"<li>{html.escape(c)}</li>" for c in sheet_captions) + "</ol>",
+        "<h2>Example captions (test)</h2>",
+        _markdown_table(paths.EVAL_EXAMPLES),
+    ]
+    body = "\n".join(sections)
+    head = f'<meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style>'
+    return f"<!doctype html><html><head>{head}</head><body>{body}</body></html>\n"

@@ -1,0 +1,258 @@
+"""Bad inputs and faults on a completed tiny pipeline, through the real entry points (`dvc repro`, the
+Prefect flow, `python -m synth2.stages.NAME`, `synth2`): each ends in one line that names the file or key
+and the fix, a non-zero exit, no traceback, and the previous outputs byte-identical afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from synth2 import paths
+from tests.tiny_project import BIN, copy_project, dvc, project_env, snapshot
+
+pytestmark = pytest.mark.slow
+# Everything the pipeline wrote, but check_params' own marker (DVC deletes it before the failing check;
+# `dvc checkout` or the next valid run puts it back: it only says "valid").
+ALL_OUTPUTS = ("data", "models", "metrics", "plots", "reports/gates", "reports/evaluate", "dvc.lock")
+
+
+@pytest.fixture
+def project(tiny_pipeline: Path, tmp_path: Path) -> Path:
+    return copy_project(tiny_pipeline, tmp_path / "project")
+
+
+def run(root: Path, *argv: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    environment = project_env(**({"SYNTH2_TRACKING": "0"} | env))
+    return subprocess.run(list(argv), cwd=root, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def stage(root: Path, name: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return run(root, sys.executable, "-m", f"synth2.stages.{name}", *args, PYTHONPATH="src", **env)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The run failed with exactly one `error:` line and no traceback; that line."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    return errors[0]
+
+
+def set_param(root: Path, old: str, new: str) -> None:
+    params = root / "params.yaml"
+    assert old in params.read_text()
+    params.write_text(params.read_text().replace(old, new))
+
+
+# --------------------------------------------------------------------------------------------- params
+
+
+def test_a_params_mistake_under_dvc_repro_loses_nothing(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    set_param(project, "target_size: 80", "target_size: -3")
+    line = one_error_line(dvc(project, "repro", SYNTH2_TRACKING="0"))
+    assert "stage 'check_params'" in line and "'balance.target_size': -3" in line
+    assert snapshot(project, *ALL_OUTPUTS) == before  # DVC never reached a stage with outputs
+
+
+def test_a_params_mistake_under_the_flow_is_one_line_before_prefect_starts(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    set_param(project, "unprompted_fraction: 0.2", "unprompted_fraction: 1.5")
+    result = run(project, sys.executable, "-m", "flows.pipeline", PYTHONPATH=str(Path(__file__).parents[1]))
+    line = one_error_line(result)
+    assert line.startswith("error: synth2 pipeline: ") and "'world.caption_lm.unprompted_fraction': 1.5" in line
+    assert snapshot(project, *ALL_OUTPUTS) == before
+
+
+def test_a_bad_torch_thread_count_is_one_line(project: Path):
+    line = one_error_line(stage(project, "prior", SYNTH2_TORCH_THREADS="many"))
+    assert "SYNTH2_TORCH_THREADS='many'" in line
+
+
+# ----------------------------------------------------------------------------------- corrupt inputs
+
+
+def test_corrupt_model_weights_are_named_and_nothing_is_written(project: Path):
+    before = snapshot(project, "data/synthetic", "metrics/synthesize.json", "reports/synthesize")
+    weights = next((project / paths.PRIOR).rglob("*.safetensors"))
+    weights.write_bytes(b"not a safetensors file")
+    line = one_error_line(stage(project, "synthesize"))
+    assert "models/prior does not hold a loadable prior" in line and "dvc repro prior" in line
+    assert snapshot(project, "data/synthetic", "metrics/synthesize.json", "reports/synthesize") == before
+
+
+def test_no_real_pairs_stops_training_before_anything_is_written(project: Path):
+    before = snapshot(project, "models/vlm/baseline", "metrics/train_vlm", "plots/train_vlm")
+    real = pd.read_parquet(project / paths.REAL_TRAIN)
+    real.head(0).to_parquet(project / paths.REAL_TRAIN, index=False)
+    line = one_error_line(stage(project, "train_vlm", "baseline"))
+    assert "data/prepared/real_train.parquet has no rows" in line and "dvc repro prepare" in line
+    assert snapshot(project, "models/vlm/baseline", "metrics/train_vlm", "plots/train_vlm") == before
+
+
+def test_nan_embeddings_never_become_a_model(project: Path):
+    before = snapshot(project, "models/vlm/baseline", "metrics/train_vlm")
+    stored = load_file(str(project / paths.REAL_EMBEDDINGS))
+    stored["embeddings"][3, 0] = np.nan
+    save_file(stored, str(project / paths.REAL_EMBEDDINGS))
+    line = one_error_line(stage(project, "train_vlm", "baseline"))
+    assert "data/embeddings/real_train.safetensors" in line and "not finite" in line
+    assert snapshot(project, "models/vlm/baseline", "metrics/train_vlm") == before
+
+
+def test_null_captions_in_balance_leave_every_output_as_it_was(project: Path):
+    outputs = ("data/selections", "metrics/diversity.json")
+    before = snapshot(project, *outputs)
+    prompted = pd.read_parquet(project / paths.PROMPTED_CAPTIONS)
+    prompted.loc[:, "caption"] = None  # nothing left to balance: fails after nothing was replaced
+    prompted.to_parquet(project / paths.PROMPTED_CAPTIONS, index=False)
+    line = one_error_line(stage(project, "balance"))
+    assert "no captions survive balancing" in line
+    assert snapshot(project, *outputs) == before
+
+
+def test_an_unexpected_error_names_the_stage_and_the_log_with_its_traceback(project: Path):
+    test = pd.read_parquet(project / paths.TEST)
+    test["references"] = 7  # not a list: scoring cannot work, and no check anticipates it
+    test.to_parquet(project / paths.TEST, index=False)
+    line = one_error_line(stage(project, "evaluate"))
+    assert line.startswith("error: stage 'evaluate': unexpected TypeError:") and "traceback in " in line
+    log = Path(line.split("traceback in ", 1)[1].rstrip(")"))
+    assert "Traceback (most recent call last)" in log.read_text()
+    debug = stage(project, "evaluate", SYNTH2_DEBUG="1")
+    assert "Traceback (most recent call last)" in debug.stderr  # the switch that shows it
+
+
+def test_a_failed_stage_under_the_flow_puts_its_outputs_back(project: Path):
+    outputs = ("models/prior", "metrics/prior.json", "plots/prior_loss.csv")
+    before = snapshot(project, *outputs)
+    stored = load_file(str(project / paths.REAL_EMBEDDINGS))
+    stored["embeddings"][:, :] = np.inf
+    save_file(stored, str(project / paths.REAL_EMBEDDINGS))
+    repo = str(Path(__file__).parents[1])
+    result = run(
+        project, sys.executable, "-m", "flows.pipeline", "--target", "prior", "--force", "prior", PYTHONPATH=repo
+    )
+    line = one_error_line(result)
+    assert "stage 'prior'" in line and "not finite" in line
+    assert snapshot(project, *outputs) == before  # DVC had deleted them; the flow put them back
+
+
+# ------------------------------------------------------------------------------------- reproducibility
+
+
+def test_a_forced_gate_rewrites_the_same_report(project: Path):
+    report = project / paths.gate_report("real")
+    before = report.read_bytes()
+    assert dvc(project, "repro", "--force", "--single-item", "gate_real", SYNTH2_TRACKING="0").returncode == 0
+    assert report.read_bytes() == before  # no timestamps: dvc.lock and everything downstream unchanged
+    status = dvc(project, "status", "--json")
+    assert json.loads(status.stdout) == {}
+
+
+# ---------------------------------------------------------------------------------------- tracking
+
+
+def test_an_unreachable_tracking_server_costs_nothing_and_the_spool_replays_later(project: Path, tmp_path: Path):
+    unreachable = "http://127.0.0.1:9"  # the discard port: nothing listens
+    started = time.perf_counter()
+    result = stage(project, "gate", "captions", SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=unreachable)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.perf_counter() - started < 120  # no minutes of HTTP retries (not a benchmark: a sanity bound)
+    spool = project / ".synth2" / "spool"
+    deadline = time.monotonic() + 120
+    while not (spool / "unavailable").exists() and time.monotonic() < deadline:
+        time.sleep(1)  # the background sync tried, failed, kept the run
+    assert (spool / "unavailable").exists() and any(p.is_dir() for p in spool.iterdir())
+    second = stage(project, "gate", "balanced", SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=unreachable)
+    assert "tracking is off for this run" in second.stderr
+
+    fresh = f"sqlite:///{tmp_path}/fresh.db"
+    sync = run(project, str(BIN / "synth2"), "tracking", "sync", "--tracking-uri", fresh)
+    assert sync.returncode == 0, sync.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(fresh)
+    experiment = client.get_experiment_by_name("synth2")
+    stages = {r.data.tags["synth2.stage"] for r in client.search_runs([experiment.experiment_id])}
+    assert {"gate_captions", "gate_balanced"} <= stages
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert not [p for p in spool.iterdir() if p.is_dir()]  # sent, so removed
+
+
+def test_a_killed_stage_run_is_closed_as_killed(project: Path, tmp_path: Path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth2.stages.caption_lm"],
+        cwd=project,
+        env=project_env(SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=uri, PYTHONPATH="src"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    spool = project / ".synth2" / "spool"
+    deadline = time.monotonic() + 120
+    while not any(p.is_dir() for p in spool.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sync = run(project, str(BIN / "synth2"), "tracking", "sync", "--tracking-uri", uri)
+    assert sync.returncode == 0, sync.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    [killed] = client.search_runs([client.get_experiment_by_name("synth2").experiment_id])
+    assert killed.info.status == "KILLED" and killed.data.tags["synth2.stage"] == "caption_lm"
+
+
+def test_sigterm_to_the_flow_stops_its_stages_and_leaves_nothing_running(project: Path, tmp_path: Path):
+    outputs = ("models/caption_lm", "metrics/caption_lm.json")
+    before = snapshot(project, *outputs)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    repo = str(Path(__file__).parents[1])
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", "--target", "caption_lm", "--force", "caption_lm"],
+        cwd=project,
+        env=project_env(SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=uri, PYTHONPATH=repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    for line in flow.stdout:  # wait until the stage is training
+        if "caption LM step" in line or time.monotonic() > deadline:
+            break
+    flow.send_signal(signal.SIGTERM)
+    output = flow.communicate(timeout=120)[0]
+    assert flow.returncode != 0 and "interrupted" in output
+    time.sleep(2)
+    import psutil
+
+    leftovers = [p for p in psutil.process_iter(["pid", "environ"]) if _started_in(p, project)]
+    assert not leftovers, [p.info["pid"] for p in leftovers]  # no stage, DVC or Prefect server left behind
+    assert snapshot(project, *outputs) == before
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("synth2").experiment_id])
+    assert runs and all(r.info.status == "KILLED" for r in runs)
+
+
+def _started_in(process, project: Path) -> bool:
+    try:
+        return process.cwd() == str(project) and process.pid != os.getpid()
+    except Exception:  # gone, or not ours
+        return False
