@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -180,7 +181,13 @@ def _dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     env = dict(os.environ)
     # The stages run `python -m synth2...`: make that this interpreter's environment.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+    # Output goes through files, not pipes: `dvc queue start` leaves workers running that inherit its stdout and
+    # stderr, and reading pipes would wait for those workers to end, i.e. for the whole queue.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        command = [sys.executable, "-m", "dvc", *args]
+        code = subprocess.run(command, cwd=root, env=env, stdout=out, stderr=err).returncode
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(args, code, out.read(), err.read())
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise StudyError(f"dvc {' '.join(args[:3])} failed: {detail[-1] if detail else result.returncode}")
