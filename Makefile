@@ -73,20 +73,11 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
 # A local Prefect server (SQLite under .prefect/), the deployments of prefect.yaml and a worker on
-# their pool, so the schedules fire. Ctrl-C stops the worker (Prefect 3.9's worker can hang on its
-# own shutdown: it gets 10 s, then SIGKILL), then the server, which runs in its own session so that
-# the interrupt does not reach it first.
+# their pool (one flow run at a time), so the schedules fire. The server accepts only its own origin,
+# with CSRF protection; PREFECT_API_AUTH_STRING=user:password in the environment adds a password.
+# Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make's process group, stops worker and server (flows/serve.py).
 serve: $(STAMP)
-	@export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api SYNTH2_ROOT=$(CURDIR); worker=; \
-	setsid $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & server=$$!; \
-	trap 'test -z "$$worker" || { kill $$worker 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do \
-		kill -0 $$worker 2>/dev/null || break; sleep 1; done; kill -9 $$worker 2>/dev/null; }; \
-		kill $$server 2>/dev/null; wait $$server' EXIT INT TERM; \
-	until $(BIN)/python -c "import urllib.request as u; u.urlopen('$$PREFECT_API_URL/health', timeout=2)" 2>/dev/null; do \
-		kill -0 $$server 2>/dev/null || exit 1; sleep 1; done; \
-	$(BIN)/prefect work-pool create synth2-local --type process --overwrite >/dev/null && \
-	$(BIN)/prefect --no-prompt deploy --all && \
-	{ $(BIN)/prefect worker start --pool synth2-local & worker=$$!; wait $$worker; }
+	$(BIN)/python -m flows.serve --port $(PREFECT_PORT)
 
 # The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT).
 ui: $(STAMP)

@@ -2,26 +2,35 @@
 
 Each runs in its own session (process group) and is stopped through that group's id, its own PID,
 when the test session ends. `listening_addresses` lets tests check that nothing listens beyond
-loopback.
+loopback; `assert_refuses_other_origins` that a Prefect server refuses a page from another origin.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from flows.serve import server_environment
+
 BIN = Path(sys.executable).parent
+# A page that is not the server's own: the origin a malicious page in the user's browser would have.
+OTHER_ORIGIN = "http://evil.example"
 
 
 def free_port() -> int:
@@ -108,12 +117,48 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def _request(url: str, method: str, headers: dict[str, str], body: bytes = b"") -> int:
+    """The status of one raw HTTP request: exactly these headers, none added (urllib adds a Content-Type)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            conn.putheader(key, value)
+        conn.endheaders(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def assert_refuses_other_origins(api_url: str, auth_string: str | None = None) -> None:
+    """A page from another origin can neither pass the Prefect API's CORS preflight nor change state
+    with the request a browser sends without one: `fetch(url, {method: "POST", mode: "no-cors", body:
+    blob})` carries no Content-Type, and Prefect reads such a body as JSON (an unprotected 3.9.1
+    server answers 201 and creates the object). With `auth_string` the requests carry the password,
+    so that the refusal shown is the CSRF check's own, not the password's."""
+    auth = {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()} if auth_string else {}
+    preflight = {
+        "Origin": OTHER_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    assert _request(f"{api_url}/work_pools/", "OPTIONS", preflight) == 400  # "Disallowed CORS origin"
+    name = f"cross-origin-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"name": name, "type": "process"}).encode()
+    assert _request(f"{api_url}/work_pools/", "POST", {"Origin": OTHER_ORIGIN, **auth}, body) == 403
+    assert _request(f"{api_url}/work_pools/{name}", "GET", auth) == 404  # nothing was created
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1, SQLite under its own PREFECT_HOME; yields the API URL."""
+    """`prefect server start` on 127.0.0.1, SQLite under its own PREFECT_HOME, hardened as `make serve`
+    hardens its server (CSRF on, no other origin), so every flow test runs through the CSRF checks;
+    yields the API URL."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     env = service_env(PREFECT_HOME=str(home))
+    env.update(server_environment(port, env))
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with background(cmd, env, f"http://127.0.0.1:{port}/api/health", home / "server.log") as proc:
         assert listening_addresses(proc.pid) <= {"127.0.0.1"}, listening_addresses(proc.pid)
