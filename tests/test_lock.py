@@ -70,3 +70,19 @@ def test_prefect_client_is_the_server_image_version():
     assert locked()["prefect"] == server[1]
     assert importlib.metadata.version("prefect") == server[1]
     assert yaml.safe_load((ROOT / "prefect.yaml").read_text())["prefect-version"] == server[1]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [tuple(line.split(None, 1)) for line in lines]
+
+
+def test_image_installs_the_lock_before_the_source_and_copies_the_source_last():
+    steps = dockerfile_instructions()
+    copies = [(i, args) for i, (op, args) in enumerate(steps) if op == "COPY"]
+    install = next(i for i, (op, args) in enumerate(steps) if op == "RUN" and "-r requirements.lock" in args)
+    assert copies[0] == (install - 1, "requirements.lock ./")  # the lock alone keys the heavy layer
+    assert "torch==" in steps[install][1] and "--no-deps" in steps[install][1]  # torch's version from the lock
+    assert steps[-1] == ("COPY", ". .")  # a source edit rebuilds this layer only
+    assert all("src" not in args and args != ". ." for _, args in copies[:-1])
