@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lock run test lint format clean serve ui
+.PHONY: setup lock run test lint format clean serve ui env
 
 setup: $(STAMP)
 
@@ -78,6 +78,13 @@ MLFLOW_PORT ?= 5000
 # Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make's process group, stops worker and server (flows/serve.py).
 serve: $(STAMP)
 	$(BIN)/python -m flows.serve --port $(PREFECT_PORT)
+
+# .env for docker compose (README: Docker): your UID/GID, fresh random secrets, the example's other
+# values; readable by you only. An existing .env is never overwritten.
+env: .env
+.env:
+	@umask 077 && python3 docker/make_env.py .env.example > .env.tmp && mv .env.tmp .env
+	@echo "wrote .env (mode 600); next: docker compose up -d"
 
 # The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT).
 ui: $(STAMP)

@@ -60,26 +60,16 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 @contextlib.contextmanager
-def background(
-    cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 120
+def started(
+    cmd: list[str], env: dict[str, str], log: Path, popen_kwargs: dict | None = None
 ) -> Iterator[subprocess.Popen]:
-    """Start `cmd` in its own session, wait until `health_url` answers, stop the session on exit."""
+    """Start `cmd` in its own session; stop the session on exit. `popen_kwargs`: more arguments for
+    Popen (e.g. the user to run as)."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **(popen_kwargs or {})
+        )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(health_url, timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{health_url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.5)
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -90,6 +80,31 @@ def background(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def wait_healthy(proc: subprocess.Popen, health_url: str, log: Path, timeout: float = 120) -> None:
+    """Wait until `health_url` answers; fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(health_url, timeout=2)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{health_url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def background(
+    cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen]:
+    """Start `cmd` in its own session, wait until `health_url` answers, stop the session on exit."""
+    with started(cmd, env, log) as proc:
+        wait_healthy(proc, health_url, log, timeout)
+        yield proc
 
 
 @pytest.fixture(scope="session")
@@ -117,12 +132,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def _request(url: str, method: str, headers: dict[str, str], body: bytes = b"") -> int:
+def http_status(url: str, method: str, headers: dict[str, str], body: bytes = b"") -> int:
     """The status of one raw HTTP request: exactly these headers, none added (urllib adds a Content-Type)."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.putrequest(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.putrequest(method, path, skip_host=any(k.lower() == "host" for k in headers))
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             conn.putheader(key, value)
         conn.endheaders(body)
@@ -143,11 +159,11 @@ def assert_refuses_other_origins(api_url: str, auth_string: str | None = None) -
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
-    assert _request(f"{api_url}/work_pools/", "OPTIONS", preflight) == 400  # "Disallowed CORS origin"
+    assert http_status(f"{api_url}/work_pools/", "OPTIONS", preflight) == 400  # "Disallowed CORS origin"
     name = f"cross-origin-{uuid.uuid4().hex[:8]}"
     body = json.dumps({"name": name, "type": "process"}).encode()
-    assert _request(f"{api_url}/work_pools/", "POST", {"Origin": OTHER_ORIGIN, **auth}, body) == 403
-    assert _request(f"{api_url}/work_pools/{name}", "GET", auth) == 404  # nothing was created
+    assert http_status(f"{api_url}/work_pools/", "POST", {"Origin": OTHER_ORIGIN, **auth}, body) == 403
+    assert http_status(f"{api_url}/work_pools/{name}", "GET", auth) == 404  # nothing was created
 
 
 @pytest.fixture(scope="session")
