@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.serve import WORKER_LOCK
+from flows.serve import WORKER_LOCK, server_environment
 from tests.checkout import copy_checkout
 from tests.services import assert_refuses_other_origins, free_port, service_env
 
@@ -100,11 +100,12 @@ def test_make_serve_refuses_other_origins_and_stops_everything_on_sigterm(checko
         stop_and_check(make, tree, api_url, signal.SIGTERM)
 
 
-@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "background-job"])
-def test_make_serve_stops_everything_on_ctrl_c(checkout: Path, prefect_home: Path, sigint_ignored: bool):
-    """In a terminal, and as a background job (`make serve &`), which inherits SIGINT ignored: a shell
-    recipe cannot trap that, and the old recipe left server and worker running."""
-    with make_serve(checkout, prefect_home, sigint_ignored) as (make, api_url, tree):
+def test_make_serve_stops_everything_on_ctrl_c_even_as_a_background_job(checkout: Path, prefect_home: Path):
+    """SIGINT to the group, as a terminal's Ctrl-C sends it, to make started as a background job
+    (`make serve &`), which inherits SIGINT ignored: a shell recipe cannot trap that, and the old
+    recipe left server and worker running. (In a terminal SIGINT is not ignored; the supervisor's
+    handler is the same.)"""
+    with make_serve(checkout, prefect_home, sigint_ignored=True) as (make, api_url, tree):
         stop_and_check(make, tree, api_url, signal.SIGINT)
 
 
@@ -124,3 +125,13 @@ def test_make_serve_refuses_a_checkout_that_another_worker_serves(checkout: Path
     assert "another Prefect worker serves this checkout" in result.stderr
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
         pass  # no server was started
+
+
+def test_the_auth_string_reaches_the_server_when_set():
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in server_environment(4200, {})
+    hardened = server_environment(4200, {"PREFECT_API_AUTH_STRING": "synth2:secret"})
+    assert hardened == {
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": "http://127.0.0.1:4200",
+        "PREFECT_SERVER_API_AUTH_STRING": "synth2:secret",
+    }
