@@ -1,11 +1,14 @@
 """A workspace of its own that `make` treats as this checkout, for tests that run `make serve` or
 `make run`: the Makefile, the dependency files, prefect.yaml, flows/ and tasks/ copied (with their
 times, so the install stamp stays fresh), and .venv linked to this checkout's environment, or to
-`portable_environment`, the same packages for a test that runs as another user."""
+`portable_environment`, the same packages for a test that runs as another user; and that user, a
+UID with no passwd entry (`unused_ids`, `run_as`, `chown_tree`)."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -71,3 +74,28 @@ def portable_environment(dst: Path) -> tuple[Path, dict[str, str]]:
 
 def _reachable_by_all(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
+def unused_ids() -> tuple[int, int]:
+    """A UID and GID that no account has: the container's host user has no passwd entry either."""
+    uid = next(i for i in range(23000, 60000) if not _exists(pwd.getpwuid, i))
+    gid = next(i for i in range(23000, 60000) if not _exists(grp.getgrgid, i))
+    return uid, gid
+
+
+def _exists(lookup, ident: int) -> bool:
+    try:
+        lookup(ident)
+        return True
+    except KeyError:
+        return False
+
+
+def run_as(ids: tuple[int, int]) -> dict:
+    return {"user": ids[0], "group": ids[1], "extra_groups": []}
+
+
+def chown_tree(path: Path, ids: tuple[int, int]) -> None:
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, *ids)

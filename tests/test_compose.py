@@ -14,11 +14,8 @@ import asyncio
 import base64
 import contextlib
 import fcntl
-import glob
-import grp
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -34,7 +31,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.checkout import copy_checkout, portable_environment
+from tests.checkout import chown_tree, copy_checkout, portable_environment, run_as, unused_ids
 from tests.compose_native import (
     COMPOSE_FILE,
     MissingVariable,
@@ -49,6 +46,7 @@ from tests.compose_native import (
     user_ids,
 )
 from tests.dvc_project import make_project
+from tests.postgres import postgres_cluster
 from tests.services import (
     BIN,
     OTHER_ORIGIN,
@@ -145,41 +143,6 @@ def test_make_env_writes_the_host_user_and_fresh_secrets_once(tmp_path: Path):
 # --- The stack, natively ----------------------------------------------------------------------------
 
 
-def postgres_binary(name: str) -> str:
-    found = shutil.which(name) or (sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [None])[-1]
-    if found is None:
-        message = f"Postgres server binaries ({name}) not installed (Debian: apt-get install postgresql)"
-        if os.environ.get("CI"):  # .ci/run installs them; a skip there would hide a missing install step
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-def unused_ids() -> tuple[int, int]:
-    """A UID and GID that no account has: the container's host user has no passwd entry either."""
-    uid = next(i for i in range(23000, 60000) if not _exists(pwd.getpwuid, i))
-    gid = next(i for i in range(23000, 60000) if not _exists(grp.getgrgid, i))
-    return uid, gid
-
-
-def _exists(lookup, ident: int) -> bool:
-    try:
-        lookup(ident)
-        return True
-    except KeyError:
-        return False
-
-
-def run_as(ids: tuple[int, int]) -> dict:
-    return {"user": ids[0], "group": ids[1], "extra_groups": []}
-
-
-def chown_tree(path: Path, ids: tuple[int, int]) -> None:
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            os.lchown(name, *ids)
-
-
 @dataclass
 class Stack:
     base: Path
@@ -207,46 +170,6 @@ class Stack:
             "/app": str(self.workspace),
             "/home/synth2": str(self.base / "worker-home"),
         }
-
-
-@contextlib.contextmanager
-def postgres_cluster(base: Path, user: str, password: str) -> Iterator[int]:
-    """A Postgres cluster on 127.0.0.1 that wants `password` over TCP, with the compose init script
-    run in it; yields its port. As root, initdb and the server run as the `postgres` account."""
-    initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    pgdir = base / "postgres"
-    pgdir.mkdir()
-    pwfile = pgdir / "pwfile"
-    pwfile.write_text(password + "\n")
-    if as_postgres:
-        shutil.chown(pgdir, "postgres")
-        shutil.chown(pwfile, "postgres")
-    pwfile.chmod(0o600)
-    data, port = pgdir / "data", free_port()
-    subprocess.run(
-        [*as_postgres, initdb, "-D", str(data), "-U", user, f"--pwfile={pwfile}", "-E", "UTF8"]
-        + ["--auth-local=trust", "--auth-host=scram-sha-256"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-h 127.0.0.1 -p {port} -k {pgdir}"
-    subprocess.run(
-        [*as_postgres, pg_ctl, "-D", str(data), "-l", str(pgdir / "log"), "-w", "-o", options, "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        init = ROOT / "docker" / "postgres-init.sql"
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-q", "-f", str(init)],
-            env={**os.environ, "PGPASSWORD": password},
-            check=True,
-            capture_output=True,
-        )
-        yield port
-    finally:  # pg_ctl signals the postmaster by the PID in its pid file
-        subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
 
 
 @pytest.fixture(scope="module")
