@@ -4,8 +4,10 @@ PYTHON ?= python3.11
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
-# The stamp is keyed on pyproject.toml and the torch pin: a second call installs nothing.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst =,_,$(subst /,_,$(TORCH)))
+# Exact versions of every Python package; `make lock` regenerates it (README: Dependencies).
+LOCK := requirements.lock
+# The stamp is keyed on pyproject.toml, the lock and the torch pin: a second call installs nothing.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)-$(subst =,_,$(subst /,_,$(TORCH)))
 
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -14,17 +16,41 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint format clean serve ui
+.PHONY: setup lock run test lint format clean serve ui env
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Everything through the lock (-c: pinned versions of whatever pyproject.toml asks for), as CI and
+# docker/Dockerfile do. A dependency added to pyproject.toml without `make lock` installs unpinned
+# and tests/test_lock.py fails until the lock is regenerated.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -c $(LOCK)
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c $(LOCK)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# Regenerate requirements.lock, the one way to add a dependency or move a pin: edit pyproject.toml,
+# `make lock`, commit both. A fresh throwaway venv (so nothing installed by hand leaks in) gets torch
+# and synth2[dev], resolved within the current lock (what is pinned stays, new packages come at their
+# newest); UPGRADE=1 re-resolves everything to the newest versions pyproject.toml allows. torch is
+# written without its build label (+cpu), so CPU and CUDA wheels of one version satisfy the lock;
+# setuptools is a runtime dependency (torch, zc.lockfile) and pinned too; pip is not.
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	if [ -z "$(UPGRADE)" ] && [ -f $(LOCK) ]; then grep -v '^torch==' $(LOCK) > "$$tmp/constraints.txt"; \
+	else : > "$$tmp/constraints.txt"; fi && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip && \
+	"$$tmp/venv/bin/python" -m pip install --quiet "$(TORCH)" -c "$$tmp/constraints.txt" && \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[dev]" -c "$$tmp/constraints.txt" && \
+	{ printf '%s\n' "# Every Python package of synth2[dev], pinned: make setup, CI (.ci/run) and docker/Dockerfile" \
+	    "# install through this file. Regenerate it with \`make lock\` (never by hand); commit it with" \
+	    "# pyproject.toml. torch has no build label (+cpu): the TORCH variable picks the build."; \
+	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | \
+	  sed -e '/^pip==/d' -e 's/^\(torch==[^+]*\)+.*/\1/'; } > "$$tmp/lock" && \
+	mv "$$tmp/lock" $(LOCK) && echo "$(LOCK): $$(grep -vc '^#' $(LOCK)) packages pinned"
 
 # The Prefect flow over the DVC stages (ephemeral Prefect: no server needed); MLflow records the run.
 run: $(STAMP)
@@ -47,20 +73,18 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
 # A local Prefect server (SQLite under .prefect/), the deployments of prefect.yaml and a worker on
-# their pool, so the schedules fire. Ctrl-C stops the worker (Prefect 3.9's worker can hang on its
-# own shutdown: it gets 10 s, then SIGKILL), then the server, which runs in its own session so that
-# the interrupt does not reach it first.
+# their pool (one flow run at a time), so the schedules fire. The server accepts only its own origin,
+# with CSRF protection; PREFECT_API_AUTH_STRING=user:password in the environment adds a password.
+# Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make's process group, stops worker and server (flows/serve.py).
 serve: $(STAMP)
-	@export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api SYNTH2_ROOT=$(CURDIR); worker=; \
-	setsid $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & server=$$!; \
-	trap 'test -z "$$worker" || { kill $$worker 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do \
-		kill -0 $$worker 2>/dev/null || break; sleep 1; done; kill -9 $$worker 2>/dev/null; }; \
-		kill $$server 2>/dev/null; wait $$server' EXIT INT TERM; \
-	until $(BIN)/python -c "import urllib.request as u; u.urlopen('$$PREFECT_API_URL/health', timeout=2)" 2>/dev/null; do \
-		kill -0 $$server 2>/dev/null || exit 1; sleep 1; done; \
-	$(BIN)/prefect work-pool create synth2-local --type process --overwrite >/dev/null && \
-	$(BIN)/prefect --no-prompt deploy --all && \
-	{ $(BIN)/prefect worker start --pool synth2-local & worker=$$!; wait $$worker; }
+	$(BIN)/python -m flows.serve --port $(PREFECT_PORT)
+
+# .env for docker compose (README: Docker): your UID/GID, fresh random secrets, the example's other
+# values; readable by you only. An existing .env is never overwritten.
+env: .env
+.env:
+	@umask 077 && python3 docker/make_env.py .env.example > .env.tmp && mv .env.tmp .env
+	@echo "wrote .env (mode 600); next: docker compose up -d"
 
 # The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT).
 ui: $(STAMP)

@@ -65,7 +65,8 @@ def test_a_two_seed_study_of_the_tiny_world(tiny_pipeline: Path, tmp_path: Path)
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("synth2")
-    [parent] = client.search_runs([experiment.experiment_id], filter_string="tags.`synth2.study` = 'tiny'")
+    study_runs = client.search_runs([experiment.experiment_id], filter_string="tags.`synth2.study` = 'tiny'")
+    [parent] = [r for r in study_runs if "mlflow.parentRunId" not in r.data.tags]
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
