@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,27 @@ from synth2.errors import Synth2Error
 from synth2.params import Params, load_params
 
 KEY_METRICS_PER_FILE = 8
+
+
+class _KnownFailureFilter(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback. For a Synth2Error (bad params, a failed
+    gate: the stage has said what and where in one line) and for an interrupt, those are frames of
+    Prefect's engine that bury the line: keep the message, drop the traceback. Anything else keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.exceptions import ExternalSignal
+
+        if record.exc_info and isinstance(record.exc_info[1], Synth2Error | KeyboardInterrupt | ExternalSignal):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_known_failures() -> None:
+    """Install _KnownFailureFilter on Prefect's run loggers (once; the command-line entry points call it)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownFailureFilter) for f in logger.filters):
+            logger.addFilter(_KnownFailureFilter())
 
 
 def project_root(root: str | None) -> Path:
@@ -56,7 +79,9 @@ def stale_stages(root: Path, graph: dict[str, set[str]], forced: set[str]) -> se
     the forced ones, and everything downstream of them (their inputs are about to change)."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    # DVC resolves stage names against the working directory (the flow may run elsewhere, e.g. in tests);
+    # no task runs yet, so changing it briefly is safe.
+    with contextlib.chdir(root), Repo(".") as repo:
         changed = set(repo.status(targets=list(graph)))
     stale: set[str] = set()
     for stage in graph:  # dependency order: upstream stages are decided first

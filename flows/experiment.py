@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
-from flows.common import TrackedRun, dvc_metrics, project_root, summary_markdown
+from flows.common import TrackedRun, dvc_metrics, project_root, quiet_known_failures, summary_markdown
 from synth2 import tracking
 from synth2.errors import terminate_as_interrupt, user_errors
 from synth2.params import Params, parse_params
@@ -79,11 +80,14 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
             raise RuntimeError(f"dvc exp run changed {params_file}; restore it with `git checkout {params_file.name}`")
         metrics = dvc_metrics(project, rev=name)
         status = "FINISHED"
+    except (KeyboardInterrupt, TerminationSignal):  # the task stopped `dvc exp run`; the run says why
+        status = "KILLED"
+        raise
     finally:
         run.finish(status, metrics)
         create_markdown_artifact(
             summary_markdown(
-                f"synth2 experiment {name}" + ("" if status == "FINISHED" else " — FAILED"),
+                f"synth2 experiment {name}" + ("" if status == "FINISHED" else f" — {status}"),
                 [],
                 metrics,
                 run,
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="experiment name (default: exp-<time>-<hash>)")
     args = parser.parse_args(argv)
     terminate_as_interrupt()
+    quiet_known_failures()
     with user_errors("synth2 experiment"):
         result = synth2_experiment(overrides=dict(args.sets), name=args.name)
     print(f"experiment {result['experiment']}: MLflow run {result['mlflow_run_id']}")

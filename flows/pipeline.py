@@ -27,6 +27,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
@@ -35,6 +36,7 @@ from flows.common import (
     dvc_metrics,
     load_project_params,
     project_root,
+    quiet_known_failures,
     stage_graph,
     stale_stages,
     summary_markdown,
@@ -90,7 +92,7 @@ def synth2_pipeline(
             )
             outcomes |= _run_stages(graph, stale, forced, str(project), run.stage_env(flow_run_id), limit, params)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminationSignal):  # Ctrl-C; SIGTERM (Prefect's own exception in a flow run)
         status = "KILLED"
         stop_children()  # they put their outputs back and close their runs as KILLED
         raise
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-parallel", type=int, help="stages at once (default: orchestration.max_parallel)")
     args = parser.parse_args(argv)
     terminate_as_interrupt()
+    quiet_known_failures()
     with user_errors("synth2 pipeline"):
         load_project_params(project_root(None))  # a params mistake is one line, before Prefect starts
         result = synth2_pipeline(targets=args.targets, force=args.force, max_parallel=args.max_parallel)

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import project_root
+from flows.common import project_root, quiet_known_failures
 from synth2 import study as engine
 from synth2.errors import terminate_as_interrupt, user_errors
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="study")
     args = parser.parse_args(argv)
     terminate_as_interrupt()
+    quiet_known_failures()
     with user_errors("synth2 study"):
         overrides = dict(_override(text) for text in args.sets)
         budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else None

@@ -33,16 +33,46 @@ def _link_tree(source: Path, target: Path) -> None:
         os.link(source, target)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_abandoned(root: Path, stage_name: str) -> None:
+    """An attempt killed outright (SIGKILL, a lost machine) leaves its backup behind, and DVC had deleted
+    the outputs: put back every output still missing, then drop the backup."""
+    prefix = stage_name.replace("@", "-")
+    for backup in sorted((root / BACKUPS).glob(f"{prefix}.*.*")):
+        pid = backup.name.split(".")[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        for saved in sorted(backup.iterdir()):
+            for path in [saved] if saved.is_file() else sorted(p for p in saved.rglob("*") if p.is_file()):
+                target = root / path.relative_to(backup)
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
+        shutil.rmtree(backup, ignore_errors=True)
+        print(f"stage '{stage_name}': put back outputs an interrupted attempt had lost ({backup.name})")
+
+
 def set_aside(repo: Repo, stage_name: str) -> tuple[Path, list[Path]] | None:
     """Hard-link the stage's existing outputs into a backup directory: (backup, outputs relative to the
     repository root), or None when the stage has none yet."""
     root = Path(repo.root_dir)
+    recover_abandoned(root, stage_name)
     stage = repo.stage.collect(stage_name)[0]
     outs = [Path(out.fs_path).relative_to(root) for out in stage.outs if Path(out.fs_path).exists()]
     if not outs:
         return None
     (root / BACKUPS).mkdir(parents=True, exist_ok=True)
-    backup = Path(tempfile.mkdtemp(prefix=f"{stage_name.replace('@', '-')}.", dir=root / BACKUPS))
+    name = f"{stage_name.replace('@', '-')}.{os.getpid()}."  # the pid tells a live attempt's from an abandoned one
+    backup = Path(tempfile.mkdtemp(prefix=name, dir=root / BACKUPS))
     for out in outs:
         _link_tree(root / out, backup / out)
     return backup, outs
@@ -88,6 +118,9 @@ def main(argv: list[str]) -> int:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         print(f"dvc: {exc}{cause}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # stopped by the flow (SIGTERM) or Ctrl-C: the outputs are back already
+        print(f"stage '{stage}': interrupted", file=sys.stderr)
+        return 130
     finally:
         if backup is not None:
             shutil.rmtree(backup[0], ignore_errors=True)

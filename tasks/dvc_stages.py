@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+
+from synth2.errors import Synth2Error
 
 # A stage that failed through synth2.errors.Synth2Error (bad params, missing input, failed gate)
 # prints this prefix; such failures are deterministic and not worth a retry.
@@ -43,17 +46,21 @@ class StageOutcome:
         return asdict(self)
 
 
-class StageFailed(RuntimeError):
-    """A DVC stage (or experiment) exited non-zero; `transient` says whether a retry may help."""
+class StageFailed(Synth2Error):
+    """A DVC stage (or experiment) exited non-zero; `transient` says whether a retry may help. The message
+    is the stage's own one-line error when it printed one, else the exit status and its last lines."""
 
     def __init__(self, stage: str, message: str, transient: bool) -> None:
-        super().__init__(f"stage '{stage}' failed: {message}")
+        super().__init__(message)
         self.stage = stage
         self.transient = transient
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry crashes and lock contention, not a failed gate or bad params (they fail again)."""
+    """Retry crashes and lock contention, not a failed gate or bad params (they fail again), and nothing
+    while the flow is stopping."""
+    if _stopping.is_set():
+        return False
     try:
         state.result()
     except StageFailed as exc:
@@ -72,17 +79,22 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
 
 
 _children: set[subprocess.Popen] = set()
+_stopping = threading.Event()  # set by stop_children(): no stage starts or retries after it
 
 
 def stop_children(grace: float = 10.0) -> None:
     """SIGTERM every running stage subprocess and what it started (each is its own process group),
     SIGKILL what is left after `grace` seconds. The stages put back their outputs and close their runs."""
-    live = [p for p in list(_children) if p.poll() is None]
-    for proc in live:
+    _stopping.set()
+    _stop([p for p in list(_children) if p.poll() is None], grace)
+
+
+def _stop(processes: list[subprocess.Popen], grace: float = 10.0) -> None:
+    for proc in processes:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for proc in live:
+    for proc in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         if proc.poll() is None:
@@ -94,6 +106,8 @@ def _stream(cmd: list[str], cwd: Path, env: dict[str, str], label: str) -> tuple
     """Run `cmd`, forwarding each output line to the Prefect log; return (exit code, last lines)."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    if _stopping.is_set():
+        raise StageFailed(label, f"{label}: not started, the flow is stopping", transient=False)
     with subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -113,6 +127,9 @@ def _stream(cmd: list[str], cwd: Path, env: dict[str, str], label: str) -> tuple
                     tail.append(line)
                     logger.info("%s | %s", label, line)
             return proc.wait(), tail
+        except BaseException:  # interrupted where it runs (a task in the main thread): stop what it started
+            _stop([proc])
+            raise
         finally:
             _children.discard(proc)
 
@@ -124,9 +141,10 @@ def _is_progress_bar(line: str) -> bool:
 
 def _failure(stage: str, code: int, tail: deque[str]) -> StageFailed:
     errors = [line for line in tail if line.startswith(STAGE_ERROR_PREFIX)]
-    if errors:
-        return StageFailed(stage, errors[-1], transient=False)
-    return StageFailed(stage, f"exit status {code}; last output: {' / '.join(list(tail)[-5:])}", transient=True)
+    if errors:  # "error: stage 'NAME': ..." -> "stage 'NAME': ..."
+        return StageFailed(stage, errors[-1].removeprefix("error: "), transient=False)
+    last = " / ".join(list(tail)[-5:])
+    return StageFailed(stage, f"stage '{stage}' failed: exit status {code}; last output: {last}", transient=True)
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retry_condition_fn=_worth_retrying)

@@ -152,6 +152,22 @@ def test_a_failed_stage_under_the_flow_puts_its_outputs_back(project: Path):
     assert snapshot(project, *outputs) == before  # DVC had deleted them; the flow put them back
 
 
+def test_outputs_lost_by_a_killed_attempt_come_back_on_the_next_run(project: Path):
+    # What an attempt killed outright (SIGKILL) leaves: DVC deleted the outputs, the backup is still there.
+    outputs = ("models/prior", "metrics/prior.json", "plots/prior_loss.csv")
+    before = snapshot(project, *outputs)
+    backup = project / ".synth2" / "restore" / "prior.99999999.x1"  # a pid no process has
+    for out in outputs:
+        (backup / out).parent.mkdir(parents=True, exist_ok=True)
+        (project / out).rename(backup / out)
+    repo = str(Path(__file__).parents[1])
+    result = run(project, sys.executable, "-m", "flows.pipeline", "--target", "prior", PYTHONPATH=repo)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "put back outputs an interrupted attempt had lost" in result.stdout + result.stderr
+    assert "prior: skipped (unchanged)" in result.stdout + result.stderr  # nothing to redo
+    assert snapshot(project, *outputs) == before and not backup.exists()
+
+
 # ------------------------------------------------------------------------------------- reproducibility
 
 

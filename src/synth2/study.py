@@ -138,7 +138,8 @@ def _require_committed(root: Path) -> None:
     """Experiments hang off a commit and the report names it: it must be what runs."""
     from synth2.tracking.lineage import git_state, pipeline_outs
 
-    commit, dirty = git_state(root, pipeline_outs(root))
+    # The studies' own reports (committed under reports/study/) are results, not inputs of the experiments.
+    commit, dirty = git_state(root, pipeline_outs(root) | {str(REPORTS)})
     if commit == "unknown":
         raise StudyError(f"{root} is not a git repository with a commit; a study's experiments hang off a commit")
     if dirty:

@@ -299,9 +299,11 @@ def promote_best(
     by their DVC md5 among the logged models (the train stages logged them); a copy travels along for a
     model no run logged (e.g. DVC restored it from its cache instead of training it).
     """
+    from synth2.io import current_path
     from synth2.tracking.lineage import dvc_md5
 
-    models = {v: {"dir": run.keep(Path(d)), "md5": dvc_md5(d)} for v, d in variants.items()}
+    directories = {v: current_path(d) for v, d in variants.items()}  # this stage's own are not renamed yet
+    models = {v: {"dir": run.keep(d), "md5": dvc_md5(d)} for v, d in directories.items()}
     run.record(
         "promote",
         models=models,
@@ -321,8 +323,11 @@ def log_variant_metrics(
     by the DVC md5 of its model directory (the `dvc.out.` tag of its training stage)."""
     from synth2.tracking.lineage import dvc_md5
 
+    from synth2.io import current_path
+
     variants = {
-        v: {"out": str(d), "md5": dvc_md5(d), "metrics": numeric_metrics(metrics[v])} for v, d in models.items()
+        v: {"out": str(d), "md5": dvc_md5(current_path(d)), "metrics": numeric_metrics(metrics[v])}
+        for v, d in models.items()
     }
     run.record("variants", variants=variants)
 
