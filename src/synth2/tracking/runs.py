@@ -321,9 +321,8 @@ def log_variant_metrics(
     """Put each model variant's evaluation on the run that trained it, under the same metric names for
     every variant, so that MLflow's compare view shows the variants side by side. A variant's run is found
     by the DVC md5 of its model directory (the `dvc.out.` tag of its training stage)."""
-    from synth2.tracking.lineage import dvc_md5
-
     from synth2.io import current_path
+    from synth2.tracking.lineage import dvc_md5
 
     variants = {
         v: {"out": str(d), "md5": dvc_md5(current_path(d)), "metrics": numeric_metrics(metrics[v])}
