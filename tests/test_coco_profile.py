@@ -383,6 +383,32 @@ def test_hub_id_offline_without_a_cached_copy_says_how_to_point_at_a_directory(c
     assert "HF_HUB_OFFLINE=1" in line and "set coco.image_encoder.model: DIR, a local directory" in line
 
 
+@pytest.mark.parametrize("value", ["models/clip-typo", "./clip", "../clip", "~/no-such-clip", "a/b/c", "nested/clip"])
+def test_a_local_looking_path_that_does_not_exist_is_a_missing_directory_not_a_hub_id(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from synth2.pretrained import PretrainedError, resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "models").mkdir()  # a project folder: "models/..." is a path, not the hub org "models"
+    (tmp_path / "nested").mkdir()
+    with pytest.raises(PretrainedError) as info:
+        resolve_source(value, "coco.image_encoder.model")
+    message = str(info.value)
+    assert message.startswith(f"coco.image_encoder.model: no local directory at '{value}'"), message
+    assert "hub" not in message.split(";")[0] and "\n" not in message
+
+
+def test_a_hub_looking_id_still_goes_to_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from synth2.pretrained import PretrainedError, resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedError, match="'synth2-tests/no-such-clip' is not a local directory and the hub"):
+        resolve_source("synth2-tests/no-such-clip", "coco.image_encoder.model")
+
+
 def test_missing_images_can_be_fatal(coco_workspace, capsys):
     coco_workspace(coco={"prepare": {"missing_images": "fail"}})
     line = stage_error(capsys, "prepare", "prepare")
