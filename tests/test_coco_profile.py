@@ -465,3 +465,40 @@ def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_p
         1006: False,
     }  # no training caption names pizza
     assert data.report["split"] == "file" and data.report["concepts_in_real_train"] == 3
+
+
+def build_tiny_coco(root: Path, n_images: int = 12, edit=None, **prepare):
+    """build_coco on a generated dataset; `edit(raw_json, image_dir)` corrupts it first."""
+    from synth2.coco.dataset import build_coco
+
+    annotations, image_dir = tiny_hf.write_coco_dataset(root, CONCEPTS, n_images)
+    if edit:
+        raw = json.loads(annotations.read_text())
+        edit(raw, image_dir)
+        annotations.write_text(json.dumps(raw))
+    concepts_file = root / "concepts.txt"
+    concepts_file.write_text("\n".join(CONCEPTS))
+    files = {"annotations": str(annotations), "image_dir": str(image_dir), "concepts_file": str(concepts_file)}
+    return build_coco(default_params({"coco": {"prepare": files | prepare}}).coco.prepare, seed=0)
+
+
+def test_null_empty_and_non_text_captions_are_skipped_counted_and_named(tmp_path: Path, caplog):
+    def edit(raw: dict, _) -> None:
+        for annotation, value in zip(raw["annotations"], [None, "   ", 7]):
+            annotation["caption"] = value  # annotation ids 1, 2, 3
+
+    data = build_tiny_coco(tmp_path, edit=edit)
+    texts = data.real_train["caption"].tolist() + [
+        r for t in (data.val, data.test) for refs in t["references"] for r in refs
+    ]
+    assert not {"None", "", "7"} & set(texts)
+    assert data.report["captions"] == {
+        "annotations": 36,
+        "skipped": 3,
+        "null": 1,
+        "empty": 1,
+        "not_text": 1,
+        "skipped_annotation_ids": [1, 2, 3],
+    }
+    warning = [r.getMessage() for r in caplog.records if "captions that are null" in r.getMessage()]
+    assert len(warning) == 1 and "annotation ids 1, 2, 3" in warning[0] and "\n" not in warning[0]

@@ -33,6 +33,7 @@ DEFAULT_CONCEPTS = "src/synth2/data/coco_classes.txt"  # the key's value in the 
 PACKAGED_CONCEPTS = Path(__file__).parents[1] / "data" / "coco_classes.txt"
 SPLITS = ("train", "val", "test")
 MISSING_EXAMPLES = 5
+NAMED_LIMIT = 20  # bad annotations or images named one by one in the log and metrics/prepare.json
 
 
 class CocoError(Synth2Error):
@@ -51,8 +52,26 @@ class CocoData:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(images: image_id, file_name; captions: image_id, caption) from a COCO captions JSON."""
+def caption_problem(value: object) -> str | None:
+    """Why an annotation's caption cannot be a caption ("null", "not_text", "empty"), or None when it can.
+
+    Checked before any conversion to str: str(None) would become the training caption "None".
+    """
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        return "not_text"
+    return None if value.strip() else "empty"
+
+
+def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(images: image_id, file_name; captions: image_id, caption; a report of the skipped captions) from a
+    COCO captions JSON.
+
+    A null, empty or non-text caption is skipped, counted and named by its annotation id (a warning and
+    metrics/prepare.json): one bad annotation in a converted dataset should not stop a long run, and the
+    count shows when a conversion went wrong wholesale.
+    """
     if not path.is_file():
         raise CocoError(
             f"coco.prepare.annotations: no file at '{path}'; "
@@ -61,22 +80,27 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         raw = json.loads(path.read_text())
         images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"])} for i in raw["images"]])
-        captions = pd.DataFrame(
-            [
-                {"image_id": int(a["image_id"]), "caption": " ".join(str(a["caption"]).split())}
-                for a in raw["annotations"]
-            ]
-        )
+        rows, rejected = [], {"null": [], "empty": [], "not_text": []}
+        for index, annotation in enumerate(raw["annotations"]):
+            image_id, value = int(annotation["image_id"]), annotation["caption"]
+            problem = caption_problem(value)
+            if problem:
+                rejected[problem].append(annotation.get("id", f"annotations[{index}]"))
+            else:
+                rows.append({"image_id": image_id, "caption": " ".join(value.split())})
+        captions = pd.DataFrame(rows, columns=["image_id", "caption"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CocoError(f"coco.prepare.annotations: '{path}' is not valid JSON ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CocoError(
             f"coco.prepare.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
             f"annotations[].image_id/caption ({type(exc).__name__}: {exc})"
         ) from None
+    report = caption_report(rejected, len(rows))
     if images.empty or captions.empty:
         raise CocoError(
-            f"coco.prepare.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both"
+            f"coco.prepare.annotations: '{path}' lists {len(images)} images and {len(captions)} usable captions "
+            f"({report['skipped']} null, empty or not text); need both"
         )
     unknown = ~captions["image_id"].isin(images["image_id"])
     if unknown.any():
@@ -84,7 +108,32 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"coco.prepare.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
             f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})"
         )
-    return images.drop_duplicates("image_id"), captions[captions["caption"] != ""]
+    return images.drop_duplicates("image_id"), captions, report
+
+
+def caption_report(rejected: dict[str, list], n_kept: int) -> dict:
+    """Counts of the skipped captions by reason and the first annotation ids; one warning line naming them."""
+    ids = [i for reason in rejected.values() for i in reason]
+    report = {
+        "annotations": n_kept + len(ids),
+        "skipped": len(ids),
+        **{reason: len(found) for reason, found in rejected.items()},
+        "skipped_annotation_ids": ids[:NAMED_LIMIT],
+    }
+    if ids:
+        more = f" and {len(ids) - NAMED_LIMIT} more" if len(ids) > NAMED_LIMIT else ""
+        log.warning(
+            "skipping %d of %d captions that are null (%d), empty (%d) or not text (%d): annotation ids %s%s; "
+            "fix them in coco.prepare.annotations to use them",
+            len(ids),
+            report["annotations"],
+            report["null"],
+            report["empty"],
+            report["not_text"],
+            ", ".join(map(str, ids[:NAMED_LIMIT])),
+            more,
+        )
+    return report
 
 
 def read_concepts(value: str) -> list[str]:
@@ -220,7 +269,7 @@ def reference_table(
 def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
     """Read, check, split and tabulate a COCO-format caption dataset."""
     concepts = read_concepts(params.concepts_file)
-    images, captions = read_annotations(Path(params.annotations))
+    images, captions, caption_counts = read_annotations(Path(params.annotations))
     images, image_counts = check_images(images, Path(params.image_dir), params.missing_images)
     captions = captions[captions["image_id"].isin(images["image_id"])]
     usable = sorted(set(captions["image_id"]))  # images without any caption cannot be a pair or a test image
@@ -246,6 +295,7 @@ def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
     test = reference_table(captions, images, split["test"], known, concepts)
     report = {
         "images": image_counts,
+        "captions": caption_counts,
         "counts": {
             "real_train_pairs": len(real_train),
             "real_train_images": int(real_train["image_id"].nunique()),
