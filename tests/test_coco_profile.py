@@ -32,7 +32,8 @@ from tests.conftest import default_params, write_params
 CONCEPTS = ["dog", "traffic light", "pizza", "bus"]
 PROMPT = "a photo of {concepts}"
 UNPROMPTED = "a photo"
-N_IMAGES, N_MISSING = 22, 2
+N_IMAGES, N_MISSING, N_TRUNCATED = 22, 2, 1
+TRUNCATED_FILE = f"{1000 + N_IMAGES - N_MISSING - 1:012d}.jpg"  # write_coco_dataset's naming
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
-    annotations, image_dir = tiny_hf.write_coco_dataset(data, CONCEPTS, N_IMAGES, missing=N_MISSING)
+    annotations, image_dir = tiny_hf.write_coco_dataset(
+        data, CONCEPTS, N_IMAGES, missing=N_MISSING, truncated=N_TRUNCATED
+    )
     concepts_file = data / "concepts.txt"
     concepts_file.write_text("\n".join(["# the tiny dataset's classes", *CONCEPTS]) + "\n")
     params = {
@@ -204,7 +207,13 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
 def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipeline: Path):
     report = json.loads((pipeline / paths.PREPARE_METRICS).read_text())
     assert report["images"]["referenced"] == N_IMAGES
-    assert report["images"]["missing"] == N_MISSING and report["images"]["skipped"] == N_MISSING
+    assert report["images"]["missing"] == N_MISSING and report["images"]["unreadable"] == N_TRUNCATED
+    assert report["images"]["skipped"] == N_MISSING + N_TRUNCATED
+    # The truncated JPEG opens (its header is whole) but does not decode: prepare names it and drops it, so
+    # image_encoder, which ran on every kept image, never saw it.
+    assert list(report["images"]["unreadable_files"]) == [TRUNCATED_FILE]
+    assert "truncated" in report["images"]["unreadable_files"][TRUNCATED_FILE]
+    assert len(report["images"]["missing_files"]) == N_MISSING
     real = pd.read_parquet(pipeline / paths.REAL_TRAIN)
     test = pd.read_parquet(pipeline / paths.TEST)
     assert {"image_id", "caption", "file_name", "image_path"} <= set(real.columns)
@@ -212,7 +221,9 @@ def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipe
     assert not set(real["image_id"]) & set(test["image_id"])
     assert test["references"].map(len).min() >= 1 and test["seen"].dtype == bool
     assert pd.read_parquet(pipeline / paths.CONCEPTS)["concept"].tolist() == CONCEPTS
-    n_usable = N_IMAGES - N_MISSING
+    n_usable = N_IMAGES - N_MISSING - N_TRUNCATED
+    tables = [real, test, pd.read_parquet(pipeline / paths.VAL)]
+    assert not any(t["file_name"].eq(TRUNCATED_FILE).any() for t in tables)
     assert real["image_id"].nunique() + len(test) + len(pd.read_parquet(pipeline / paths.VAL)) == n_usable
 
 
@@ -407,6 +418,30 @@ def test_a_hub_looking_id_still_goes_to_the_hub(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PretrainedError, match="'synth2-tests/no-such-clip' is not a local directory and the hub"):
         resolve_source("synth2-tests/no-such-clip", "coco.image_encoder.model")
+
+
+def test_an_image_that_fails_to_decode_is_fatal_under_missing_images_fail(tmp_path: Path):
+    from synth2.coco.dataset import CocoError
+
+    with pytest.raises(CocoError) as info:
+        build_tiny_coco(
+            tmp_path,
+            edit=lambda raw, images: tiny_hf.truncate_image(images / "000000001003.jpg"),
+            missing_images="fail",
+        )
+    message = str(info.value)
+    assert "references 0 missing and 1 unreadable images" in message and "000000001003.jpg: OSError" in message
+    assert "truncated" in message and "coco.prepare.missing_images: skip" in message and "\n" not in message
+
+
+def test_an_image_changed_after_prepare_is_named_by_image_encoder(coco_workspace, capsys):
+    workspace = coco_workspace()
+    run_in_process("prepare", "prepare", ())
+    victim = pd.read_parquet(workspace / paths.REAL_TRAIN)["image_path"].iloc[0]
+    tiny_hf.truncate_image(Path(victim))
+    line = stage_error(capsys, "image_encoder", "image_encoder")
+    assert line.startswith(f"error: stage 'image_encoder': cannot read image '{victim}' (OSError: image file is")
+    assert "dvc repro -f prepare" in line
 
 
 def test_missing_images_can_be_fatal(coco_workspace, capsys):

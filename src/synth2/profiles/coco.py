@@ -200,9 +200,10 @@ def _vision_model(params: Params):
 
 def _thumbnails(files: list[str], size: int = 48) -> np.ndarray:
     import numpy as np
-    from PIL import Image
 
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size))) for f in files])
+    from synth2.models.vision import open_rgb
+
+    return np.stack([np.asarray(open_rgb(f).resize((size, size))) for f in files])
 
 
 def encode_images(params: Params) -> EncodedImages:
