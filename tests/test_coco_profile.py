@@ -444,6 +444,38 @@ def test_an_image_changed_after_prepare_is_named_by_image_encoder(coco_workspace
     assert "dvc repro -f prepare" in line
 
 
+def test_a_world_champion_metric_stops_every_coco_stage_before_it_works(coco_workspace, capsys):
+    workspace = coco_workspace(tracking={"champion_metric": "unseen.attr_all"})
+    line = stage_error(capsys, "prepare", "prepare")
+    assert line.startswith("error: stage 'prepare': params.yaml: tracking.champion_metric: 'unseen.attr_all': ")
+    assert "pick one of overall.bleu4, overall.cider, seen.bleu4, seen.cider, unseen.bleu4, unseen.cider" in line
+    assert not (workspace / paths.PREPARED).exists()
+
+
+def test_a_champion_metric_of_an_empty_validation_subset_fails_in_prepare_and_in_evaluate(coco_workspace, capsys):
+    import yaml
+
+    # Every class of the tiny dataset is named by some training caption: no validation image is "unseen".
+    workspace = coco_workspace(tracking={"champion_metric": "unseen.cider"})
+    line = stage_error(capsys, "prepare", "prepare")
+    expected = (
+        "tracking.champion_metric: 'unseen.cider': the validation split has no 'unseen' images; "
+        "pick one of overall.bleu4, overall.cider, seen.bleu4, seen.cider"
+    )
+    assert line == f"error: stage 'prepare': {expected}"
+    # Set after prepare ran (DVC re-runs only evaluate for this key): evaluate stops before captioning,
+    # so before it would look for the VLMs, none of which exist here.
+    params_file = workspace / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params_file.write_text(
+        yaml.safe_dump(params | {"tracking": params["tracking"] | {"champion_metric": "overall.cider"}})
+    )
+    run_in_process("prepare", "prepare", ())
+    run_in_process("image_encoder", "image_encoder", ())
+    params_file.write_text(yaml.safe_dump(params))
+    assert stage_error(capsys, "evaluate", "evaluate") == f"error: stage 'evaluate': {expected}"
+
+
 def test_missing_images_can_be_fatal(coco_workspace, capsys):
     coco_workspace(coco={"prepare": {"missing_images": "fail"}})
     line = stage_error(capsys, "prepare", "prepare")
