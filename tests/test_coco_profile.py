@@ -1,22 +1,28 @@
 """The coco profile end to end, offline, on tiny random Hugging Face models and a generated COCO dataset.
 
-Every stage of dvc.yaml runs in order, in-process (one import of torch/transformers for all of them),
-through the same stage frame as `python -m synth2.stages.NAME` (test_pipeline.py runs `dvc repro` for the
-world profile). The caption LLM, the VLM's LM, CLIP and the Kandinsky prior are built by tests/tiny_hf.py
-and loaded from local directories exactly as downloaded checkpoints would be. Two runs:
+The caption LLM, the VLM's LM, CLIP and the Kandinsky prior are built by tests/tiny_hf.py and loaded from
+local directories exactly as downloaded checkpoints would be; the dataset has missing and truncated images.
+Two runs of every stage of dvc.yaml:
 
-* `pipeline`: GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the
-  prior is a PriorTransformer trained on the real pairs; untracked, in a bare workspace;
-* `tracked_pipeline`: a Llama with a chat template writes the captions in bf16 and is also the VLM's LM,
-  the prior is a pretrained KandinskyV22PriorPipeline and a KandinskyV22Pipeline decodes for the
-  pixel-space timing; in a git + DVC workspace with MLflow tracking on, so MLflow records are asserted too.
+* `pipeline`: a real `dvc repro` in a git + DVC workspace, as a user runs the coco profile (dvc.yaml
+  resolved for the profile, each stage its own `python -m synth2.stages.NAME` process, dvc.lock written):
+  GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the prior is a
+  PriorTransformer trained on the real pairs; untracked (test_pipeline.py does the same for the world);
+* `tracked_pipeline`: in-process, in order (one import of torch/transformers for all stages, through the
+  same stage frame as `python -m`), with MLflow tracking on, so MLflow records are asserted too: a Llama
+  with a chat template writes the captions in bf16 and is also the VLM's LM, the prior is a pretrained
+  KandinskyV22PriorPipeline and a KandinskyV22Pipeline decodes for the pixel-space timing.
 
-Assertions are about contracts (shapes, dtypes, files, MLflow records, one-line errors), not quality.
+Assertions are about contracts (shapes, dtypes, files, DVC state, MLflow records, one-line errors), not
+quality.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,7 @@ from tests.conftest import default_params, write_params
 CONCEPTS = ["dog", "traffic light", "pizza", "bus"]
 PROMPT = "a photo of {concepts}"
 UNPROMPTED = "a photo"
+DVC = str(Path(sys.executable).with_name("dvc"))
 N_IMAGES, N_MISSING, N_TRUNCATED = 22, 2, 1
 TRUNCATED_FILE = f"{1000 + N_IMAGES - N_MISSING - 1:012d}.jpg"  # write_coco_dataset's naming
 
@@ -156,26 +163,41 @@ def run_all_stages(workspace: Path, env: dict[str, str]) -> None:
             run_in_process(name, module, args)
 
 
+def dvc_workspace(workspace: Path) -> Path:
+    """A git + DVC workspace holding dvc.yaml and the sources its stages run and declare."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", workspace)
+    shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
+    return workspace
+
+
+def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    """The venv's dvc, untracked; stage commands find the venv's python first on PATH, as after
+    `. .venv/bin/activate`."""
+    from tests.conftest import stage_env
+
+    env = stage_env() | {"SYNTH2_TRACKING": "0", "PATH": f"{Path(DVC).parent}:{os.environ['PATH']}"}
+    return subprocess.run([DVC, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, models) -> Path:
-    workspace = tmp_path_factory.mktemp("coco_workspace")
+    workspace = dvc_workspace(tmp_path_factory.mktemp("coco_workspace"))
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models))
-    run_all_stages(workspace, {"SYNTH2_TRACKING": "0"})
+    result = dvc(workspace, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workspace
 
 
 @pytest.fixture(scope="module")
 def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
-    """The second run, in a git + DVC workspace (dvc.yaml and the sources its stages declare) with MLflow on."""
-    import shutil
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    workspace = tmp_path_factory.mktemp("coco_tracked")
-    shutil.copy(ROOT / "dvc.yaml", workspace)
-    shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    """The second run, in-process in a git + DVC workspace (tracking reads dvc.yaml) with MLflow on."""
+    workspace = dvc_workspace(tmp_path_factory.mktemp("coco_tracked"))
     kandinsky = tiny_hf.save_kandinsky_prior(tmp_path_factory.mktemp("kandinsky"))
     decoder = tiny_hf.save_kandinsky_decoder(tmp_path_factory.mktemp("kandinsky_decoder"))
     overrides = {
@@ -189,8 +211,6 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
         "train_vlm": {"freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
     }
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models, **overrides))
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
     uri = f"sqlite:///{workspace}/mlflow.db"
     run_all_stages(
         workspace,
@@ -283,19 +303,37 @@ def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
 
 
-def test_every_declared_dependency_and_output_exists(tracked_pipeline):
+def test_every_declared_dependency_and_output_exists(pipeline: Path):
     """What dvc.yaml declares for each stage, resolved for the coco profile, is what the stages read and write."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    workspace, _ = tracked_pipeline
-    with Repo(str(workspace)) as repo:
+    with Repo(str(pipeline)) as repo:
         for stage in repo.index.stages:
             for dep in stage.deps:
                 if not isinstance(dep, ParamsDependency):
-                    assert (workspace / dep.def_path).exists(), f"{stage.name}: dep {dep.def_path} missing"
+                    assert (pipeline / dep.def_path).exists(), f"{stage.name}: dep {dep.def_path} missing"
             for out in stage.outs:
-                assert (workspace / out.def_path).exists(), f"{stage.name}: out {out.def_path} missing"
+                assert (pipeline / out.def_path).exists(), f"{stage.name}: out {out.def_path} missing"
+
+
+def stale_stages(workspace: Path) -> set[str]:
+    status = dvc(workspace, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return set(json.loads(status.stdout))
+
+
+def test_dvc_repro_leaves_the_pipeline_up_to_date_and_only_coco_keys_re_run_stages(pipeline: Path):
+    assert stale_stages(pipeline) == set()
+    params_file = pipeline / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params_file.write_text(original.replace("zipf_a: 1.0", "zipf_a: 1.5"))  # a world key
+        assert stale_stages(pipeline) == set()
+        params_file.write_text(original.replace("require_concept_mention: false", "require_concept_mention: true"))
+        assert stale_stages(pipeline) == {"balance"}
+    finally:
+        params_file.write_text(original)
 
 
 def test_llama_with_chat_template_writes_the_captions_in_bf16(tracked_pipeline):
