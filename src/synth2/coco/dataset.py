@@ -208,7 +208,8 @@ def image_report(n_referenced: int, n_decoded: int, bad: dict[str, str]) -> dict
         "unreadable": len(unreadable),
         "skipped": len(bad),
         "missing_files": missing[:NAMED_LIMIT],
-        "unreadable_files": dict(list(unreadable.items())[:NAMED_LIMIT]),
+        # "file: problem" strings, a list: `dvc metrics show` would make a column of every key of a mapping.
+        "unreadable_files": [f"{name}: {problem}" for name, problem in list(unreadable.items())[:NAMED_LIMIT]],
     }
     if bad:
         named = "; ".join(f"{name}: {problem}" for name, problem in list(bad.items())[:MISSING_EXAMPLES])
