@@ -97,10 +97,10 @@ ui: $(STAMP)
 # (reports/study/), MLflow's store, and DVC's own state (.dvc/: cache, locks, the experiment queue) stay.
 # After `make clean`, `dvc repro` restores unchanged stages from DVC's cache. tests/test_make_clean.py keeps
 # this list equal to dvc.yaml's outs.
-PIPELINE_OUTS := data/prepared data/captions data/selections data/embeddings data/synthetic \
-	models/caption_lm models/image_encoder models/prior models/vlm/baseline models/vlm/synth \
+PIPELINE_OUTS := reports/params_check.json data/prepared data/captions data/selections data/embeddings \
+	data/synthetic models/caption_lm models/image_encoder models/prior models/vlm/baseline models/vlm/synth \
 	models/vlm/synth_unbalanced reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json \
-	reports/gates/synthetic.json reports/image_encoder reports/synthesize reports/evaluate
+	reports/gates/synthetic.json reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
 
 clean:
 	rm -rf $(PIPELINE_OUTS)
