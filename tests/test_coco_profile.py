@@ -318,9 +318,11 @@ def test_every_declared_dependency_and_output_exists(pipeline: Path):
 
 
 def stale_stages(workspace: Path) -> set[str]:
+    """Stages DVC would re-run, but check_params: it depends on the whole params.yaml and re-runs on every
+    edit, rewriting the same marker, so nothing downstream re-runs for it."""
     status = dvc(workspace, "status", "--json")
     assert status.returncode == 0, status.stderr
-    return set(json.loads(status.stdout))
+    return set(json.loads(status.stdout)) - {"check_params"}
 
 
 def test_dvc_repro_leaves_the_pipeline_up_to_date_and_only_coco_keys_re_run_stages(pipeline: Path):
