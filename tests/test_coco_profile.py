@@ -303,6 +303,23 @@ def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
 
 
+def test_synth2_results_prints_the_coco_columns(pipeline: Path):
+    synth2 = Path(sys.executable).with_name("synth2")
+    result = subprocess.run([str(synth2), "results"], cwd=pipeline, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| variant | test | CIDEr | BLEU-4 |"
+    assert any(line.startswith("| synth | overall | ") for line in lines)
+    assert "COCO-format data from" in result.stdout
+
+
+def test_diversity_is_measured_against_the_coco_classes(pipeline: Path):
+    diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
+    # Balanced by prompt concept (random LMs rarely name their class), so every class is covered.
+    assert diversity["balanced"]["concepts_total"] == len(CONCEPTS)
+    assert diversity["balanced"]["concept_coverage"] == 1.0
+
+
 def test_every_declared_dependency_and_output_exists(pipeline: Path):
     """What dvc.yaml declares for each stage, resolved for the coco profile, is what the stages read and write."""
     from dvc.dependency.param import ParamsDependency
