@@ -509,6 +509,14 @@ def test_a_world_champion_metric_stops_every_coco_stage_before_it_works(coco_wor
     assert not (workspace / paths.PREPARED).exists()
 
 
+def test_a_coco_run_without_a_caption_llm_stops_at_the_params_check(tmp_path: Path, models):
+    from synth2.params import ParamsError, load_params
+
+    path = write_params(tmp_path, coco_params(tmp_path / "data", models, coco={"caption_lm": {"pretrained": ""}}))
+    with pytest.raises(ParamsError, match=r"params.yaml: coco.caption_lm.pretrained is not set: the coco profile"):
+        load_params(path)
+
+
 def test_a_champion_metric_of_an_empty_validation_subset_fails_in_prepare_and_in_evaluate(coco_workspace, capsys):
     import yaml
 

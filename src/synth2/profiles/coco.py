@@ -57,13 +57,25 @@ N_EXAMPLES = 16
 
 
 def check_params(params: Params, val: pd.DataFrame | None = None) -> None:
+    """The caption LLM is named (params.yaml ships it empty: there is no sensible default), and the champion
+    metric is one evaluate can score (see `_check_champion_metric`)."""
+    from synth2.params import ParamsError
+
+    if not params.coco.caption_lm.pretrained:
+        raise ParamsError(
+            "coco.caption_lm.pretrained is not set: the coco profile needs a caption LLM "
+            "(a local model directory or a Hugging Face hub id, e.g. Qwen/Qwen2.5-1.5B-Instruct)"
+        )
+    _check_champion_metric(params.tracking.champion_metric, val)
+
+
+def _check_champion_metric(key: str, val: pd.DataFrame | None) -> None:
     """`tracking.champion_metric` must be SUBSET.METRIC as evaluate scores it on validation: no attribute
     accuracy (that needs the shapes world), and, once the data exist, no subset without validation images.
     "unseen" images name a class no training caption names; with thousands of COCO training images every
     class is named, so `unseen.*` is usually empty."""
     from synth2.params import ParamsError
 
-    key = params.tracking.champion_metric
     subsets = SUBSETS if val is None else _subsets_with_images(val["seen"].to_numpy(bool))
     available = [f"{subset}.{metric}" for subset in subsets for metric in METRICS]
     if key in available:
