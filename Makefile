@@ -91,5 +91,16 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
+# Pipeline outputs only: every out dvc.yaml declares except metrics/ and plots/, which are committed (the
+# README's results are read from them; the next `dvc repro` or `make run` rewrites them). Never user data:
+# the default COCO location (data/coco/), checkpoints kept under models/, `synth2 study` reports
+# (reports/study/), MLflow's store, and DVC's own state (.dvc/: cache, locks, the experiment queue) stay.
+# After `make clean`, `dvc repro` restores unchanged stages from DVC's cache. tests/test_make_clean.py keeps
+# this list equal to dvc.yaml's outs.
+PIPELINE_OUTS := reports/params_check.json data/prepared data/captions data/selections data/embeddings \
+	data/synthetic models/caption_lm models/image_encoder models/prior models/vlm/baseline models/vlm/synth \
+	models/vlm/synth_unbalanced reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json \
+	reports/gates/synthetic.json reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
+
 clean:
-	rm -rf data models metrics plots reports .dvc/tmp
+	rm -rf $(PIPELINE_OUTS)

@@ -1,22 +1,28 @@
 """The coco profile end to end, offline, on tiny random Hugging Face models and a generated COCO dataset.
 
-Every stage of dvc.yaml runs in order, in-process (one import of torch/transformers for all of them),
-through the same stage frame as `python -m synth2.stages.NAME` (test_pipeline.py runs `dvc repro` for the
-world profile). The caption LLM, the VLM's LM, CLIP and the Kandinsky prior are built by tests/tiny_hf.py
-and loaded from local directories exactly as downloaded checkpoints would be. Two runs:
+The caption LLM, the VLM's LM, CLIP and the Kandinsky prior are built by tests/tiny_hf.py and loaded from
+local directories exactly as downloaded checkpoints would be; the dataset has missing and truncated images.
+Two runs of every stage of dvc.yaml:
 
-* `pipeline`: GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the
-  prior is a PriorTransformer trained on the real pairs; untracked, in a bare workspace;
-* `tracked_pipeline`: a Llama with a chat template writes the captions in bf16 and is also the VLM's LM,
-  the prior is a pretrained KandinskyV22PriorPipeline and a KandinskyV22Pipeline decodes for the
-  pixel-space timing; in a git + DVC workspace with MLflow tracking on, so MLflow records are asserted too.
+* `pipeline`: a real `dvc repro` in a git + DVC workspace, as a user runs the coco profile (dvc.yaml
+  resolved for the profile, each stage its own `python -m synth2.stages.NAME` process, dvc.lock written):
+  GPT-2 writes the captions, a Llama is the VLM's frozen LM with its top block trained, the prior is a
+  PriorTransformer trained on the real pairs; untracked (test_pipeline.py does the same for the world);
+* `tracked_pipeline`: in-process, in order (one import of torch/transformers for all stages, through the
+  same stage frame as `python -m`), with MLflow tracking on, so MLflow records are asserted too: a Llama
+  with a chat template writes the captions in bf16 and is also the VLM's LM, the prior is a pretrained
+  KandinskyV22PriorPipeline and a KandinskyV22Pipeline decodes for the pixel-space timing.
 
-Assertions are about contracts (shapes, dtypes, files, MLflow records, one-line errors), not quality.
+Assertions are about contracts (shapes, dtypes, files, DVC state, MLflow records, one-line errors), not
+quality.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +38,9 @@ from tests.conftest import default_params, write_params
 CONCEPTS = ["dog", "traffic light", "pizza", "bus"]
 PROMPT = "a photo of {concepts}"
 UNPROMPTED = "a photo"
-N_IMAGES, N_MISSING = 22, 2
+DVC = str(Path(sys.executable).with_name("dvc"))
+N_IMAGES, N_MISSING, N_TRUNCATED = 22, 2, 1
+TRUNCATED_FILE = f"{1000 + N_IMAGES - N_MISSING - 1:012d}.jpg"  # write_coco_dataset's naming
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def coco_params(data: Path, models: dict[str, Path], **overrides) -> dict:
-    annotations, image_dir = tiny_hf.write_coco_dataset(data, CONCEPTS, N_IMAGES, missing=N_MISSING)
+    annotations, image_dir = tiny_hf.write_coco_dataset(
+        data, CONCEPTS, N_IMAGES, missing=N_MISSING, truncated=N_TRUNCATED
+    )
     concepts_file = data / "concepts.txt"
     concepts_file.write_text("\n".join(["# the tiny dataset's classes", *CONCEPTS]) + "\n")
     params = {
@@ -153,26 +163,41 @@ def run_all_stages(workspace: Path, env: dict[str, str]) -> None:
             run_in_process(name, module, args)
 
 
+def dvc_workspace(workspace: Path) -> Path:
+    """A git + DVC workspace holding dvc.yaml and the sources its stages run and declare."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", workspace)
+    shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
+    return workspace
+
+
+def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    """The venv's dvc, untracked; stage commands find the venv's python first on PATH, as after
+    `. .venv/bin/activate`."""
+    from tests.conftest import stage_env
+
+    env = stage_env() | {"SYNTH2_TRACKING": "0", "PATH": f"{Path(DVC).parent}:{os.environ['PATH']}"}
+    return subprocess.run([DVC, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, models) -> Path:
-    workspace = tmp_path_factory.mktemp("coco_workspace")
+    workspace = dvc_workspace(tmp_path_factory.mktemp("coco_workspace"))
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models))
-    run_all_stages(workspace, {"SYNTH2_TRACKING": "0"})
+    result = dvc(workspace, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workspace
 
 
 @pytest.fixture(scope="module")
 def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
-    """The second run, in a git + DVC workspace (dvc.yaml and the sources its stages declare) with MLflow on."""
-    import shutil
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    workspace = tmp_path_factory.mktemp("coco_tracked")
-    shutil.copy(ROOT / "dvc.yaml", workspace)
-    shutil.copytree(ROOT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    """The second run, in-process in a git + DVC workspace (tracking reads dvc.yaml) with MLflow on."""
+    workspace = dvc_workspace(tmp_path_factory.mktemp("coco_tracked"))
     kandinsky = tiny_hf.save_kandinsky_prior(tmp_path_factory.mktemp("kandinsky"))
     decoder = tiny_hf.save_kandinsky_decoder(tmp_path_factory.mktemp("kandinsky_decoder"))
     overrides = {
@@ -186,8 +211,6 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
         "train_vlm": {"freeze_lm": False, "unfreeze_top_layers": 0, "mixed_precision": "bf16"},
     }
     write_params(workspace, coco_params(tmp_path_factory.mktemp("coco_data"), models, **overrides))
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
     uri = f"sqlite:///{workspace}/mlflow.db"
     run_all_stages(
         workspace,
@@ -204,7 +227,13 @@ def tracked_pipeline(tmp_path_factory, models) -> tuple[Path, str]:
 def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipeline: Path):
     report = json.loads((pipeline / paths.PREPARE_METRICS).read_text())
     assert report["images"]["referenced"] == N_IMAGES
-    assert report["images"]["missing"] == N_MISSING and report["images"]["skipped"] == N_MISSING
+    assert report["images"]["missing"] == N_MISSING and report["images"]["unreadable"] == N_TRUNCATED
+    assert report["images"]["skipped"] == N_MISSING + N_TRUNCATED
+    # The truncated JPEG opens (its header is whole) but does not decode: prepare names it and drops it, so
+    # image_encoder, which ran on every kept image, never saw it.
+    [unreadable] = report["images"]["unreadable_files"]
+    assert unreadable.startswith(f"{TRUNCATED_FILE}: OSError: image file is truncated")
+    assert len(report["images"]["missing_files"]) == N_MISSING
     real = pd.read_parquet(pipeline / paths.REAL_TRAIN)
     test = pd.read_parquet(pipeline / paths.TEST)
     assert {"image_id", "caption", "file_name", "image_path"} <= set(real.columns)
@@ -212,7 +241,9 @@ def test_prepare_reads_coco_into_the_world_tables_and_counts_missing_images(pipe
     assert not set(real["image_id"]) & set(test["image_id"])
     assert test["references"].map(len).min() >= 1 and test["seen"].dtype == bool
     assert pd.read_parquet(pipeline / paths.CONCEPTS)["concept"].tolist() == CONCEPTS
-    n_usable = N_IMAGES - N_MISSING
+    n_usable = N_IMAGES - N_MISSING - N_TRUNCATED
+    tables = [real, test, pd.read_parquet(pipeline / paths.VAL)]
+    assert not any(t["file_name"].eq(TRUNCATED_FILE).any() for t in tables)
     assert real["image_id"].nunique() + len(test) + len(pd.read_parquet(pipeline / paths.VAL)) == n_usable
 
 
@@ -272,19 +303,56 @@ def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().startswith("| file_name |")
 
 
-def test_every_declared_dependency_and_output_exists(tracked_pipeline):
+def test_synth2_results_prints_the_coco_columns(pipeline: Path):
+    synth2 = Path(sys.executable).with_name("synth2")
+    result = subprocess.run([str(synth2), "results"], cwd=pipeline, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| variant | test | CIDEr | BLEU-4 |"
+    assert any(line.startswith("| synth | overall | ") for line in lines)
+    assert "COCO-format data from" in result.stdout
+
+
+def test_diversity_is_measured_against_the_coco_classes(pipeline: Path):
+    diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
+    # Balanced by prompt concept (random LMs rarely name their class), so every class is covered.
+    assert diversity["balanced"]["concepts_total"] == len(CONCEPTS)
+    assert diversity["balanced"]["concept_coverage"] == 1.0
+
+
+def test_every_declared_dependency_and_output_exists(pipeline: Path):
     """What dvc.yaml declares for each stage, resolved for the coco profile, is what the stages read and write."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    workspace, _ = tracked_pipeline
-    with Repo(str(workspace)) as repo:
+    with Repo(str(pipeline)) as repo:
         for stage in repo.index.stages:
             for dep in stage.deps:
                 if not isinstance(dep, ParamsDependency):
-                    assert (workspace / dep.def_path).exists(), f"{stage.name}: dep {dep.def_path} missing"
+                    assert (pipeline / dep.def_path).exists(), f"{stage.name}: dep {dep.def_path} missing"
             for out in stage.outs:
-                assert (workspace / out.def_path).exists(), f"{stage.name}: out {out.def_path} missing"
+                assert (pipeline / out.def_path).exists(), f"{stage.name}: out {out.def_path} missing"
+
+
+def stale_stages(workspace: Path) -> set[str]:
+    """Stages DVC would re-run, but check_params: it depends on the whole params.yaml and re-runs on every
+    edit, rewriting the same marker, so nothing downstream re-runs for it."""
+    status = dvc(workspace, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return set(json.loads(status.stdout)) - {"check_params"}
+
+
+def test_dvc_repro_leaves_the_pipeline_up_to_date_and_only_coco_keys_re_run_stages(pipeline: Path):
+    assert stale_stages(pipeline) == set()
+    params_file = pipeline / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params_file.write_text(original.replace("zipf_a: 1.0", "zipf_a: 1.5"))  # a world key
+        assert stale_stages(pipeline) == set()
+        params_file.write_text(original.replace("require_concept_mention: false", "require_concept_mention: true"))
+        assert stale_stages(pipeline) == {"balance"}
+    finally:
+        params_file.write_text(original)
 
 
 def test_llama_with_chat_template_writes_the_captions_in_bf16(tracked_pipeline):
@@ -383,6 +451,96 @@ def test_hub_id_offline_without_a_cached_copy_says_how_to_point_at_a_directory(c
     assert "HF_HUB_OFFLINE=1" in line and "set coco.image_encoder.model: DIR, a local directory" in line
 
 
+@pytest.mark.parametrize("value", ["models/clip-typo", "./clip", "../clip", "~/no-such-clip", "a/b/c", "nested/clip"])
+def test_a_local_looking_path_that_does_not_exist_is_a_missing_directory_not_a_hub_id(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from synth2.pretrained import PretrainedError, resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "models").mkdir()  # a project folder: "models/..." is a path, not the hub org "models"
+    (tmp_path / "nested").mkdir()
+    with pytest.raises(PretrainedError) as info:
+        resolve_source(value, "coco.image_encoder.model")
+    message = str(info.value)
+    assert message.startswith(f"coco.image_encoder.model: no local directory at '{value}'"), message
+    assert "hub" not in message.split(";")[0] and "\n" not in message
+
+
+def test_a_hub_looking_id_still_goes_to_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from synth2.pretrained import PretrainedError, resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedError, match="'synth2-tests/no-such-clip' is not a local directory and the hub"):
+        resolve_source("synth2-tests/no-such-clip", "coco.image_encoder.model")
+
+
+def test_an_image_that_fails_to_decode_is_fatal_under_missing_images_fail(tmp_path: Path):
+    from synth2.coco.dataset import CocoError
+
+    with pytest.raises(CocoError) as info:
+        build_tiny_coco(
+            tmp_path,
+            edit=lambda raw, images: tiny_hf.truncate_image(images / "000000001003.jpg"),
+            missing_images="fail",
+        )
+    message = str(info.value)
+    assert "references 0 missing and 1 unreadable images" in message and "000000001003.jpg: OSError" in message
+    assert "truncated" in message and "coco.prepare.missing_images: skip" in message and "\n" not in message
+
+
+def test_an_image_changed_after_prepare_is_named_by_image_encoder(coco_workspace, capsys):
+    workspace = coco_workspace()
+    run_in_process("prepare", "prepare", ())
+    victim = pd.read_parquet(workspace / paths.REAL_TRAIN)["image_path"].iloc[0]
+    tiny_hf.truncate_image(Path(victim))
+    line = stage_error(capsys, "image_encoder", "image_encoder")
+    assert line.startswith(f"error: stage 'image_encoder': cannot read image '{victim}' (OSError: image file is")
+    assert "dvc repro -f prepare" in line
+
+
+def test_a_world_champion_metric_stops_every_coco_stage_before_it_works(coco_workspace, capsys):
+    workspace = coco_workspace(tracking={"champion_metric": "unseen.attr_all"})
+    line = stage_error(capsys, "prepare", "prepare")
+    assert line.startswith("error: stage 'prepare': params.yaml: tracking.champion_metric: 'unseen.attr_all': ")
+    assert "pick one of overall.bleu4, overall.cider, seen.bleu4, seen.cider, unseen.bleu4, unseen.cider" in line
+    assert not (workspace / paths.PREPARED).exists()
+
+
+def test_a_coco_run_without_a_caption_llm_stops_at_the_params_check(tmp_path: Path, models):
+    from synth2.params import ParamsError, load_params
+
+    path = write_params(tmp_path, coco_params(tmp_path / "data", models, coco={"caption_lm": {"pretrained": ""}}))
+    with pytest.raises(ParamsError, match=r"params.yaml: coco.caption_lm.pretrained is not set: the coco profile"):
+        load_params(path)
+
+
+def test_a_champion_metric_of_an_empty_validation_subset_fails_in_prepare_and_in_evaluate(coco_workspace, capsys):
+    import yaml
+
+    # Every class of the tiny dataset is named by some training caption: no validation image is "unseen".
+    workspace = coco_workspace(tracking={"champion_metric": "unseen.cider"})
+    line = stage_error(capsys, "prepare", "prepare")
+    expected = (
+        "tracking.champion_metric: 'unseen.cider': the validation split has no 'unseen' images; "
+        "pick one of overall.bleu4, overall.cider, seen.bleu4, seen.cider"
+    )
+    assert line == f"error: stage 'prepare': {expected}"
+    # Set after prepare ran (DVC re-runs only evaluate for this key): evaluate stops before captioning,
+    # so before it would look for the VLMs, none of which exist here.
+    params_file = workspace / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params_file.write_text(
+        yaml.safe_dump(params | {"tracking": params["tracking"] | {"champion_metric": "overall.cider"}})
+    )
+    run_in_process("prepare", "prepare", ())
+    run_in_process("image_encoder", "image_encoder", ())
+    params_file.write_text(yaml.safe_dump(params))
+    assert stage_error(capsys, "evaluate", "evaluate") == f"error: stage 'evaluate': {expected}"
+
+
 def test_missing_images_can_be_fatal(coco_workspace, capsys):
     coco_workspace(coco={"prepare": {"missing_images": "fail"}})
     line = stage_error(capsys, "prepare", "prepare")
@@ -439,3 +597,40 @@ def test_split_file_decides_the_splits_and_seen_follows_the_human_captions(tmp_p
         1006: False,
     }  # no training caption names pizza
     assert data.report["split"] == "file" and data.report["concepts_in_real_train"] == 3
+
+
+def build_tiny_coco(root: Path, n_images: int = 12, edit=None, **prepare):
+    """build_coco on a generated dataset; `edit(raw_json, image_dir)` corrupts it first."""
+    from synth2.coco.dataset import build_coco
+
+    annotations, image_dir = tiny_hf.write_coco_dataset(root, CONCEPTS, n_images)
+    if edit:
+        raw = json.loads(annotations.read_text())
+        edit(raw, image_dir)
+        annotations.write_text(json.dumps(raw))
+    concepts_file = root / "concepts.txt"
+    concepts_file.write_text("\n".join(CONCEPTS))
+    files = {"annotations": str(annotations), "image_dir": str(image_dir), "concepts_file": str(concepts_file)}
+    return build_coco(default_params({"coco": {"prepare": files | prepare}}).coco.prepare, seed=0)
+
+
+def test_null_empty_and_non_text_captions_are_skipped_counted_and_named(tmp_path: Path, caplog):
+    def edit(raw: dict, _) -> None:
+        for annotation, value in zip(raw["annotations"], [None, "   ", 7]):
+            annotation["caption"] = value  # annotation ids 1, 2, 3
+
+    data = build_tiny_coco(tmp_path, edit=edit)
+    texts = data.real_train["caption"].tolist() + [
+        r for t in (data.val, data.test) for refs in t["references"] for r in refs
+    ]
+    assert not {"None", "", "7"} & set(texts)
+    assert data.report["captions"] == {
+        "annotations": 36,
+        "skipped": 3,
+        "null": 1,
+        "empty": 1,
+        "not_text": 1,
+        "skipped_annotation_ids": [1, 2, 3],
+    }
+    warning = [r.getMessage() for r in caplog.records if "captions that are null" in r.getMessage()]
+    assert len(warning) == 1 and "annotation ids 1, 2, 3" in warning[0] and "\n" not in warning[0]

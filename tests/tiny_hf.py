@@ -160,10 +160,24 @@ def caption_of(colour: str, concept: str, place: str) -> str:
     return f"a {colour} {concept} {place}"
 
 
+def truncate_image(path: Path) -> Path:
+    """Cut an image file in half: its header still parses (PIL opens it), its pixels do not decode."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def write_coco_dataset(
-    root: Path, concepts: Sequence[str], n_images: int, seed: int = 0, missing: int = 0, captions_per_image: int = 3
+    root: Path,
+    concepts: Sequence[str],
+    n_images: int,
+    seed: int = 0,
+    missing: int = 0,
+    captions_per_image: int = 3,
+    truncated: int = 0,
 ) -> tuple[Path, Path]:
-    """A COCO captions JSON and an image folder of generated pictures; the last `missing` images are not written.
+    """A COCO captions JSON and an image folder of generated pictures; the last `missing` images are not written
+    and the `truncated` images before them are cut short (see `truncate_image`).
 
     Returns (annotations path, image dir).
     """
@@ -179,6 +193,8 @@ def write_coco_dataset(
         if i < n_images - missing:
             pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(image_dir / file_name, quality=90)
+            if i >= n_images - missing - truncated:
+                truncate_image(image_dir / file_name)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for _ in range(captions_per_image):
             place = PLACES[rng.integers(len(PLACES))]

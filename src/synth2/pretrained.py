@@ -59,6 +59,19 @@ def _how_to_fix(param: str, source: str) -> str:
     )
 
 
+def looks_local(source: str) -> bool:
+    """Whether `source` can only mean a local path, so that a missing one is a typo, not a hub id.
+
+    Hub ids are "name" or "org/name"; a value starting with ".", "/" or "~", one with more than two
+    components, or one whose first component is a directory here (e.g. "models/my-clip" in a project
+    with a models/ folder) is a path. Relative paths are read from the project root, where stages run.
+    """
+    if source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+        return True
+    parts = Path(source).parts
+    return len(parts) > 2 or (len(parts) > 1 and Path(parts[0]).is_dir())
+
+
 def resolve_source(source: str | None, param: str) -> Path:
     """A local directory holding the checkpoint named by `source` (a directory or a hub id)."""
     if not source:
@@ -70,10 +83,11 @@ def resolve_source(source: str | None, param: str) -> Path:
         raise PretrainedError(
             f"{param}: '{source}' is a file; point it at a model directory saved with save_pretrained"
         )
-    if not _HUB_ID.match(source):
+    if looks_local(source):
+        where = "" if path.is_absolute() else f" (relative to the project root {Path.cwd()})"
         raise PretrainedError(
-            f"{param}: no model directory at '{source}'; point it at a local directory saved with "
-            "save_pretrained, or at a Hugging Face hub id"
+            f"{param}: no local directory at '{source}'{where}; fix the path to a directory saved with "
+            "save_pretrained, or give a Hugging Face hub id (org/name)"
         )
     return _hub_snapshot(source, param)
 

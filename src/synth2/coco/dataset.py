@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from synth2.coco.concepts import mentioned_concepts, named_concepts
 from synth2.errors import Synth2Error
@@ -32,7 +35,9 @@ log = logging.getLogger("synth2")
 DEFAULT_CONCEPTS = "src/synth2/data/coco_classes.txt"  # the key's value in the repository's params.yaml
 PACKAGED_CONCEPTS = Path(__file__).parents[1] / "data" / "coco_classes.txt"
 SPLITS = ("train", "val", "test")
-MISSING_EXAMPLES = 5
+MISSING = "missing"
+MISSING_EXAMPLES = 5  # bad images named in a one-line error or warning
+NAMED_LIMIT = 20  # bad annotations or images named one by one in the log and metrics/prepare.json
 
 
 class CocoError(Synth2Error):
@@ -51,8 +56,26 @@ class CocoData:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(images: image_id, file_name; captions: image_id, caption) from a COCO captions JSON."""
+def caption_problem(value: object) -> str | None:
+    """Why an annotation's caption cannot be a caption ("null", "not_text", "empty"), or None when it can.
+
+    Checked before any conversion to str: str(None) would become the training caption "None".
+    """
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        return "not_text"
+    return None if value.strip() else "empty"
+
+
+def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(images: image_id, file_name; captions: image_id, caption; a report of the skipped captions) from a
+    COCO captions JSON.
+
+    A null, empty or non-text caption is skipped, counted and named by its annotation id (a warning and
+    metrics/prepare.json): one bad annotation in a converted dataset should not stop a long run, and the
+    count shows when a conversion went wrong wholesale.
+    """
     if not path.is_file():
         raise CocoError(
             f"coco.prepare.annotations: no file at '{path}'; "
@@ -61,22 +84,27 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         raw = json.loads(path.read_text())
         images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"])} for i in raw["images"]])
-        captions = pd.DataFrame(
-            [
-                {"image_id": int(a["image_id"]), "caption": " ".join(str(a["caption"]).split())}
-                for a in raw["annotations"]
-            ]
-        )
+        rows, rejected = [], {"null": [], "empty": [], "not_text": []}
+        for index, annotation in enumerate(raw["annotations"]):
+            image_id, value = int(annotation["image_id"]), annotation["caption"]
+            problem = caption_problem(value)
+            if problem:
+                rejected[problem].append(annotation.get("id", f"annotations[{index}]"))
+            else:
+                rows.append({"image_id": image_id, "caption": " ".join(value.split())})
+        captions = pd.DataFrame(rows, columns=["image_id", "caption"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CocoError(f"coco.prepare.annotations: '{path}' is not valid JSON ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CocoError(
             f"coco.prepare.annotations: '{path}' is not COCO captions format: need images[].id/file_name and "
             f"annotations[].image_id/caption ({type(exc).__name__}: {exc})"
         ) from None
+    report = caption_report(rejected, len(rows))
     if images.empty or captions.empty:
         raise CocoError(
-            f"coco.prepare.annotations: '{path}' lists {len(images)} images and {len(captions)} captions; need both"
+            f"coco.prepare.annotations: '{path}' lists {len(images)} images and {len(captions)} usable captions "
+            f"({report['skipped']} null, empty or not text); need both"
         )
     unknown = ~captions["image_id"].isin(images["image_id"])
     if unknown.any():
@@ -84,7 +112,32 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"coco.prepare.annotations: {int(unknown.sum())} captions name image ids absent from 'images' "
             f"(e.g. {captions.loc[unknown, 'image_id'].iloc[0]})"
         )
-    return images.drop_duplicates("image_id"), captions[captions["caption"] != ""]
+    return images.drop_duplicates("image_id"), captions, report
+
+
+def caption_report(rejected: dict[str, list], n_kept: int) -> dict:
+    """Counts of the skipped captions by reason and the first annotation ids; one warning line naming them."""
+    ids = [i for reason in rejected.values() for i in reason]
+    report = {
+        "annotations": n_kept + len(ids),
+        "skipped": len(ids),
+        **{reason: len(found) for reason, found in rejected.items()},
+        "skipped_annotation_ids": ids[:NAMED_LIMIT],
+    }
+    if ids:
+        more = f" and {len(ids) - NAMED_LIMIT} more" if len(ids) > NAMED_LIMIT else ""
+        log.warning(
+            "skipping %d of %d captions that are null (%d), empty (%d) or not text (%d): annotation ids %s%s; "
+            "fix them in coco.prepare.annotations to use them",
+            len(ids),
+            report["annotations"],
+            report["null"],
+            report["empty"],
+            report["not_text"],
+            ", ".join(map(str, ids[:NAMED_LIMIT])),
+            more,
+        )
+    return report
 
 
 def read_concepts(value: str) -> list[str]:
@@ -101,50 +154,74 @@ def read_concepts(value: str) -> list[str]:
     return concepts
 
 
-def image_problem(path: Path) -> str | None:
-    """None when PIL can read the image header; else 'missing' or 'unreadable'."""
+def image_problem(path: Path, decode: bool) -> str | None:
+    """None when the image opens (with `decode`: when every pixel decodes to RGB, as image_encoder will need
+    it: a truncated JPEG has a good header); else MISSING or the reader's complaint."""
     if not path.is_file():
-        return "missing"
+        return MISSING
     try:
         with Image.open(path) as image:
-            image.size  # noqa: B018 - the header parse is the check
-    except (UnidentifiedImageError, OSError):
-        return "unreadable"
+            if decode:
+                image.convert("RGB")
+            else:
+                image.size  # noqa: B018 - the header parse is the check
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's ways to say "broken"
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
     return None
 
 
-def check_images(images: pd.DataFrame, image_dir: Path, policy: str) -> tuple[pd.DataFrame, dict]:
-    """Keep the images that exist and open; count the others, and stop on them when policy is 'fail'."""
+def bad_images(file_names: Sequence[str], image_dir: Path, decode: bool) -> dict[str, str]:
+    """{file name: problem} of the images that are missing or do not read (fully decode, with `decode`)."""
+    check = partial(image_problem, decode=decode)
+    # Threads: PIL releases the GIL while it reads and decodes, and COCO folders hold 100k+ files.
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(check, [image_dir / name for name in file_names]))
+    return {name: problem for name, problem in zip(file_names, problems) if problem}
+
+
+def check_images(images: pd.DataFrame, image_dir: Path, policy: str, decode: bool) -> tuple[pd.DataFrame, dict]:
+    """(the images that exist and open, or fully decode with `decode`; {file name: problem} of the others).
+    With policy 'fail' any bad image stops prepare with one line naming the first few."""
     if not image_dir.is_dir():
         raise CocoError(
             f"coco.prepare.image_dir: no directory at '{image_dir}'; point it at the folder of the COCO images"
         )
-    problems = [image_problem(image_dir / name) for name in images["file_name"]]
-    bad = pd.Series(problems, index=images.index)
-    counts = {
-        "referenced": len(images),
-        "missing": int((bad == "missing").sum()),
-        "unreadable": int((bad == "unreadable").sum()),
-    }
-    counts["skipped"] = counts["missing"] + counts["unreadable"] if policy == "skip" else 0
-    counts["examples"] = images.loc[bad.notna(), "file_name"].head(MISSING_EXAMPLES).tolist()
-    n_bad = counts["missing"] + counts["unreadable"]
-    if n_bad and policy == "fail":
+    bad = bad_images(images["file_name"].tolist(), image_dir, decode)
+    if bad and policy == "fail":
+        missing = sum(problem == MISSING for problem in bad.values())
+        examples = "; ".join(f"{name}: {problem}" for name, problem in list(bad.items())[:MISSING_EXAMPLES])
         raise CocoError(
-            f"coco.prepare.annotations references {counts['missing']} missing and {counts['unreadable']} unreadable "
-            f"images in '{image_dir}' (e.g. {', '.join(counts['examples'])}); restore them or set "
-            "coco.prepare.missing_images: skip"
+            f"coco.prepare.annotations references {missing} missing and {len(bad) - missing} unreadable images in "
+            f"'{image_dir}' (e.g. {examples}); restore them or set coco.prepare.missing_images: skip"
         )
-    if n_bad:
+    return images[~images["file_name"].isin(bad)], bad
+
+
+def image_report(n_referenced: int, n_decoded: int, bad: dict[str, str]) -> dict:
+    """What metrics/prepare.json says about the images (bad ones counted and named), and one warning line."""
+    missing = [name for name, problem in bad.items() if problem == MISSING]
+    unreadable = {name: problem for name, problem in bad.items() if problem != MISSING}
+    report = {
+        "referenced": n_referenced,
+        "decoded": n_decoded,  # every image prepare keeps is decoded in full once
+        "missing": len(missing),
+        "unreadable": len(unreadable),
+        "skipped": len(bad),
+        "missing_files": missing[:NAMED_LIMIT],
+        # "file: problem" strings, a list: `dvc metrics show` would make a column of every key of a mapping.
+        "unreadable_files": [f"{name}: {problem}" for name, problem in list(unreadable.items())[:NAMED_LIMIT]],
+    }
+    if bad:
+        named = "; ".join(f"{name}: {problem}" for name, problem in list(bad.items())[:MISSING_EXAMPLES])
         log.warning(
-            "skipping %d of %d images (%d missing, %d unreadable), e.g. %s",
-            n_bad,
-            len(images),
-            counts["missing"],
-            counts["unreadable"],
-            counts["examples"],
+            "skipping %d of %d images (%d missing, %d unreadable), e.g. %s; all named in metrics/prepare.json",
+            len(bad),
+            n_referenced,
+            len(missing),
+            len(unreadable),
+            named,
         )
-    return images[bad.isna().to_numpy()], counts
+    return report
 
 
 # ----------------------------------------------------------------------------------------- splitting
@@ -217,13 +294,8 @@ def reference_table(
     return table
 
 
-def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
-    """Read, check, split and tabulate a COCO-format caption dataset."""
-    concepts = read_concepts(params.concepts_file)
-    images, captions = read_annotations(Path(params.annotations))
-    images, image_counts = check_images(images, Path(params.image_dir), params.missing_images)
-    captions = captions[captions["image_id"].isin(images["image_id"])]
-    usable = sorted(set(captions["image_id"]))  # images without any caption cannot be a pair or a test image
+def choose_split(params: CocoPrepareParams, usable: list[int], seed: int) -> dict[str, list[int]]:
+    """train/val/test image ids: the split file's, or seeded fractions; then the caps."""
     if params.split_file:
         split = read_split_file(Path(params.split_file), set(usable))
     else:
@@ -231,6 +303,25 @@ def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
     split["train"] = cap(split["train"], params.max_train_images, seed)
     split["test"] = cap(split["test"], params.max_test_images, seed + 1)
     split["val"] = cap(split["val"], params.max_test_images, seed + 2)
+    return split
+
+
+def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
+    """Read, check, split and tabulate a COCO-format caption dataset."""
+    concepts = read_concepts(params.concepts_file)
+    images, captions, caption_counts = read_annotations(Path(params.annotations))
+    image_dir, n_referenced = Path(params.image_dir), len(images)
+    # Every referenced image is opened (its header) before the split, so the split draws from usable images;
+    # only the images the split keeps are then decoded in full (a scarce-data run keeps a few thousand of 118k).
+    images, bad = check_images(images, image_dir, params.missing_images, decode=False)
+    captions = captions[captions["image_id"].isin(images["image_id"])]
+    usable = sorted(set(captions["image_id"]))  # images without any caption cannot be a pair or a test image
+    split = choose_split(params, usable, seed)
+    kept = images[images["image_id"].isin([i for ids in split.values() for i in ids])]
+    decoded, undecodable = check_images(kept, image_dir, params.missing_images, decode=True)
+    readable = set(decoded["image_id"])
+    split = {name: [i for i in ids if i in readable] for name, ids in split.items()}
+    image_counts = image_report(n_referenced, len(kept), bad | undecodable)
     if not split["train"] or not split["val"] or not split["test"]:
         counts = ", ".join(f"{len(split[name])} {name}" for name in ("train", "val", "test"))
         raise CocoError(
@@ -246,6 +337,7 @@ def build_coco(params: CocoPrepareParams, seed: int) -> CocoData:
     test = reference_table(captions, images, split["test"], known, concepts)
     report = {
         "images": image_counts,
+        "captions": caption_counts,
         "counts": {
             "real_train_pairs": len(real_train),
             "real_train_images": int(real_train["image_id"].nunique()),

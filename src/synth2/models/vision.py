@@ -65,16 +65,29 @@ def embed_images(model, processor, images: Sequence, batch_size: int) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
 
 
-def embed_files(model, processor, files: Iterable[Path], batch_size: int) -> np.ndarray:
-    """Like `embed_images`, opening only one batch of files at a time."""
+def open_rgb(path: Path | str):
+    """An image file decoded to RGB; a file that no longer reads is one line naming it.
+
+    prepare decoded every image it kept, so a failure here means the file changed after prepare ran
+    (DVC does not watch the image folder).
+    """
     from PIL import Image
 
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise Synth2Error(
+            f"cannot read image '{path}' ({type(exc).__name__}: {exc}); it read when prepare ran, so it changed "
+            "since: restore it, or run `dvc repro -f prepare` to check the image folder again"
+        ) from None
+
+
+def embed_files(model, processor, files: Iterable[Path], batch_size: int) -> np.ndarray:
+    """Like `embed_images`, opening only one batch of files at a time."""
     files = list(files)
     out = []
     for start in range(0, len(files), batch_size):
-        images = []
-        for path in files[start : start + batch_size]:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+        images = [open_rgb(path) for path in files[start : start + batch_size]]
         out.append(embed_images(model, processor, images, batch_size))
     return np.concatenate(out) if out else embed_images(model, processor, [], batch_size)

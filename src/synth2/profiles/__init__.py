@@ -3,7 +3,8 @@
 Every stage runs the same code in both profiles and asks for its profile once, `load_profile(params)`,
 for the few operations that differ: preparing the data, making the caption LM, generating and cleaning
 captions, labelling them for balancing, the real-data gate's tables, embedding images, the synthesis
-report, the VLM's LM, and scoring captions. No stage or library module looks at `params.profile`.
+report, the VLM's LM, and scoring captions. Loading params.yaml asks it which values it cannot honour
+(`check_params`). No stage or library module looks at `params.profile`.
 
 A profile is a module (`world.py`, `coco.py`) implementing `Profile`. Its hooks import what they use
 inside the function, so a stage depends only on the code of the hooks it calls; DVC declares
@@ -104,6 +105,13 @@ class Profile(Protocol):
     CONCEPT_KIND: str  # the kind of concept balancing balances over
     LABEL_COLUMNS: tuple[str, ...]  # labels the balanced gate requires besides the concept
     RESULT_COLUMNS: tuple[tuple[str, str], ...]  # (metric, heading) of `synth2 results`
+
+    def check_params(self, params: Params, val: pd.DataFrame | None = None) -> None:
+        """Raise ParamsError (one line naming the key and what would work) for a value the profile cannot
+        honour, e.g. a champion metric it never scores. synth2.params calls it on every load, before any
+        stage works; with `val`, the validation table prepare wrote, it also checks what needs the data
+        (a champion metric of a subset with no validation image)."""
+        ...
 
     def prepare(self, params: Params) -> PreparedData: ...
 

@@ -49,20 +49,65 @@ SELECTION_COLUMNS = ("caption", "concept")
 CONCEPT_KIND = "class"
 LABEL_COLUMNS: tuple[str, ...] = ()
 RESULT_COLUMNS = (("cider", "CIDEr"), ("bleu4", "BLEU-4"))
+METRICS = ("bleu4", "cider")  # what `score` returns for each subset of images
+SUBSETS = ("overall", "seen", "unseen")  # evaluate's subsets; one with no image is not scored
 SHEET_SIZE = 16
 SHEET_TILE = 32  # decoded images are shrunk to this many pixels a side for the contact sheet
 N_EXAMPLES = 16
 
 
+def check_params(params: Params, val: pd.DataFrame | None = None) -> None:
+    """The caption LLM is named (params.yaml ships it empty: there is no sensible default), and the champion
+    metric is one evaluate can score (see `_check_champion_metric`)."""
+    from synth2.params import ParamsError
+
+    if not params.coco.caption_lm.pretrained:
+        raise ParamsError(
+            "coco.caption_lm.pretrained is not set: the coco profile needs a caption LLM "
+            "(a local model directory or a Hugging Face hub id, e.g. Qwen/Qwen2.5-1.5B-Instruct)"
+        )
+    _check_champion_metric(params.tracking.champion_metric, val)
+
+
+def _check_champion_metric(key: str, val: pd.DataFrame | None) -> None:
+    """`tracking.champion_metric` must be SUBSET.METRIC as evaluate scores it on validation: no attribute
+    accuracy (that needs the shapes world), and, once the data exist, no subset without validation images.
+    "unseen" images name a class no training caption names; with thousands of COCO training images every
+    class is named, so `unseen.*` is usually empty."""
+    from synth2.params import ParamsError
+
+    subsets = SUBSETS if val is None else _subsets_with_images(val["seen"].to_numpy(bool))
+    available = [f"{subset}.{metric}" for subset in subsets for metric in METRICS]
+    if key in available:
+        return
+    subset, _, metric = key.partition(".")
+    why = (
+        f"the validation split has no '{subset}' images"
+        if subset in SUBSETS and metric in METRICS
+        else "the coco profile scores CIDEr and BLEU-4 only (attribute accuracy needs the shapes world)"
+    )
+    raise ParamsError(f"tracking.champion_metric: '{key}': {why}; pick one of {', '.join(available)}")
+
+
+def _subsets_with_images(seen: np.ndarray) -> list[str]:
+    has = {"overall": len(seen) > 0, "seen": bool(seen.any()), "unseen": bool((~seen).any())}
+    return [subset for subset in SUBSETS if has[subset]]
+
+
 def prepare(params: Params) -> PreparedData:
     """real_train, val, test and concepts from the JSON; the text corpus stays empty (the pretrained LLM
-    brings its own knowledge) so that every profile writes the tables caption_lm declares."""
+    brings its own knowledge) so that every profile writes the tables caption_lm declares.
+
+    The champion metric is checked against the validation split here, the first moment the data are known,
+    rather than only by evaluate after every other stage has run (prepare's outputs do not depend on it,
+    so dvc.yaml does not declare it: evaluate checks again before captioning)."""
     import pandas as pd
 
     from synth2.coco.dataset import build_coco
     from synth2.profiles import PreparedData
 
     data = build_coco(params.coco.prepare, params.seed)
+    check_params(params, data.val)
     tables = {
         "real_train": data.real_train,
         "val": data.val,
@@ -200,9 +245,10 @@ def _vision_model(params: Params):
 
 def _thumbnails(files: list[str], size: int = 48) -> np.ndarray:
     import numpy as np
-    from PIL import Image
 
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size))) for f in files])
+    from synth2.models.vision import open_rgb
+
+    return np.stack([np.asarray(open_rgb(f).resize((size, size))) for f in files])
 
 
 def encode_images(params: Params) -> EncodedImages:

@@ -338,6 +338,11 @@ def score(predictions: list[str], table: pd.DataFrame) -> tuple[dict[str, float]
     return scores | {f"attr_{name}": float(hits[name].mean()) for name in hits.columns}, per_image
 
 
+def check_params(params: Params, val: pd.DataFrame | None = None) -> None:
+    """Nothing beyond the types and ranges synth2.params checks: when tracking.champion_metric is not among
+    the world's validation metrics, evaluate's choice of the champion names them."""
+
+
 def data_description(params: Params) -> str:
     w = params.world.prepare
     return (

@@ -77,6 +77,8 @@ def run(params: Params) -> None:
         table = read_parquet(table_path, "prepare", columns=list(profile.TEST_COLUMNS))
         require_rows(table, table_path, "prepare", ["references"])
         splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
+    # A champion metric with nothing to score on validation fails now, not after captioning every image.
+    profile.check_params(params, splits["val"][0])
 
     metrics: dict = {split: {} for split in splits}
     per_image, captions = [], {}
