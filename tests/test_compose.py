@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -35,7 +36,7 @@ PG_USER, PG_PASSWORD = "synth2", "test-only"
 
 def test_compose_has_the_stack_with_healthchecks_and_loopback_ports():
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "mlflow", "prefect-server", "worker"}
+    assert set(services) == {"postgres", "mlflow", "prefect-server", "worker", "ray-head", "ray-worker"}
     assert all("healthcheck" in s for s in services.values())
     ports = [p for s in services.values() for p in s.get("ports", [])]
     assert ports and all(p.startswith("127.0.0.1:") for p in ports)
@@ -49,6 +50,21 @@ def test_compose_has_the_stack_with_healthchecks_and_loopback_ports():
         "prefect-server": {"condition": "service_healthy"},
         "mlflow": {"condition": "service_healthy"},
     }
+
+
+def test_compose_ray_cluster_runs_the_pinned_ray_with_token_auth():
+    """The Ray services run the project image, whose Ray is pyproject.toml's pin, with a token from .env."""
+    services = COMPOSE["services"]
+    pinned = re.search(r'"ray==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned and pinned.group(1) == importlib.metadata.version("ray"), "pyproject.toml pins the Ray installed"
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert head["image"] == worker["image"] == services["worker"]["image"]  # the synth2 image: the pinned Ray
+    assert head["command"][:4] == ["ray", "start", "--head", "--block"] and "--port=6379" in head["command"]
+    assert worker["command"][:3] == ["ray", "start", "--address=ray-head:6379"] and "--block" in worker["command"]
+    for service in (head, worker):
+        assert service["environment"]["RAY_AUTH_MODE"] == "token"
+        assert service["environment"]["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN")
+    assert worker["depends_on"] == {"ray-head": {"condition": "service_healthy"}}
 
 
 def test_compose_takes_configuration_from_the_env_file_and_commits_no_secret():
