@@ -109,7 +109,10 @@ class ShardPool:
         that must not be sharded, such as timings."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, completed: bool = True) -> None:
+        """Stop the workers; a pool that completed logs and records its start-up and work time."""
+        if not completed:
+            return
         log.info(
             "%s: %d rows on %s: start-up %.2f s, work %.2f s",
             self.label,
@@ -161,5 +164,7 @@ def shard_pool(compute: ComputeParams, work: ShardWork, label: str) -> Iterator[
         pool = LocalPool(work, compute.shards, label)
     try:
         yield pool
-    finally:
-        pool.close()
+    except BaseException:
+        pool.close(completed=False)
+        raise
+    pool.close()

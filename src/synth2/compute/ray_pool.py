@@ -189,8 +189,8 @@ class RayPool(ShardPool):
     def describe(self) -> str:
         return f"{self.shards} shard(s) on {len(self.actors)} Ray workers ({self.cluster})"
 
-    def close(self) -> None:
-        super().close()
+    def close(self, completed: bool = True) -> None:
+        super().close(completed)
         self._stop()
 
     def _stop(self) -> None:
