@@ -56,8 +56,6 @@ class Shard:
 class ShardPool:
     """Splitting, progress and reassembly; the engine (`_run`) decides where each shard runs."""
 
-    engine = "local"
-
     def __init__(self, shards: int, label: str) -> None:
         self.shards = shards
         self.label = label
@@ -110,7 +108,7 @@ class ShardPool:
         raise NotImplementedError
 
     def close(self, completed: bool = True) -> None:
-        """Stop the workers; a pool that completed logs and records its start-up and work time."""
+        """A pool that completed logs and records its start-up and work time (Ray's also stops its workers)."""
         if not completed:
             return
         log.info(

@@ -77,8 +77,6 @@ class ShardWorker:
 
 
 class RayPool(ShardPool):
-    engine = "ray"
-
     def __init__(self, compute: ComputeParams, work: ShardWork, label: str) -> None:
         import ray
 

@@ -38,13 +38,18 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def start(model: nn.Module, device: torch.device) -> nn.Module:
+def start(model: nn.Module, device: torch.device, batch_size: int, name: str) -> nn.Module:
     """The module to run forward passes through: the model itself, or its DDP wrapper under torchrun."""
     if not torchrun.launched():
         return model
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if batch_size < world:  # a process with no rows would train on an empty batch (a NaN loss)
+        raise Synth2Error(
+            f"{name}: a batch of {batch_size} cannot be shared by {world} processes; lower "
+            "compute.train_processes or raise the stage's batch_size"
+        )
     log.info("DDP: rank %d of %d (%s)", rank, world, dist.get_backend())
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -84,7 +84,7 @@ def train(
     mixed = device.type == "cuda" and autocast_dtype != torch.float32
     scaler = torch.amp.GradScaler("cuda", enabled=mixed and autocast_dtype == torch.float16)
     log.info("%s: %.2fM trainable parameters, %d steps", name, sum(p.numel() for p in trainable) / 1e6, config.steps)
-    net = ddp.start(model, device)
+    net = ddp.start(model, device, config.batch_size, name)
 
     losses: list[float] = []
     start = time.perf_counter()
