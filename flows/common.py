@@ -146,8 +146,13 @@ class TrackedRun:
 
 
 def summary_markdown(
-    title: str, outcomes: list[dict[str, Any]], metrics: dict[str, dict[str, float]], run: TrackedRun, extra: str = ""
+    title: str,
+    outcomes: list[dict[str, Any]],
+    metrics: dict[str, dict[str, float]],
+    run: TrackedRun | None,
+    extra: str = "",
 ) -> str:
+    """The run's markdown artifact; `run` is None when nothing was stale (no MLflow run was opened)."""
     ran = [o["stage"] for o in outcomes if o["ran"]]
     lines = [
         f"# {title}",
@@ -167,7 +172,9 @@ def summary_markdown(
             for key, value in list(values.items())[:KEY_METRICS_PER_FILE]:
                 lines.append(f"| {path} | {key} | {value:.4g} |")
         lines.append("")
-    if run.run_id:
+    if run is None:
+        pass
+    elif run.run_id:
         lines += [
             "## MLflow",
             "",

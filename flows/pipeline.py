@@ -15,6 +15,10 @@ core; `--max-parallel 1` is the serial order).
 One `dvc status` first: when nothing is stale the flow ends in seconds without starting a task. The flow
 opens the parent MLflow run every stage run nests under, and ends with a markdown artifact: stages
 ran / skipped, key metrics from the DVC metrics files, and the MLflow run to open.
+
+With a DVC remote (`orchestration.pull` / `push`, README "Scaling out") the flow first pulls what its
+stages need, before that `dvc status`, so a fresh clone on a worker machine finds up to date every stage
+another machine ran and pushed; and it pushes the stages' outs once every stage passed.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from flows.common import (
 )
 from synth2 import tracking
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
-from tasks import run_dvc_stage, stop_children
+from tasks import run_dvc_stage, stop_children, sync_dvc_remote
 
 
 def parallelism(configured: int | None) -> int:
@@ -70,6 +74,11 @@ def synth2_pipeline(
     unknown = forced - set(graph)
     if unknown:
         raise Synth2Error(f"force names stages outside this run: {sorted(unknown)}; choose from {list(graph)}")
+    remote_sync = sync_dvc_remote.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+    )
+    if params.orchestration.pull:
+        remote_sync("pull", list(graph), str(project), params.orchestration.remote)
     stale = stale_stages(project, graph, forced)
     limit = parallelism(max_parallel or params.orchestration.max_parallel)
     logger.info(
@@ -91,6 +100,8 @@ def synth2_pipeline(
                 {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
             )
             outcomes |= _run_stages(graph, stale, forced, str(project), run.stage_env(flow_run_id), limit, params)
+        if params.orchestration.push:  # also what an earlier run produced but did not push
+            remote_sync("push", list(graph), str(project), params.orchestration.remote)
         status = "FINISHED"
     except (KeyboardInterrupt, TerminationSignal):  # Ctrl-C; SIGTERM (Prefect's own exception in a flow run)
         status = "KILLED"

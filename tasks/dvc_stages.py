@@ -6,7 +6,8 @@ in a subprocess, see tasks/_repro.py), streams the output into the Prefect log, 
 ran or skipped the stage. Tasks of independent stages may run at once: DVC holds its repository lock
 only around a stage's command, and _repro.py waits for it there. Each subprocess runs in its own
 session, so `stop_children()` (the flow calls it when interrupted) can stop it with everything it
-started.
+started. `sync_dvc_remote` pulls stages' outs from the DVC remote, or pushes them to it (`dvc pull` /
+`dvc push`), so machines share what the pipeline produced.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 
@@ -162,6 +163,25 @@ def run_dvc_stage(stage: str, root: str, force: bool = False, env: dict[str, str
     outcome = StageOutcome(stage, ran, round(time.perf_counter() - started, 2))
     get_run_logger().info("%s: %s in %.1f s", stage, "ran" if ran else "skipped (unchanged)", outcome.seconds)
     return outcome
+
+
+@task(name="dvc-remote", task_run_name="dvc-{direction}", retry_condition_fn=_worth_retrying)
+def sync_dvc_remote(
+    direction: Literal["pull", "push"], stages: list[str], root: str, remote: str, env: dict[str, str] | None = None
+) -> None:
+    """`dvc pull` the outs of `stages` from the DVC remote (`remote`; '' : the default one), or `dvc push`
+    them to it. A pull leaves out what the remote lacks (`--allow-missing`): the stages rebuild it."""
+    cmd = [sys.executable, "-m", "dvc", direction, *(["--remote", remote] if remote else [])]
+    cmd += [*(["--allow-missing"] if direction == "pull" else []), *stages]
+    code, tail = _stream(cmd, Path(root), _environment(env), f"dvc {direction}")
+    if code != 0:
+        last = tail[-1] if tail else f"exit status {code}"
+        raise StageFailed(
+            f"dvc {direction}",
+            f"{last}; set up the DVC remote (README: Scaling out) or set orchestration.{direction}: false",
+            transient=True,
+        )
+    get_run_logger().info("dvc %s: the outs of %d stage(s) in sync with the DVC remote", direction, len(stages))
 
 
 @task(name="dvc-experiment", task_run_name="exp-{name}", retry_condition_fn=_worth_retrying)

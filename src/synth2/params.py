@@ -150,6 +150,35 @@ class OrchestrationParams(Section):
     retry_delay_s: Annotated[float, Field(ge=0.0)]
     # Stages the flow runs at once (independent arms of the DAG); null: one per CPU core.
     max_parallel: PosInt | None
+    # The flow's DVC remote traffic: pull what its stages need before reproducing them (outs the remote
+    # lacks are rebuilt), push what they produced once every stage passed. README: "Scaling out".
+    pull: bool
+    push: bool
+    # The DVC remote to use ('' : the default remote of .dvc/config, `dvc remote add -d`).
+    remote: str
+
+
+class ComputeParams(Section):
+    """Where the heavy stages run; README "Scaling out".
+
+    Only `shards` and `train_processes` change outputs, so only they are DVC params of stages: moving the
+    same shards to a Ray cluster, or to more workers, re-runs nothing.
+    """
+
+    # local: every shard in the stage's own process, one after another; ray: shards on Ray actors.
+    engine: Literal["local", "ray"]
+    # engine ray: '' starts a local Ray for the stage; else a running cluster: the head's HOST:PORT,
+    # 'auto' (a cluster started on this machine) or ray://HOST:10001 (Ray Client).
+    ray_address: str
+    workers: PosInt  # Ray actors, each holding one copy of the stage's model
+    cpus_per_worker: PosFloat
+    gpus_per_worker: Annotated[float, Field(ge=0.0)]
+    # Rows of captions, balance (text embedding), synthesize and evaluate are split into this many contiguous
+    # shards, each with its own seed (synth2.compute.shards); 1 keeps the stage's single seed.
+    shards: PosInt
+    # Training stages (caption_lm, image_encoder, prior, train_vlm) on this many torch DDP processes
+    # (torchrun; gloo on the CPU, NCCL on GPUs); 1: one process, no DDP.
+    train_processes: PosInt
 
 
 # ------------------------------------------------------------------------ profile world: shapes world
@@ -331,6 +360,7 @@ class Params(Section):
     tracking: TrackingParams
     gates: GateParams
     orchestration: OrchestrationParams
+    compute: ComputeParams
 
 
 def _describe(error: dict, path: Path) -> str:

@@ -7,7 +7,9 @@ were. Failures follow synth2.errors' policy: a `Synth2Error` is one line and exi
 is one line naming the stage and the log file with the traceback (`SYNTH2_DEBUG=1` shows it).
 
 A stage that never touches torch says so (`uses_torch=False`: prepare, the gates, the params check):
-importing torch just to seed it costs about 1.5 s, a gate's whole budget.
+importing torch just to seed it costs about 1.5 s, a gate's whole budget. A stage that trains a model says
+so (`trains=True`): with `compute.train_processes > 1` it relaunches itself on that many processes with
+torchrun, after params are validated and before anything is read or written (synth2.compute.torchrun).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from synth2 import tracking
+from synth2.compute import torchrun
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
 from synth2.io import all_or_nothing
 from synth2.params import Params, load_params
@@ -56,21 +59,33 @@ def seed_everything(seed: int, uses_torch: bool = True) -> None:
     torch.set_num_threads(threads)
 
 
-def run_stage(name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True) -> None:
+def run_stage(
+    name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True, trains: bool = False
+) -> None:
     # Our own progress at INFO; libraries (GX, MLflow, DVC) only when they warn.
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {name} %(message)s", datefmt="%H:%M:%S")
+    rank = f" rank {torchrun.rank()}" if torchrun.launched() else ""
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {name}{rank} %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
     terminate_as_interrupt()
     start = time.perf_counter()
     with user_errors(f"stage '{name}'"):
         params = load_params()
+        if trains and torchrun.needs_launch(params.compute.train_processes):
+            sys.exit(torchrun.launch(name, params.compute.train_processes))
+        if torchrun.launched():
+            torchrun.check_world(params.compute.train_processes)
+            torchrun.enter_rank()
         seed_everything(params.seed, uses_torch)
-        # Tracking is recorded from inside the stage so that a bare `dvc repro` records too. The outputs
-        # land before the run closes, so that it records them.
-        with tracking.stage_run(name, params) if tracked else contextlib.nullcontext(), all_or_nothing():
-            body_start = time.perf_counter()
-            body(params)
-            body_seconds = time.perf_counter() - body_start
+        try:
+            # Tracking is recorded from inside the stage so that a bare `dvc repro` records too. The
+            # outputs land before the run closes, so that it records them.
+            with tracking.stage_run(name, params) if tracked else contextlib.nullcontext(), all_or_nothing():
+                body_start = time.perf_counter()
+                body(params)
+                body_seconds = time.perf_counter() - body_start
+        except torchrun.FollowerDone:
+            log.info("training done in %.1f s; rank 0 writes the outputs", time.perf_counter() - start)
+            return
     if not uses_torch and "torch" in sys.modules:
         log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)
     # benchmarks/bench_pipeline.py reads this line: the body is the stage's own work, the rest overhead.
@@ -78,9 +93,9 @@ def run_stage(name: str, body: Callable[[Params], None], uses_torch: bool = True
 
 
 def stage_main(
-    name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True
+    name: str, body: Callable[[Params], None], uses_torch: bool = True, tracked: bool = True, trains: bool = False
 ) -> Callable[[], None]:
     def main() -> None:
-        run_stage(name, body, uses_torch, tracked)
+        run_stage(name, body, uses_torch, tracked, trains)
 
     return main

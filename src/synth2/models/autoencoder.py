@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from synth2.io import atomic_path
+from synth2.models.ddp import rank_rows
 from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
@@ -193,10 +194,10 @@ def train_autoencoder(
     # Keep the pool as uint8 (4x smaller than float); convert one batch at a time.
     pool = torch.from_numpy(np.array(pixels_uint8))
 
-    def batch_loss(step: int) -> torch.Tensor:
-        idx = torch.randint(len(pool), (training.batch_size,), generator=generator)
+    def batch_loss(step: int, net: nn.Module) -> torch.Tensor:
+        idx = rank_rows(torch.randint(len(pool), (training.batch_size,), generator=generator))
         images = to_float_images(pool[idx])
-        return reconstruction_loss(model(images), images, gradient_loss_weight)
+        return reconstruction_loss(net(images), images, gradient_loss_weight)
 
     return model, train(model, batch_loss, training, "autoencoder")
 

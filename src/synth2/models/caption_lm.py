@@ -26,6 +26,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from synth2.io import atomic_path, load_output, require_dir
+from synth2.models.ddp import rank_rows
 from synth2.models.training import TrainConfig, train
 from synth2.pretrained import quiet_loading
 
@@ -133,10 +134,10 @@ def train_caption_lm(
     attention_mask = torch.arange(input_ids.shape[1]) < lengths[:, None]
     sampler = torch.Generator().manual_seed(seed)
 
-    def batch_loss(step: int) -> torch.Tensor:
-        idx = torch.randint(len(examples), (training.batch_size,), generator=sampler)
+    def batch_loss(step: int, net: torch.nn.Module) -> torch.Tensor:
+        idx = rank_rows(torch.randint(len(examples), (training.batch_size,), generator=sampler))
         width = int(lengths[idx].max())  # pad only to the longest example in this batch
-        return model(
+        return net(
             input_ids=input_ids[idx, :width],
             attention_mask=attention_mask[idx, :width].long(),
             labels=labels[idx, :width],

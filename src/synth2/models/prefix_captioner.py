@@ -40,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from synth2.io import MissingInputError, atomic_path
 from synth2.models.caption_lm import IGNORE_INDEX, clean_generation, use_default_causal_lm_loss
+from synth2.models.ddp import rank_rows
 from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
@@ -286,13 +287,14 @@ def train_prefix_captioner(
     sources = torch.tensor([REAL] * n_real + [SYNTHETIC] * n_synthetic)  # every batch: real rows first
     sampler = torch.Generator().manual_seed(seed)
 
-    def batch_loss(step: int) -> torch.Tensor:
+    def batch_loss(step: int, net: nn.Module) -> torch.Tensor:
         idx = torch.randint(len(real_captions), (n_real,), generator=sampler)
         if n_synthetic:
             n_pool = len(captions) - len(real_captions)
             idx = torch.cat([idx, len(real_captions) + torch.randint(n_pool, (n_synthetic,), generator=sampler)])
+        idx, source = rank_rows(idx, sources)
         width = int(lengths[idx].max())
-        return model(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width], sources)
+        return net(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width], source)
 
     log.info(
         "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch",

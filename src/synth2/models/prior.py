@@ -29,6 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from synth2.io import MissingInputError, atomic_path, require_dir
+from synth2.models.ddp import rank_rows
 from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
@@ -123,13 +124,15 @@ def train_prior(
     generator = torch.Generator().manual_seed(seed)  # batches, timesteps and noise
     alphas = scheduler.alphas_cumprod
 
-    def batch_loss(step: int) -> torch.Tensor:
+    def batch_loss(step: int, net: torch.nn.Module) -> torch.Tensor:
         idx = torch.randint(len(text), (training.batch_size,), generator=generator)
         x0 = target_x0[idx]
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(len(alphas), (len(idx),), generator=generator)
+        # The whole batch is drawn first, so every process's generator stays in step with the others.
+        idx, x0, noise, t = rank_rows(idx, x0, noise, t)
         x_t = scheduler.add_noise(x0, noise, t)
-        pred = prior(x_t, timestep=t, proj_embedding=text[idx]).predicted_image_embedding
+        pred = net(x_t, timestep=t, proj_embedding=text[idx]).predicted_image_embedding
         return F.mse_loss(pred, x0 if prediction_type == "sample" else noise)
 
     return prior, scheduler, train(prior, batch_loss, training, "prior")

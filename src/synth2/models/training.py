@@ -1,9 +1,12 @@
 """The one training loop every model uses: AdamW, linear warm-up then cosine decay, gradient clipping,
 optional mixed precision on a GPU, one loss per step, and a clear stop on a non-finite loss.
 
-A model brings only its batch-and-loss function, `batch_loss(step) -> loss`, which draws its own
+A model brings only its batch-and-loss function, `batch_loss(step, net) -> loss`, which draws its own
 batch from its own seeded generator, so the loop itself consumes no randomness (nanoGPT's loop, with
-the model-specific parts passed in). Optimiser settings that differ between models (betas, weight
+the model-specific parts passed in). `net` is what the forward pass runs through: the model itself, or,
+when the stage trains on several processes (`compute.train_processes`), its DDP wrapper; the batch
+function then keeps its process's rows of the batch (`synth2.models.ddp.rank_rows`). On one process both
+are the identity, so training is exactly what it was before DDP. Optimiser settings that differ between models (betas, weight
 decay, clipping) are fields of `TrainConfig`, so every model trains exactly as it did with its own loop.
 """
 
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from synth2.errors import Synth2Error
+from synth2.models import ddp
 
 log = logging.getLogger("synth2")
 
@@ -57,7 +61,7 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.1) ->
 
 def train(
     model: nn.Module,
-    batch_loss: Callable[[int], torch.Tensor],
+    batch_loss: Callable[[int, nn.Module], torch.Tensor],
     config: TrainConfig,
     name: str,
     device: torch.device | str = "cpu",
@@ -67,7 +71,9 @@ def train(
 
     The model is in train mode during the loop and in eval mode afterwards. On a GPU a half
     `autocast_dtype` runs `batch_loss` in mixed precision (fp16 with a gradient scaler); weights and
-    optimiser state stay fp32. A NaN or infinite loss raises `TrainingDiverged` at once.
+    optimiser state stay fp32. A NaN or infinite loss raises `TrainingDiverged` at once. Under torchrun
+    the model trains with torch DDP (synth2.models.ddp) and only rank 0 returns: the other ranks stop
+    when training ends.
     """
     device = torch.device(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -78,14 +84,15 @@ def train(
     mixed = device.type == "cuda" and autocast_dtype != torch.float32
     scaler = torch.amp.GradScaler("cuda", enabled=mixed and autocast_dtype == torch.float16)
     log.info("%s: %.2fM trainable parameters, %d steps", name, sum(p.numel() for p in trainable) / 1e6, config.steps)
+    net = ddp.start(model, device, config.batch_size, name)
 
     losses: list[float] = []
     start = time.perf_counter()
     model.train()
     for step in range(config.steps):
         with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=mixed):
-            loss = batch_loss(step)
-        value = loss.item()
+            loss = batch_loss(step, net)
+        value = ddp.global_loss(loss)
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"{name}: the loss became {value} at step {step + 1} of {config.steps}; nothing was saved "
@@ -111,6 +118,7 @@ def train(
                 time.perf_counter() - start,
             )
     model.eval()
+    ddp.finish(model, name)
     return losses
 
 

@@ -31,7 +31,7 @@ def run(params: Params) -> None:
     log.info("caption LM saved to %s", paths.CAPTION_LM)
 
 
-main = stage_main("caption_lm", run)
+main = stage_main("caption_lm", run, trains=True)
 
 if __name__ == "__main__":
     main()

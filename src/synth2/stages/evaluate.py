@@ -7,6 +7,9 @@ through the world parser. Validation decides, test reports: the variant best on
 choice, its metric and its margin over the runner-up are recorded. Per-image scores of both splits go to
 `reports/evaluate/per_image.parquet`, from which `synth2 study` bootstraps over images. In the coco
 profile "unseen" means an image whose references name a concept no human training caption names.
+
+Captioning is sharded (`compute.shards`, synth2.compute): in this process, or on Ray workers that each
+hold one variant's VLM at a time (`compute.engine: ray`); one shard is the unsharded stage.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from synth2 import paths, tracking
+from synth2.compute.pool import ShardWork, shard_pool
 from synth2.embeddings import aligned_embeddings
 from synth2.errors import Synth2Error
 from synth2.io import (
@@ -69,9 +73,32 @@ def choose_champion(val_scores: dict, key: str) -> dict:
     return {"variant": variant, "metric": f"val.{key}", "value": best, "margin": best - runner_up}
 
 
+class VariantCaptioner:
+    """One variant's VLM at a time, loaded when first asked for: a worker holds one model in memory, and
+    evaluation goes variant by variant, so each worker loads each variant at most once."""
+
+    def __init__(self, device: str) -> None:
+        self.device = resolve_device(device)
+        self.variant: str | None = None
+        self.model: PrefixCaptioner | None = None
+
+    def generate(self, variant: str, embeddings: np.ndarray, max_new_tokens: int, batch_size: int) -> list[str]:
+        if variant != self.variant:
+            self.model = None  # free the previous variant first
+            directory = require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}")
+            load = partial(PrefixCaptioner.load, directory, self.device)
+            self.model, self.variant = load_output(directory, f"train_vlm@{variant}", "VLM", load), variant
+        return self.model.generate(embeddings, max_new_tokens, batch_size)
+
+
+def caption_shard(
+    variant: str, max_new_tokens: int, batch_size: int, captioner: VariantCaptioner, embeddings: np.ndarray
+) -> list[str]:
+    return captioner.generate(variant, embeddings, max_new_tokens, batch_size)
+
+
 def run(params: Params) -> None:
     profile = load_profile(params)
-    device = resolve_device(params.device)
     splits = {}
     for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
         table = read_parquet(table_path, "prepare", columns=list(profile.TEST_COLUMNS))
@@ -80,13 +107,22 @@ def run(params: Params) -> None:
     # A champion metric with nothing to score on validation fails now, not after captioning every image.
     profile.check_params(params, splits["val"][0])
 
+    work = ShardWork(partial(VariantCaptioner, params.device), tuple(paths.vlm_dir(v) for v in paths.VLM_VARIANTS))
+    with shard_pool(params.compute, work, "evaluate") as captioners:
+        generated = {
+            (variant, split): captioners.map(
+                partial(caption_shard, variant, params.train_vlm.max_caption_tokens, params.evaluate.batch_size),
+                embeddings,
+            )
+            for variant in paths.VLM_VARIANTS
+            for split, (_, embeddings) in splits.items()
+        }
+
     metrics: dict = {split: {} for split in splits}
     per_image, captions = [], {}
     for variant in paths.VLM_VARIANTS:
-        directory = require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}")
-        model = load_output(directory, f"train_vlm@{variant}", "VLM", partial(PrefixCaptioner.load, directory, device))
-        for split, (table, embeddings) in splits.items():
-            predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)
+        for split, (table, _) in splits.items():
+            predictions = generated[variant, split]
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
             metrics[split][variant] = {}
             for subset, mask in subset_masks(table).items():

@@ -38,7 +38,7 @@ def run(params: Params) -> None:
     log.info("image encoder saved to %s; %s", paths.IMAGE_ENCODER, encoded.metrics)
 
 
-main = stage_main("image_encoder", run)
+main = stage_main("image_encoder", run, trains=True)
 
 if __name__ == "__main__":
     main()

@@ -107,7 +107,7 @@ def snapshot_prior_pipeline(params: Params, spec: PriorPipeline, real, image_emb
     }
 
 
-main = stage_main("prior", run)
+main = stage_main("prior", run, trains=True)
 
 if __name__ == "__main__":
     main()

@@ -5,15 +5,21 @@ unbalanced) go through the prior stage's model, a trained PriorTransformer (samp
 MiniLM caption embeddings) or a pretrained prior pipeline. The profile adds its report: how many pairs
 show concepts no human pair shows, what the pixel-space path would cost (timings go to MLflow and the
 log, not to the DVC metrics, which must not change from run to run), and a contact sheet.
+
+Sampling the selections is sharded (`compute.shards`, synth2.compute): in this process, or on Ray workers
+that each load the prior once (`compute.engine: ray`); one shard is the unsharded stage. The profile's
+report (timings, sheet) runs in this process, unsharded.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 
 from synth2 import paths, tracking
+from synth2.compute.pool import ShardWork, shard_pool
 from synth2.io import (
     load_output,
     read_parquet,
@@ -30,7 +36,7 @@ from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype
 from synth2.profiles import PriorPipeline, Synthesizer, load_profile
 from synth2.stage import stage_main
-from synth2.text_embed import embed_texts
+from synth2.text_embed import embed_texts, load_model
 
 log = logging.getLogger("synth2")
 
@@ -41,6 +47,7 @@ def embedding_synthesizer(params: Params, pipeline: PriorPipeline | None) -> Syn
     steps, batch_size = params.prior.num_inference_steps, params.synthesize.batch_size
     if pipeline is None:
         prior, scheduler = load_output(prior_dir, "prior", "prior", lambda: load_prior(prior_dir))
+        load_model()  # MiniLM, loaded here so that a Ray worker's start-up pays for it, not its first shard
         return lambda captions, seed: sample_prior(prior, scheduler, embed_texts(captions), steps, batch_size, seed)
 
     device = resolve_device(params.device)
@@ -50,6 +57,10 @@ def embedding_synthesizer(params: Params, pipeline: PriorPipeline | None) -> Syn
     return lambda captions, seed: sample_prior_pipeline(loaded, captions, steps, scale, batch_size, seed)
 
 
+def synthesize_shard(synthesize: Synthesizer, captions: list[str], seed: int) -> np.ndarray:
+    return synthesize(captions, seed)
+
+
 def run(params: Params) -> None:
     profile = load_profile(params)
     columns = list(profile.SELECTION_COLUMNS)
@@ -57,15 +68,17 @@ def run(params: Params) -> None:
         name: require_rows(read_parquet(path, "balance", columns=columns), path, "balance", ["caption"])
         for name, path in paths.SELECTIONS_BY_NAME.items()
     }
-    synthesize = embedding_synthesizer(params, profile.prior_pipeline(params))
+    work = ShardWork(partial(embedding_synthesizer, params, profile.prior_pipeline(params)), (paths.PRIOR,))
 
     synthetic, metrics = {}, {}
-    for name, table in selections.items():
-        log.info("synthesising %d %s embeddings", len(table), name)
-        embeddings = require_finite(synthesize(table["caption"].tolist(), params.seed), f"synthetic {name} embeddings")
-        synthetic[name] = embeddings
-        metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
-    report = profile.synthesis_report(params, selections["balanced"], synthesize)
+    with shard_pool(params.compute, work, "synthesize") as synthesizers:
+        for name, table in selections.items():
+            log.info("synthesising %d %s embeddings", len(table), name)
+            embeddings = synthesizers.map(synthesize_shard, table["caption"].tolist(), params.seed)
+            synthetic[name] = require_finite(embeddings, f"synthetic {name} embeddings")
+            metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
+        synthesize_here = synthesizers.model_here()
+    report = profile.synthesis_report(params, selections["balanced"], synthesize_here)
     metrics["balanced"] |= report.metrics
 
     for name, table in selections.items():

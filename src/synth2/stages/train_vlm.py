@@ -93,7 +93,7 @@ def main() -> None:
         print(f"usage: python -m synth2.stages.train_vlm {{{','.join(paths.VLM_VARIANTS)}}}", file=sys.stderr)
         sys.exit(2)
     variant = sys.argv[1]
-    run_stage(f"train_vlm@{variant}", lambda params: train_variant(variant, params))
+    run_stage(f"train_vlm@{variant}", lambda params: train_variant(variant, params), trains=True)
 
 
 if __name__ == "__main__":
