@@ -96,9 +96,23 @@ def test_compose_has_the_stack_with_meaningful_healthchecks_loopback_ports_and_a
     assert services["worker"]["volumes"] == [".:/app"]  # and nothing else of the host: PREFECT_HOME is the image's
 
 
-import fcntl
-import importlib.metadata
-import json
+def test_compose_ray_cluster_runs_the_pinned_ray_with_token_auth():
+    """The Ray services run the project image, whose Ray is pyproject.toml's pin, with a token from .env."""
+    services = COMPOSE["services"]
+    pinned = re.search(r'"ray==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned and pinned.group(1) == importlib.metadata.version("ray"), "pyproject.toml pins the Ray installed"
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert head["image"] == worker["image"] == services["worker"]["image"]  # the synth2 image: the pinned Ray
+    assert head["command"][:4] == ["ray", "start", "--head", "--block"] and "--port=6379" in head["command"]
+    assert worker["command"][:3] == ["ray", "start", "--address=ray-head:6379"] and "--block" in worker["command"]
+    for service in (head, worker):
+        assert service["environment"]["RAY_AUTH_MODE"] == "token"
+        assert service["environment"]["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN")
+    assert worker["depends_on"] == {"ray-head": {"condition": "service_healthy"}}
+
+
+def test_compose_takes_secrets_from_the_env_file_and_puts_them_in_no_url_or_command():
+    text = COMPOSE_FILE.read_text()
     used = set(re.findall(r"\$\{(\w+)", text))
     assert used <= set(read_env_file(ENV_EXAMPLE)), used - set(read_env_file(ENV_EXAMPLE))
     for name, service in COMPOSE["services"].items():

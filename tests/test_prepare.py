@@ -14,6 +14,7 @@ OUTPUTS = [
     paths.POOL,
     paths.REAL_TRAIN,
     paths.TEXT_CORPUS,
+    paths.VAL,
     paths.TEST,
     paths.CONCEPTS,
     paths.PREPARE_METRICS,

@@ -14,6 +14,7 @@ differ from run to run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ import pandas as pd
 
 from synth2 import paths, tracking
 from synth2.errors import Synth2Error
-from synth2.io import read_parquet, read_tensors, write_json
+from synth2.io import landing_now, read_parquet, read_tensors, write_json
 from synth2.params import GateParams
 
 log = logging.getLogger("synth2")
@@ -294,7 +295,9 @@ def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> Gate
     expectation failed."""
     result = validate(gate, tables, thresholds)
     report_path = paths.gate_report(gate)
-    write_json(result.report, report_path)
+    # A failed gate's report is what the user reads next: it stays, although the stage fails.
+    with contextlib.nullcontext() if result.success else landing_now():
+        write_json(result.report, report_path)
     tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})
     if not result.success:
         tracking.log_artifact(report_path, "reports/gates")  # a failed stage's outs are not auto-logged

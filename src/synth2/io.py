@@ -99,6 +99,17 @@ def all_or_nothing() -> Iterator[None]:
         _replace(tmp_dir, tmp, final)
 
 
+@contextlib.contextmanager
+def landing_now() -> Iterator[None]:
+    """Writes inside the block land at once (each still atomic), even inside all_or_nothing(): for the
+    evidence a failing stage leaves behind, e.g. a failed gate's report."""
+    token = _pending.set(None)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+
+
 def current_path(final: Path | str) -> Path:
     """Where `final`'s content is now: its written-but-not-yet-renamed copy inside all_or_nothing()."""
     final = Path(final)
