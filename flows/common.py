@@ -138,7 +138,7 @@ class TrackedRun:
         if not self.key:
             return
         tracking.end_pipeline_run(self.key, status, metrics, tags, self.root)
-        result = tracking.sync(self.root)
+        result = tracking.send_spool(self.root)
         self.run_id = result.run_ids.get(self.key)
         self.experiment_id = result.experiment_ids.get(self.key)
         self.report_run_id = next((rid for key, rid in result.run_ids.items() if key.endswith("-report")), None)

@@ -33,9 +33,10 @@ from synth2.tracking.runs import (
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri
 
 
-def sync(root=None, wait: bool = True, timeout: float | None = None, tracking_uri: str | None = None):
+def send_spool(root=None, wait: bool = True, timeout: float | None = None, tracking_uri: str | None = None):
     """Send the spool to MLflow (synth2.tracking.sync.sync); imported on use, since stages run
-    `python -m synth2.tracking.sync` and an eager import would load that module twice."""
+    `python -m synth2.tracking.sync` and an eager import would load that module twice. Not named `sync`:
+    importing the submodule binds `synth2.tracking.sync` to it, and a function of that name would be gone."""
     from synth2.tracking.sync import sync as send
 
     return send(root, wait, timeout, tracking_uri)
@@ -65,5 +66,5 @@ __all__ = [
     "run_url",
     "stage_run",
     "start_pipeline_run",
-    "sync",
+    "send_spool",
 ]
