@@ -172,9 +172,7 @@ def summary_markdown(
             for key, value in list(values.items())[:KEY_METRICS_PER_FILE]:
                 lines.append(f"| {path} | {key} | {value:.4g} |")
         lines.append("")
-    if run is None:
-        pass
-    elif run.run_id:
+    if run is not None and run.run_id:
         lines += [
             "## MLflow",
             "",
@@ -185,6 +183,6 @@ def summary_markdown(
         if run.report_run_id:
             url = tracking.run_url(run.report_run_id, run.experiment_id) + "/artifacts/reports/pipeline.html"
             lines += [f"The run's HTML report (metrics, curves, diversity, samples, examples): {url}", ""]
-    elif run.key:
+    elif run is not None and run.key:
         lines += ["## MLflow", "", f"Not sent yet: {run.message}.", ""]
     return "\n".join(lines)

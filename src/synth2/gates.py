@@ -14,7 +14,6 @@ differ from run to run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -295,8 +294,9 @@ def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> Gate
     expectation failed."""
     result = validate(gate, tables, thresholds)
     report_path = paths.gate_report(gate)
-    # A failed gate's report is what the user reads next: it stays, although the stage fails.
-    with contextlib.nullcontext() if result.success else landing_now():
+    # The report is the gate's one output, and after a failure what the user reads next: it lands at
+    # once, not with the stage's other writes (which a failure discards).
+    with landing_now():
         write_json(result.report, report_path)
     tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})
     if not result.success:
