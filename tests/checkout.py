@@ -41,7 +41,7 @@ def portable_environment(dst: Path) -> tuple[Path, dict[str, str]]:
     base = Path(sys.base_prefix)
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     env: dict[str, str] = {}
-    if not _reachable_by_all(base):
+    if not reachable_by_all(base):
         python_home = dst / "python"
 
         def skip(directory: str, names: list[str]) -> list[str]:
@@ -72,7 +72,8 @@ def portable_environment(dst: Path) -> tuple[Path, dict[str, str]]:
     return venv, env
 
 
-def _reachable_by_all(path: Path) -> bool:
+def reachable_by_all(path: Path) -> bool:
+    """Whether every user can reach `path` (o+x on it and each directory above it)."""
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
