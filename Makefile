@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lock run test lint format clean serve ui env
+.PHONY: setup lock run test lint format clean serve ui env dvc.yaml
 
 setup: $(STAMP)
 
@@ -60,6 +60,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# dvc.yaml is generated from the pipeline's description (src/synth2/pipeline.py) and the stages' imports:
+# edit the description, run this, commit both (tests/test_dvc_yaml.py fails while they differ).
+dvc.yaml: $(STAMP)
+	PYTHONPATH=src $(BIN)/python -m synth2.dvc_yaml
+
 # ruff, configured in pyproject.toml; CI runs `make lint` before `make test`.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -97,10 +102,13 @@ ui: $(STAMP)
 # (reports/study/), MLflow's store, and DVC's own state (.dvc/: cache, locks, the experiment queue) stay.
 # After `make clean`, `dvc repro` restores unchanged stages from DVC's cache. tests/test_make_clean.py keeps
 # this list equal to dvc.yaml's outs.
-PIPELINE_OUTS := reports/params_check.json data/prepared data/captions data/selections data/embeddings \
-	data/synthetic models/caption_lm models/image_encoder models/prior models/vlm/baseline models/vlm/synth \
-	models/vlm/synth_unbalanced reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json \
-	reports/gates/synthetic.json reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
+PIPELINE_OUTS := reports/params_check.json data/prepared/unlabeled_pool data/prepared/real_train data/prepared/val \
+	data/prepared/test data/prepared/text_corpus.parquet data/prepared/concepts.parquet data/captions \
+	data/selections data/embeddings/real_train.safetensors data/embeddings/val.safetensors \
+	data/embeddings/test.safetensors data/synthetic models/caption_lm models/image_encoder models/prior \
+	models/vlm/baseline models/vlm/synth models/vlm/synth_unbalanced reports/gates/pool.json \
+	reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json reports/gates/synthetic.json \
+	reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
 
 clean:
 	rm -rf $(PIPELINE_OUTS)

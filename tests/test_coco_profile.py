@@ -31,6 +31,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from synth2 import paths
+from synth2.pipeline import VARIANT_NAMES
 from synth2.stage import run_stage
 from tests import tiny_hf
 from tests.conftest import default_params, write_params
@@ -126,7 +127,7 @@ STAGES = [
     ("prior", "prior", ()),
     ("synthesize", "synthesize", ()),
     ("gate_synthetic", "gate", ("synthetic",)),
-    *((f"train_vlm@{v}", "train_vlm", (v,)) for v in paths.VLM_VARIANTS),
+    *((f"train_vlm@{v}", "train_vlm", (v,)) for v in VARIANT_NAMES),
     ("evaluate", "evaluate", ()),
 ]
 
@@ -280,7 +281,7 @@ def test_vlm_uses_the_configured_lm_with_its_top_layer_trained(pipeline: Path, m
 
     from synth2.models.prefix_captioner import PrefixCaptioner
 
-    for variant in paths.VLM_VARIANTS:
+    for variant in VARIANT_NAMES:
         config = json.loads((pipeline / paths.vlm_dir(variant) / "prefix_captioner.json").read_text())
         assert config["freeze_lm"] and config["unfreeze_top_layers"] == 1
     model = PrefixCaptioner.load(pipeline / paths.vlm_dir("synth"))
@@ -293,7 +294,7 @@ def test_vlm_uses_the_configured_lm_with_its_top_layer_trained(pipeline: Path, m
 def test_evaluate_scores_cider_and_bleu_only(pipeline: Path):
     metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
     for split in ("val", "test"):
-        for variant in paths.VLM_VARIANTS:
+        for variant in VARIANT_NAMES:
             for subset, values in metrics[split][variant].items():
                 assert set(values) == {"bleu4", "cider"}, (split, variant, subset)
         assert set(metrics["gain_over_baseline"][split]) == {"synth", "synth_unbalanced"}
@@ -419,7 +420,7 @@ def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert {"caption_lm", "prior"} <= {m.name for m in logged}
     champion = client.get_model_version_by_alias("synth2-vlm", "champion")
-    assert champion.tags["variant"] in paths.VLM_VARIANTS
+    assert champion.tags["variant"] in VARIANT_NAMES
 
 
 # ------------------------------------------------------------------------------------ one-line errors

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from synth2 import paths
+from synth2.pipeline import VARIANT_NAMES
 from tests.conftest import run_stage, write_params
 from tests.tiny_project import dvc as run_dvc
 
@@ -38,7 +39,7 @@ def test_every_variant_is_scored_on_every_split(pipeline: Path):
         "attr_all",
     }
     for split in ("val", "test"):
-        for variant in paths.VLM_VARIANTS:
+        for variant in VARIANT_NAMES:
             for subset in ("overall", "seen", "unseen"):
                 assert set(metrics[split][variant][subset]) == keys
                 assert all(0.0 <= metrics[split][variant][subset][k] <= 10.0 for k in keys)
@@ -49,7 +50,7 @@ def test_every_variant_is_scored_on_every_split(pipeline: Path):
 def test_the_champion_is_chosen_on_validation(pipeline: Path):
     metrics = json.loads((pipeline / paths.EVAL_METRICS).read_text())
     champion = metrics["champion"]
-    val = {v: metrics["val"][v]["unseen"]["attr_all"] for v in paths.VLM_VARIANTS}  # tracking.champion_metric
+    val = {v: metrics["val"][v]["unseen"]["attr_all"] for v in VARIANT_NAMES}  # tracking.champion_metric
     assert champion["metric"] == "val.unseen.attr_all" and champion["value"] == max(val.values())
     assert val[champion["variant"]] == max(val.values())
     assert champion["margin"] == max(val.values()) - sorted(val.values())[-2]
@@ -72,7 +73,7 @@ def test_stage_outputs_are_complete(pipeline: Path):
     diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
     # Balancing evens out the concepts the LM over-samples.
     assert diversity["balanced"]["concept_entropy"] > diversity["unbalanced"]["concept_entropy"]
-    for variant in paths.VLM_VARIANTS:
+    for variant in VARIANT_NAMES:
         assert (pipeline / paths.vlm_dir(variant) / "lm" / "config.json").exists()
     assert (pipeline / paths.IMAGE_ENCODER_SHEET).stat().st_size > 0
     assert (pipeline / paths.SYNTHETIC_SHEET).stat().st_size > 0

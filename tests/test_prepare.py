@@ -71,8 +71,8 @@ def test_atomic_directory_replace(tmp_path: Path):
 
 def test_missing_or_corrupt_input_names_the_stage(tmp_path: Path):
     with pytest.raises(MissingInputError, match=r"run the 'prepare' stage first"):
-        read_parquet(tmp_path / "nope.parquet", "prepare")
+        read_parquet(tmp_path / "nope.parquet")
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
     with pytest.raises(MissingInputError, match=r"cannot be read.*dvc repro prepare"):
-        read_parquet(bad, "prepare")
+        read_parquet(bad)

@@ -145,22 +145,20 @@ def test_one_shard_is_the_stage_as_it_was(tiny_pipeline: Path, monkeypatch: pyte
     params = load_params()
     assert params.compute.engine == "local" and params.compute.shards == 1
     p = params.captions
-    concepts = read_parquet(paths.CONCEPTS, "prepare")["concept"].tolist()
+    concepts = read_parquet(paths.CONCEPTS)["concept"].tolist()
     prompts = [
         p.prompt_template.format(concepts=c)
         for c in even_concepts(concepts, p.n_prompted, np.random.default_rng(params.seed))
     ]
     generator = world.caption_generator(params)
-    assert read_parquet(paths.PROMPTED_CAPTIONS, "captions")["caption"].tolist() == generator.generate(
-        prompts, params.seed
-    )
+    assert read_parquet(paths.PROMPTED_CAPTIONS)["caption"].tolist() == generator.generate(prompts, params.seed)
     unprompted = generator.generate([p.unprompted_template] * p.n_unprompted, params.seed + 1)
-    assert read_parquet(paths.UNPROMPTED_CAPTIONS, "captions")["caption"].tolist() == unprompted
+    assert read_parquet(paths.UNPROMPTED_CAPTIONS)["caption"].tolist() == unprompted
 
     synthesize = embedding_synthesizer(params, None)
     for name in ("balanced", "unbalanced"):
-        captions = read_parquet(paths.synthetic_captions(name), "synthesize")["caption"].tolist()
-        written = read_tensors(paths.synthetic_embeddings(name), "synthesize")["embeddings"]
+        captions = read_parquet(paths.synthetic_captions(name))["caption"].tolist()
+        written = read_tensors(paths.synthetic_embeddings(name))["embeddings"]
         assert np.array_equal(written, synthesize(captions, params.seed))  # bit for bit
 
 

@@ -12,7 +12,7 @@ from synth2.io import read_tensors
 
 def aligned_embeddings(path: Path, image_ids: np.ndarray) -> np.ndarray:
     """Rows of the embedding file at `path` in the order of `image_ids`."""
-    stored = read_tensors(path, "image_encoder")
+    stored = read_tensors(path)
     row_of = {int(i): r for r, i in enumerate(stored["image_id"])}
     missing = [int(i) for i in image_ids if int(i) not in row_of]
     if missing:

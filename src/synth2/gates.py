@@ -6,8 +6,9 @@ or embedding norms), validates each frame against a suite built here in code wit
 raises `GateError`, one line naming every failed expectation with a few offending rows, so `dvc repro`
 and the Prefect flow stop before anything downstream runs.
 
-Gates: `real` (the prepared tables; the profile defines them), `captions` (raw LM samples), `balanced`
-(the balanced selection), `synthetic` (synthesised image embeddings against the real ones). Reports
+Gates (synth2.pipeline.GATES): `pool` and `real` (the prepared tables; the profile's hooks define them),
+`captions` (raw LM samples), `balanced` (the balanced selection), `synthetic` (synthesised image
+embeddings against the real ones). Reports
 hold what was validated and found, never when: they are DVC outs, and a timestamp would make dvc.lock
 differ from run to run.
 """
@@ -169,7 +170,7 @@ def _words(captions: pd.Series) -> pd.Series:
 def concepts_table() -> Table:
     """The concepts the caption LM is prompted with: present and unique (both profiles)."""
     gxe = expectations()
-    concepts = read_parquet(paths.CONCEPTS, "prepare")
+    concepts = read_parquet(paths.CONCEPTS)
     exps = [gxe.ExpectColumnValuesToNotBeNull(column="concept"), gxe.ExpectColumnValuesToBeUnique(column="concept")]
     return Table("concepts", concepts, exps, ["concept"])
 
@@ -179,7 +180,7 @@ def caption_tables(g: GateParams) -> list[Table]:
     gxe = expectations()
     tables = []
     for name, path in (("prompted", paths.PROMPTED_CAPTIONS), ("unprompted", paths.UNPROMPTED_CAPTIONS)):
-        frame = read_parquet(path, "captions", columns=["caption"])
+        frame = read_parquet(path, columns=["caption"])
         frame = frame.assign(n_words=_words(frame["caption"]))
         exps = [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -210,9 +211,9 @@ def balanced_tables(g: GateParams, labels: tuple[str, ...], concept_kind: str) -
     attributes; none in the coco profile) and `concept_kind` the kind of concept it balances over.
     """
     gxe = expectations()
-    frame = read_parquet(paths.BALANCED, "balance", columns=["caption", "concept"])
+    frame = read_parquet(paths.BALANCED, columns=["caption", "concept"])
     frame = frame.assign(n_words=_words(frame["caption"]))
-    concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept"])
+    concepts = read_parquet(paths.CONCEPTS, columns=["concept"])
     # balance labels each caption with its parsed colour-shape combination: those are the concepts to
     # cover (the world's concept table also lists bare colours and shapes, used only as prompts).
     if "kind" in concepts:
@@ -249,19 +250,19 @@ def synthetic_tables(g: GateParams) -> list[Table]:
     """Synthetic embeddings: one per caption of their selection, finite, the real embeddings' dimension,
     norms within the real range."""
     gxe = expectations()
-    real = read_tensors(paths.REAL_EMBEDDINGS, "image_encoder")["embeddings"]
+    real = read_tensors(paths.REAL_EMBEDDINGS)["embeddings"]
     real_norms = np.linalg.norm(real.astype(np.float64), axis=1)
     low = float(real_norms.min()) * (1 - g.embedding_norm_slack)
     high = float(real_norms.max()) * (1 + g.embedding_norm_slack)
     tables = []
     for selection in paths.SELECTIONS_BY_NAME:
         path = paths.synthetic_embeddings(selection)
-        tensors = read_tensors(path, "synthesize")
+        tensors = read_tensors(path)
         if "embeddings" not in tensors:
             raise GateError(
                 f"{path} has no 'embeddings' tensor (keys: {sorted(tensors)}); re-run 'dvc repro synthesize'"
             )
-        n_captions = len(read_parquet(paths.synthetic_captions(selection), "synthesize", columns=["caption"]))
+        n_captions = len(read_parquet(paths.synthetic_captions(selection), columns=["caption"]))
         emb = np.asarray(tensors["embeddings"])
         emb2d = emb.reshape(len(emb), -1) if emb.ndim >= 1 and len(emb) else emb.reshape(0, 0)
         with np.errstate(all="ignore"):
@@ -284,9 +285,6 @@ def synthetic_tables(g: GateParams) -> list[Table]:
         ]
         tables.append(Table(selection, frame, exps, ["row", "finite", "dim", "norm"]))
     return tables
-
-
-GATES = ("real", "captions", "balanced", "synthetic")
 
 
 def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> GateResult:

@@ -5,7 +5,8 @@ previous output (or nothing) but never half a file. Inside `all_or_nothing()` (t
 around every stage body) the renames wait until the block ends: a stage that fails after writing some of
 its outputs leaves all of them as they were. Under torchrun only rank 0 writes: the other ranks' writes
 are discarded (synth2.compute.torchrun), so two processes never race on one output. Every read of
-another stage's output names the stage to run first when the input is missing or unreadable.
+another stage's output names the stage to run first when the input is missing or unreadable: the stage
+that writes the path, as the pipeline's description says (synth2.pipeline.producer).
 """
 
 from __future__ import annotations
@@ -142,62 +143,74 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _require(path: Path, produced_by: str) -> Path:
+def _stage_of(path: Path) -> str:
+    """The stage that writes `path` (synth2.pipeline; imported on a failure only)."""
+    from synth2.pipeline import producer
+
+    try:
+        return producer(path)
+    except KeyError:
+        return "<the stage that writes it>"
+
+
+def _rerun(path: Path) -> str:
+    return f"dvc repro {_stage_of(path)}"
+
+
+def _require(path: Path) -> Path:
     if not path.exists():
-        raise MissingInputError(f"{path} is missing: run the '{produced_by}' stage first (dvc repro {produced_by})")
+        raise MissingInputError(f"{path} is missing: run the '{_stage_of(path)}' stage first ({_rerun(path)})")
     return path
 
 
-def read_parquet(path: Path | str, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
-    path = _require(Path(path), produced_by)
+def read_parquet(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
+    path = _require(Path(path))
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise MissingInputError(
-            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run 'dvc repro {produced_by}'"
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run '{_rerun(Path(path))}'"
         ) from None
     missing = [c for c in columns or [] if c not in df.columns]
     if missing:
-        raise MissingInputError(f"{path} lacks columns {missing}; re-run 'dvc repro {produced_by}' to rebuild it")
+        raise MissingInputError(f"{path} lacks columns {missing}; re-run '{_rerun(Path(path))}' to rebuild it")
     return df
 
 
-def read_json(path: Path | str, produced_by: str) -> Any:
-    path = _require(Path(path), produced_by)
+def read_json(path: Path | str) -> Any:
+    path = _require(Path(path))
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MissingInputError(f"{path} is not valid JSON ({exc}); re-run 'dvc repro {produced_by}'") from None
+        raise MissingInputError(f"{path} is not valid JSON ({exc}); re-run '{_rerun(Path(path))}'") from None
 
 
-def read_tensors(path: Path | str, produced_by: str) -> dict[str, np.ndarray]:
-    path = _require(Path(path), produced_by)
+def read_tensors(path: Path | str) -> dict[str, np.ndarray]:
+    path = _require(Path(path))
     try:
         return load_file(str(path))
     except Exception as exc:
         raise MissingInputError(
-            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run 'dvc repro {produced_by}'"
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); re-run '{_rerun(Path(path))}'"
         ) from None
 
 
-def require_rows(
-    table: pd.DataFrame, path: Path | str, produced_by: str, columns: list[str] | None = None
-) -> pd.DataFrame:
+def require_rows(table: pd.DataFrame, path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
     """Stop before any work when a stage's input table is empty or has missing values where it needs them."""
     if table.empty:
-        raise MissingInputError(f"{path} has no rows; re-run 'dvc repro {produced_by}' (and check its params)")
+        raise MissingInputError(f"{path} has no rows; re-run '{_rerun(Path(path))}' (and check its params)")
     for column in columns or []:
         missing = table[column].isna()
         if missing.any():
             rows = missing.to_numpy().nonzero()[0][:5].tolist()
             raise MissingInputError(
                 f"{path}: {int(missing.sum())} of {len(table)} rows have no '{column}' (first rows {rows}); "
-                f"re-run 'dvc repro {produced_by}' or fix its input"
+                f"re-run '{_rerun(Path(path))}' or fix its input"
             )
     return table
 
 
-def load_output(path: Path | str, produced_by: str, what: str, load: Callable[[], T]) -> T:
+def load_output(path: Path | str, what: str, load: Callable[[], T]) -> T:
     """Load a saved model (or other output) of another stage; a corrupt one is one line naming it."""
     try:
         return load()
@@ -206,15 +219,15 @@ def load_output(path: Path | str, produced_by: str, what: str, load: Callable[[]
     except Exception as exc:  # safetensors, transformers and diffusers raise many types for a corrupt save
         detail = " ".join(str(exc).split())[:200]
         raise MissingInputError(
-            f"{path} does not hold a loadable {what} ({type(exc).__name__}: {detail}); re-run 'dvc repro {produced_by}'"
+            f"{path} does not hold a loadable {what} ({type(exc).__name__}: {detail}); re-run '{_rerun(Path(path))}'"
         ) from None
 
 
-def require_dir(path: Path | str, produced_by: str) -> Path:
+def require_dir(path: Path | str) -> Path:
     """Check that a `save_pretrained` directory exists before loading from it."""
-    path = _require(Path(path), produced_by)
+    path = _require(Path(path))
     if not path.is_dir():
-        raise MissingInputError(f"{path} should be a directory; re-run 'dvc repro {produced_by}'")
+        raise MissingInputError(f"{path} should be a directory; re-run '{_rerun(Path(path))}'")
     return path
 
 

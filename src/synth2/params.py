@@ -7,6 +7,9 @@ coco key never re-runs a world stage. The models here carry types and ranges but
 params.yaml is the only place a value lives. Loading validates the whole file before any stage does
 work: a missing or unknown key, a wrong type or an out-of-range value raises `ParamsError` with one
 line naming the dotted key, the value given and what is allowed.
+
+This module is the schema only: what a profile cannot honour (e.g. coco's champion metrics) is checked by
+the check_params stage through the profile's hooks, so parsing params runs no profile code.
 """
 
 from __future__ import annotations
@@ -388,18 +391,7 @@ def parse_params(raw: object, path: Path = PARAMS_FILE) -> Params:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ParamsError(_describe(errors[0], path) + more) from None
-    _check_profile(params, path)
     return params
-
-
-def _check_profile(params: Params, path: Path) -> None:
-    """What only the chosen profile knows, e.g. which champion metrics it scores (synth2.profiles)."""
-    from synth2.profiles import load_profile  # imported here: the profiles need this module's types
-
-    try:
-        load_profile(params).check_params(params)
-    except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from None
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

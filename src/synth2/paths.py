@@ -1,6 +1,7 @@
 """Where every stage reads and writes, relative to the project root (the DVC workspace).
 
-`dvc.yaml` declares exactly these paths; keep the two in step.
+Part of the pipeline's one description with synth2.pipeline, which says which stage writes and reads
+each of these paths; dvc.yaml is generated from the two (`python -m synth2.dvc_yaml`).
 """
 
 from pathlib import Path
@@ -14,15 +15,32 @@ REPORTS = Path("reports")
 # check_params: every stage depends on it, so params.yaml is validated before DVC touches any output
 PARAMS_CHECK = REPORTS / "params_check.json"
 
-# prepare: the shapes world, or (profile coco) the same tables read from a COCO-format dataset
+# prepare: the shapes world, or (profile coco) the same tables read from a COCO-format dataset. Each image
+# set is its own output directory, a table and (world) its pixels row for row, so that a stage depends on
+# the sets it reads: a change of the human pairs leaves the unlabelled pool, and what reads it, as it was.
 PREPARED = DATA / "prepared"
-PIXELS = PREPARED / "pixels.safetensors"  # world: one uint8 array [N, H, W, 3]; tables reference rows by image_id
-POOL = PREPARED / "unlabeled_pool.parquet"  # world only
-REAL_TRAIN = PREPARED / "real_train.parquet"
-TEXT_CORPUS = PREPARED / "text_corpus.parquet"  # world only: the caption LM's knowledge
-TEST = PREPARED / "test.parquet"
+IMAGE_SETS = ("unlabeled_pool", "real_train", "val", "test")
+
+
+def image_set(name: str) -> Path:
+    return PREPARED / name
+
+
+def image_table(name: str) -> Path:
+    return image_set(name) / "table.parquet"
+
+
+def image_pixels(name: str) -> Path:
+    """world: uint8 [N, H, W, 3], row i the image of the table's row i; coco: none (images stay on disk)."""
+    return image_set(name) / "pixels.safetensors"
+
+
+POOL = image_table("unlabeled_pool")  # world: images over all combinations; coco: no rows
+REAL_TRAIN = image_table("real_train")  # the scarce human pairs
+VAL = image_table("val")  # held out for model selection and tuning, same columns as test
+TEST = image_table("test")
+TEXT_CORPUS = PREPARED / "text_corpus.parquet"  # world: the caption LM's knowledge; coco: no rows
 CONCEPTS = PREPARED / "concepts.parquet"
-VAL = PREPARED / "val.parquet"  # held out for model selection and tuning, same columns as test
 PREPARE_METRICS = METRICS / "prepare.json"
 
 # caption_lm
@@ -41,16 +59,19 @@ BALANCED = SELECTIONS / "balanced.parquet"
 UNBALANCED = SELECTIONS / "unbalanced.parquet"
 DIVERSITY_REPORT = METRICS / "diversity.json"
 
-# image_encoder
+# image_encoder: the model (world: trained on the unlabelled pool only; coco: a pretrained snapshot)
 IMAGE_ENCODER = MODELS / "image_encoder"
+IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
+IMAGE_ENCODER_LOSS = PLOTS / "image_encoder_loss.csv"
+
+# embed_images: the human pairs', validation and test images' embeddings, keyed by image id
 EMBEDDINGS = DATA / "embeddings"
 REAL_EMBEDDINGS = EMBEDDINGS / "real_train.safetensors"
 VAL_EMBEDDINGS = EMBEDDINGS / "val.safetensors"
 TEST_EMBEDDINGS = EMBEDDINGS / "test.safetensors"
-IMAGE_ENCODER_METRICS = METRICS / "image_encoder.json"
+EMBED_METRICS = METRICS / "embed_images.json"
 # world: test images and their reconstructions; coco: real images with a caption each
 IMAGE_ENCODER_SHEET = REPORTS / "image_encoder" / "sheet.png"
-IMAGE_ENCODER_LOSS = PLOTS / "image_encoder_loss.csv"
 
 # prior
 PRIOR = MODELS / "prior"
@@ -66,17 +87,19 @@ SYNTHETIC_SHEET_CAPTIONS = REPORTS / "synthesize" / "synthetic_captions.json"  #
 SYNTHETIC_EXAMPLES = REPORTS / "synthesize" / "examples.md"  # coco profile without a decoder
 
 
+def synthetic_dir(selection: str) -> Path:
+    return SYNTHETIC / selection
+
+
 def synthetic_embeddings(selection: str) -> Path:
-    return SYNTHETIC / selection / "embeddings.safetensors"
+    return synthetic_dir(selection) / "embeddings.safetensors"
 
 
 def synthetic_captions(selection: str) -> Path:
-    return SYNTHETIC / selection / "captions.parquet"
+    return synthetic_dir(selection) / "captions.parquet"
 
 
-# train_vlm (one directory per variant): the synthetic selection each variant adds to the real pairs
-VLM_VARIANTS = ("baseline", "synth", "synth_unbalanced")
-SYNTHETIC_SELECTION = {"baseline": None, "synth": "balanced", "synth_unbalanced": "unbalanced"}
+# train_vlm (one directory per variant; synth2.pipeline.VARIANTS says what each trains on)
 VLM = MODELS / "vlm"
 
 # gates (one validation report per gate)
@@ -90,9 +113,10 @@ def gate_report(name: str) -> Path:
 # evaluate
 EVAL_METRICS = METRICS / "evaluate.json"
 EVAL_PLOT = PLOTS / "evaluate.csv"
-EVAL_EXAMPLES = REPORTS / "evaluate" / "examples.md"
-EVAL_CAPTIONS = REPORTS / "evaluate" / "captions.parquet"  # test captions of every variant
-EVAL_PER_IMAGE = REPORTS / "evaluate" / "per_image.parquet"  # per-image scores, val and test
+EVAL_DIR = REPORTS / "evaluate"
+EVAL_EXAMPLES = EVAL_DIR / "examples.md"
+EVAL_CAPTIONS = EVAL_DIR / "captions.parquet"  # test captions of every variant
+EVAL_PER_IMAGE = EVAL_DIR / "per_image.parquet"  # per-image scores, val and test
 
 
 # report: one HTML page of the run (metrics, curves, diversity, synthetic samples, examples)

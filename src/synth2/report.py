@@ -20,12 +20,13 @@ import pandas as pd
 
 from synth2 import paths
 from synth2.io import read_json
+from synth2.pipeline import VARIANT_NAMES
 
 CURVES = {
     "caption LM": paths.CAPTION_LM_LOSS,
     "image encoder": paths.IMAGE_ENCODER_LOSS,
     "prior": paths.PRIOR_LOSS,
-    **{f"VLM {v}": paths.vlm_loss(v) for v in paths.VLM_VARIANTS},
+    **{f"VLM {v}": paths.vlm_loss(v) for v in VARIANT_NAMES},
 }
 DIVERSITY_ROWS = (
     ("n", "captions"),
@@ -88,7 +89,7 @@ def _metrics_section(evaluation: Mapping[str, Any], columns: Iterable[tuple[str,
     for split in ("test", "val"):
         rows = [
             [variant, subset, *(values.get(key, "n/a") for key, _ in columns)]
-            for variant in paths.VLM_VARIANTS
+            for variant in VARIANT_NAMES
             for subset, values in evaluation[split][variant].items()
         ]
         parts.append(f"<h3>{split}</h3>" + _table(["variant", "subset", *(h for _, h in columns)], rows))
@@ -122,7 +123,7 @@ def _json(path: Path, missing: Any) -> Any:
 
 
 def build_report(result_columns: Iterable[tuple[str, str]], title: str) -> str:
-    evaluation = read_json(paths.EVAL_METRICS, "evaluate")
+    evaluation = read_json(paths.EVAL_METRICS)
     diversity = _json(paths.DIVERSITY_REPORT, {})
     sheet_captions = _json(paths.SYNTHETIC_SHEET_CAPTIONS, [])
     curves = base64.b64encode(_curves_png()).decode()

@@ -6,23 +6,24 @@ from synth2 import paths
 from synth2.errors import Synth2Error
 from synth2.io import read_json
 from synth2.params import load_params
-from synth2.profiles import load_profile
+from synth2.pipeline import VARIANT_NAMES
+from synth2.profiles import load_hooks
 
 SUBSETS = ("seen", "unseen", "overall")
 
 
 def results_table(split: str = "test") -> str:
     """The variants' scores on `split` ("test": reporting; "val": what the champion was chosen on)."""
-    metrics = read_json(paths.EVAL_METRICS, "evaluate")
+    metrics = read_json(paths.EVAL_METRICS)
     params = load_params()
-    profile = load_profile(params)
+    profile = load_hooks(params, "report")
     columns = profile.RESULT_COLUMNS
     header = f"| variant | {split} | " + " | ".join(name for _, name in columns) + " |"
     lines = [header, "|---|---|" + "---:|" * len(columns)]
     scores = metrics.get(split)
     if not isinstance(scores, dict):
         raise Synth2Error(f"{paths.EVAL_METRICS} has no '{split}' scores; re-run 'dvc repro evaluate'")
-    for variant in paths.VLM_VARIANTS:
+    for variant in VARIANT_NAMES:
         for subset in SUBSETS:
             values = scores.get(variant, {}).get(subset)
             if values:

@@ -173,13 +173,13 @@ def load_caption_lm(path: Path | str, **load_kwargs) -> tuple[PreTrainedModel, P
     """(model, tokenizer) saved by `save_caption_lm` (the caption_lm stage's output), in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = require_dir(path, "caption_lm")
+    path = require_dir(path)
 
     def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         with quiet_loading():
             return AutoModelForCausalLM.from_pretrained(path, **load_kwargs), AutoTokenizer.from_pretrained(path)
 
-    model, tokenizer = load_output(path, "caption_lm", "causal LM and tokenizer", load)
+    model, tokenizer = load_output(path, "causal LM and tokenizer", load)
     return model.eval(), tokenizer
 
 

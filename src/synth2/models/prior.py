@@ -194,7 +194,7 @@ def save_prior(prior: PriorTransformer, scheduler: SchedulerMixin, directory: Pa
 
 
 def load_prior(directory: Path | str) -> tuple[PriorTransformer, DDPMScheduler]:
-    directory = require_dir(directory, "prior")
+    directory = require_dir(directory)
     prior = PriorTransformer.from_pretrained(directory / MODEL_SUBFOLDER, use_safetensors=True)
     scheduler = DDPMScheduler.from_pretrained(directory / SCHEDULER_SUBFOLDER)
     if not torch.all(prior.clip_std > 0):

@@ -1,14 +1,31 @@
 """The two profiles behind one interface: what differs between the shapes world and COCO with real models.
 
-Every stage runs the same code in both profiles and asks for its profile once, `load_profile(params)`,
-for the few operations that differ: preparing the data, making the caption LM, generating and cleaning
-captions, labelling them for balancing, the real-data gate's tables, embedding images, the synthesis
-report, the VLM's LM, and scoring captions. Loading params.yaml asks it which values it cannot honour
-(`check_params`). No stage or library module looks at `params.profile`.
+Every stage runs the same code in both profiles and asks its profile for the few operations that differ
+through one hook module per stage: `load_hooks(params, "prepare")` imports
+`synth2/profiles/<params.profile>/prepare.py`. A hook module holds what its stage needs of the profile and
+nothing else, so dvc.yaml declares `src/synth2/profiles/${profile}/STAGE.py` for the stage that calls it
+(synth2.dvc_yaml reads the call) and editing one profile's hook for one stage re-runs that stage and what
+depends on its outputs only. No stage or library module looks at `params.profile` itself.
 
-A profile is a module (`world.py`, `coco.py`) implementing `Profile`. Its hooks import what they use
-inside the function, so a stage depends only on the code of the hooks it calls; DVC declares
-`src/synth2/profiles/${profile}.py` for every stage, and tests/test_dvc_deps.py checks the rest.
+The hook modules of both profiles (world/ and coco/) define the same names:
+
+| hook module | stage | what |
+|---|---|---|
+| check_params | check_params | `check_params(params)`: values the profile cannot honour, one ParamsError line |
+| prepare | prepare | `prepare(params) -> PreparedData` |
+| gate | gate_* | `pool_tables`, `real_tables` (-> list[Table]); `LABEL_COLUMNS`, `CONCEPT_KIND` |
+| caption_lm | caption_lm | `make_caption_lm(params) -> CaptionLM` |
+| captions | captions | `caption_generator(params) -> CaptionGenerator` |
+| balance | balance | `caption_labellers(params) -> CaptionLabellers` |
+| image_encoder | image_encoder | `make_image_encoder(params) -> ImageEncoder` |
+| embed_images | embed_images | `embed_images(params) -> EmbeddedImages` |
+| prior | prior, synthesize | `prior_pipeline(params) -> PriorPipeline | None` |
+| synthesize | synthesize | `SELECTION_COLUMNS`; `synthesis_report(params, balanced, synthesize) -> SynthesisReport` |
+| train_vlm | train_vlm | `vlm_lm(params) -> Path` |
+| evaluate | evaluate | `TEST_COLUMNS`, `EXAMPLE_KEY`; `check_champion(params, val)`; `score(predictions, table)` |
+| report | report (and `synth2 results`) | `RESULT_COLUMNS`; `data_description(params) -> str` |
+
+Hooks import what they use inside the function where the import is heavy (torch, transformers).
 """
 
 from __future__ import annotations
@@ -17,25 +34,33 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from synth2.balancing import Labeller
-    from synth2.gates import Table
     from synth2.params import Params
 
 Synthesizer = Callable[[list[str], int], "np.ndarray"]  # captions, seed -> image embeddings [N, D]
 
 
+def load_hooks(params: Params, stage: str) -> ModuleType:
+    """The hook module of `stage` in `params.profile` (validated by synth2.params to be world or coco)."""
+    return importlib.import_module(f"synth2.profiles.{params.profile}.{stage}")
+
+
 @dataclass
 class PreparedData:
-    """What `prepare` writes under data/prepared/: tables (Parquet), arrays (safetensors), a summary metric."""
+    """What `prepare` writes under data/prepared/: per image set a table and (world) its pixels, row for
+    row; the text corpus and the concepts; a summary metric."""
 
-    tables: dict[str, pd.DataFrame]
-    arrays: dict[str, np.ndarray]
+    image_sets: dict[str, pd.DataFrame]
+    pixels: dict[str, np.ndarray]
+    text_corpus: pd.DataFrame
+    concepts: pd.DataFrame
     summary: dict[str, Any]
 
 
@@ -68,14 +93,21 @@ class CaptionLabellers:
 
 
 @dataclass
-class EncodedImages:
-    """What `image_encoder` writes: the model (by `save(directory)`), embeddings per file, metrics, a sheet."""
+class ImageEncoder:
+    """What `image_encoder` writes: the model (by `save(directory)`), metrics and (when trained) losses."""
 
     save: Callable[[Path], None]
+    metrics: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EmbeddedImages:
+    """What `embed_images` writes: embeddings per file, metrics, a contact sheet."""
+
     embeddings: dict[Path, tuple[np.ndarray, np.ndarray]]  # output file -> (image ids, embeddings)
     metrics: dict[str, Any]
     sheet: tuple[np.ndarray, list[str], int]  # images [N, H, W, 3], a caption each, columns
-    losses: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,48 +126,3 @@ class SynthesisReport:
 
     metrics: dict[str, Any]
     timings: dict[str, Any]
-
-
-class Profile(Protocol):
-    """The interface `world.py` and `coco.py` implement (module-level constants and functions)."""
-
-    TEST_COLUMNS: tuple[str, ...]  # what evaluate reads from the test and validation tables
-    EXAMPLE_KEY: str  # the test-table column that names an image in example tables
-    SELECTION_COLUMNS: tuple[str, ...]  # what synthesize reads from the caption selections
-    CONCEPT_KIND: str  # the kind of concept balancing balances over
-    LABEL_COLUMNS: tuple[str, ...]  # labels the balanced gate requires besides the concept
-    RESULT_COLUMNS: tuple[tuple[str, str], ...]  # (metric, heading) of `synth2 results`
-
-    def check_params(self, params: Params, val: pd.DataFrame | None = None) -> None:
-        """Raise ParamsError (one line naming the key and what would work) for a value the profile cannot
-        honour, e.g. a champion metric it never scores. synth2.params calls it on every load, before any
-        stage works; with `val`, the validation table prepare wrote, it also checks what needs the data
-        (a champion metric of a subset with no validation image)."""
-        ...
-
-    def prepare(self, params: Params) -> PreparedData: ...
-
-    def make_caption_lm(self, params: Params) -> CaptionLM: ...
-
-    def caption_generator(self, params: Params) -> CaptionGenerator: ...
-
-    def caption_labellers(self, params: Params) -> CaptionLabellers: ...
-
-    def real_gate_tables(self, params: Params) -> list[Table]: ...
-
-    def encode_images(self, params: Params) -> EncodedImages: ...
-
-    def prior_pipeline(self, params: Params) -> PriorPipeline | None: ...
-
-    def synthesis_report(self, params: Params, balanced: pd.DataFrame, synthesize: Synthesizer) -> SynthesisReport: ...
-
-    def vlm_lm(self, params: Params) -> Path: ...
-
-    def score(self, predictions: list[str], table: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]: ...
-
-    def data_description(self, params: Params) -> str: ...
-
-
-def load_profile(params: Params) -> Profile:
-    """The module of `params.profile` (validated by synth2.params to be one of the modules here)."""
-    return importlib.import_module(f"synth2.profiles.{params.profile}")  # type: ignore[return-value]

@@ -27,7 +27,7 @@ from synth2.compute.pool import ShardWork, shard_pool
 from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
 from synth2.io import read_parquet, require_rows, write_json, write_parquet
 from synth2.params import Params
-from synth2.profiles import CaptionLabellers, load_profile
+from synth2.profiles import CaptionLabellers, load_hooks
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts, load_model
 
@@ -54,11 +54,11 @@ def embed_shard(model, texts: list[str]) -> np.ndarray:
 
 
 def run(params: Params) -> None:
-    prompted = read_parquet(paths.PROMPTED_CAPTIONS, "captions", columns=["caption", "concept"])
-    unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, "captions", columns=["caption"])
-    require_rows(prompted, paths.PROMPTED_CAPTIONS, "captions")
-    require_rows(unprompted, paths.UNPROMPTED_CAPTIONS, "captions")
-    labels = load_profile(params).caption_labellers(params)
+    prompted = read_parquet(paths.PROMPTED_CAPTIONS, columns=["caption", "concept"])
+    unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, columns=["caption"])
+    require_rows(prompted, paths.PROMPTED_CAPTIONS)
+    require_rows(unprompted, paths.UNPROMPTED_CAPTIONS)
+    labels = load_hooks(params, "balance").caption_labellers(params)
     with shard_pool(params.compute, ShardWork(load_model, ()), "balance") as encoders:
         embed = CachedEmbedder(lambda texts: encoders.map(embed_shard, texts))
         balanced, unbalanced, diversity = balance(params, prompted, unprompted, labels, embed)

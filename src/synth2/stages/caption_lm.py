@@ -15,14 +15,14 @@ from synth2.io import write_curve, write_json
 from synth2.models.caption_lm import save_caption_lm
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
-from synth2.profiles import load_profile
+from synth2.profiles import load_hooks
 from synth2.stage import stage_main
 
 log = logging.getLogger("synth2")
 
 
 def run(params: Params) -> None:
-    lm = load_profile(params).make_caption_lm(params)
+    lm = load_hooks(params, "caption_lm").make_caption_lm(params)
     save_caption_lm(lm.model, lm.tokenizer, paths.CAPTION_LM)
     # The declared plot is empty when nothing was trained here (a pretrained LLM).
     write_curve(loss_curve(lm.losses), paths.CAPTION_LM_LOSS)

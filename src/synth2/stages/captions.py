@@ -22,7 +22,7 @@ from synth2 import paths
 from synth2.compute.pool import ShardPool, ShardWork, shard_pool
 from synth2.io import read_parquet, write_parquet
 from synth2.params import Params
-from synth2.profiles import CaptionGenerator, load_profile
+from synth2.profiles import CaptionGenerator, load_hooks
 from synth2.stage import stage_main
 
 log = logging.getLogger("synth2")
@@ -43,10 +43,12 @@ def provenance_of(generator: CaptionGenerator) -> dict:
 
 
 def run(params: Params) -> None:
-    concepts = read_parquet(paths.CONCEPTS, "prepare", columns=["concept", "kind"])
+    concepts = read_parquet(paths.CONCEPTS, columns=["concept", "kind"])
     # The generator's inputs (dvc.yaml deps): the LM snapshot, and the human captions coco's few-shot
     # prompts quote.
-    work = ShardWork(partial(load_profile(params).caption_generator, params), (paths.CAPTION_LM, paths.REAL_TRAIN))
+    work = ShardWork(
+        partial(load_hooks(params, "captions").caption_generator, params), (paths.CAPTION_LM, paths.REAL_TRAIN)
+    )
     with shard_pool(params.compute, work, "captions") as generators:
         prompted, unprompted = sample_captions(params, concepts, generators)
     write_parquet(prompted, paths.PROMPTED_CAPTIONS)

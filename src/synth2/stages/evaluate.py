@@ -36,14 +36,14 @@ from synth2.io import (
 )
 from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
+from synth2.pipeline import BASELINE, SUBSETS, VARIANT_NAMES
 from synth2.pretrained import resolve_device
-from synth2.profiles import load_profile
+from synth2.profiles import load_hooks
 from synth2.stage import stage_main
 from synth2.tracking import lookup
 
 log = logging.getLogger("synth2")
 EVALUATION_SPLITS = {"val": (paths.VAL, paths.VAL_EMBEDDINGS), "test": (paths.TEST, paths.TEST_EMBEDDINGS)}
-SUBSETS = ("overall", "seen", "unseen")
 
 
 def subset_masks(table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -51,7 +51,7 @@ def subset_masks(table: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"overall": np.ones(len(table), bool), "seen": seen, "unseen": ~seen}
 
 
-def relative_gains(scores: dict, variant: str, baseline: str = "baseline") -> dict:
+def relative_gains(scores: dict, variant: str, baseline: str = BASELINE) -> dict:
     gains = {}
     for subset in (s for s in SUBSETS if s in scores[variant]):  # a subset with no image is not scored
         for key, value in scores[variant][subset].items():
@@ -63,11 +63,11 @@ def relative_gains(scores: dict, variant: str, baseline: str = "baseline") -> di
 def choose_champion(val_scores: dict, key: str) -> dict:
     """The variant best on `key` over validation, and by how much it beats the runner-up."""
     try:
-        ranked = sorted(((lookup(val_scores[v], key), v) for v in paths.VLM_VARIANTS), reverse=True)
+        ranked = sorted(((lookup(val_scores[v], key), v) for v in VARIANT_NAMES), reverse=True)
     except KeyError:
         raise Synth2Error(
             f"tracking.champion_metric: '{key}' is not among the validation metrics "
-            f"({', '.join(sorted(tracking.flatten(val_scores['baseline'])))}); pick one of them"
+            f"({', '.join(sorted(tracking.flatten(val_scores[BASELINE])))}); pick one of them"
         ) from None
     (best, variant), (runner_up, _) = ranked[0], ranked[1]
     return {"variant": variant, "metric": f"val.{key}", "value": best, "margin": best - runner_up}
@@ -85,9 +85,9 @@ class VariantCaptioner:
     def generate(self, variant: str, embeddings: np.ndarray, max_new_tokens: int, batch_size: int) -> list[str]:
         if variant != self.variant:
             self.model = None  # free the previous variant first
-            directory = require_dir(paths.vlm_dir(variant), f"train_vlm@{variant}")
+            directory = require_dir(paths.vlm_dir(variant))
             load = partial(PrefixCaptioner.load, directory, self.device)
-            self.model, self.variant = load_output(directory, f"train_vlm@{variant}", "VLM", load), variant
+            self.model, self.variant = load_output(directory, "VLM", load), variant
         return self.model.generate(embeddings, max_new_tokens, batch_size)
 
 
@@ -98,29 +98,29 @@ def caption_shard(
 
 
 def run(params: Params) -> None:
-    profile = load_profile(params)
+    profile = load_hooks(params, "evaluate")
     splits = {}
     for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
-        table = read_parquet(table_path, "prepare", columns=list(profile.TEST_COLUMNS))
-        require_rows(table, table_path, "prepare", ["references"])
+        table = read_parquet(table_path, columns=list(profile.TEST_COLUMNS))
+        require_rows(table, table_path, ["references"])
         splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
     # A champion metric with nothing to score on validation fails now, not after captioning every image.
-    profile.check_params(params, splits["val"][0])
+    profile.check_champion(params, splits["val"][0])
 
-    work = ShardWork(partial(VariantCaptioner, params.device), tuple(paths.vlm_dir(v) for v in paths.VLM_VARIANTS))
+    work = ShardWork(partial(VariantCaptioner, params.device), tuple(paths.vlm_dir(v) for v in VARIANT_NAMES))
     with shard_pool(params.compute, work, "evaluate") as captioners:
         generated = {
             (variant, split): captioners.map(
                 partial(caption_shard, variant, params.train_vlm.max_caption_tokens, params.evaluate.batch_size),
                 embeddings,
             )
-            for variant in paths.VLM_VARIANTS
+            for variant in VARIANT_NAMES
             for split, (_, embeddings) in splits.items()
         }
 
     metrics: dict = {split: {} for split in splits}
     per_image, captions = [], {}
-    for variant in paths.VLM_VARIANTS:
+    for variant in VARIANT_NAMES:
         for split, (table, _) in splits.items():
             predictions = generated[variant, split]
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
@@ -138,7 +138,7 @@ def run(params: Params) -> None:
             {s: {k: round(v, 3) for k, v in m.items()} for s, m in metrics["test"][variant].items()},
         )
     metrics["gain_over_baseline"] = {
-        split: {v: relative_gains(metrics[split], v) for v in paths.VLM_VARIANTS if v != "baseline"} for split in splits
+        split: {v: relative_gains(metrics[split], v) for v in VARIANT_NAMES if v != BASELINE} for split in splits
     }
     champion = choose_champion(metrics["val"], params.tracking.champion_metric)
     metrics["champion"] = champion
@@ -154,13 +154,13 @@ def run(params: Params) -> None:
 
     flat = {
         v: {f"{split}.{key}": value for split in splits for key, value in tracking.flatten(metrics[split][v]).items()}
-        for v in paths.VLM_VARIANTS
+        for v in VARIANT_NAMES
     }
-    tracking.log_variant_metrics({v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS}, flat)
+    tracking.log_variant_metrics({v: paths.vlm_dir(v) for v in VARIANT_NAMES}, flat)
     key = params.tracking.champion_metric
     tracking.promote_best(
-        {v: paths.vlm_dir(v) for v in paths.VLM_VARIANTS},
-        {v: lookup(metrics["val"][v], key) for v in paths.VLM_VARIANTS},
+        {v: paths.vlm_dir(v) for v in VARIANT_NAMES},
+        {v: lookup(metrics["val"][v], key) for v in VARIANT_NAMES},
         f"val.{key}",
         params.tracking.registered_model,
     )
@@ -169,7 +169,7 @@ def run(params: Params) -> None:
 def plot_table(scores: dict) -> pd.DataFrame:
     rows = [
         {"name": f"{variant} {subset} {key}", "variant": variant, "split": subset, "metric": key, "value": value}
-        for variant in paths.VLM_VARIANTS
+        for variant in VARIANT_NAMES
         for subset, values in scores[variant].items()
         for key, value in values.items()
         if key in ("attr_all", "cider", "bleu4")
@@ -184,11 +184,11 @@ def write_examples(captions: pd.DataFrame, n: int, seed: int, key: str) -> None:
     unseen = captions.index[~captions["seen"]].to_numpy(copy=True)
     seen = captions.index[captions["seen"]].to_numpy(copy=True)
     rows = np.concatenate([rng.permutation(unseen)[: n // 2], rng.permutation(seen)[: n - min(len(unseen), n // 2)]])
-    header = f"| {key} | seen | reference | " + " | ".join(paths.VLM_VARIANTS) + " |"
-    lines = [header, "|" + "---|" * (3 + len(paths.VLM_VARIANTS))]
+    header = f"| {key} | seen | reference | " + " | ".join(VARIANT_NAMES) + " |"
+    lines = [header, "|" + "---|" * (3 + len(VARIANT_NAMES))]
     for i in rows:
         row = captions.loc[i]
-        cells = [row[key], "yes" if row["seen"] else "no", row["reference"], *(row[v] for v in paths.VLM_VARIANTS)]
+        cells = [row[key], "yes" if row["seen"] else "no", row["reference"], *(row[v] for v in VARIANT_NAMES)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     with atomic_path(paths.EVAL_EXAMPLES) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

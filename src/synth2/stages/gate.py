@@ -1,47 +1,38 @@
 """Stage `gate_<name>`: a Great Expectations data-quality gate (`python -m synth2.stages.gate NAME`).
 
-NAME is one of real, captions, balanced, synthetic (see synth2.gates); the profile supplies what
-differs (the prepared tables to check, the labels balancing must have filled). A failed gate writes
-its report and exits 1 with one line naming the failed expectations, which stops `dvc repro` and the flow.
+NAME is one of pool, real, captions, balanced, synthetic (synth2.pipeline.GATES, which also names the
+params.gates thresholds each one checks); the profile's gate hooks supply what differs (the prepared
+tables to check, the labels balancing must have filled). A failed gate writes its report and exits 1 with
+one line naming the failed expectations, which stops `dvc repro` and the flow.
 """
 
 from __future__ import annotations
 
 import sys
 
-from synth2.gates import GATES, GateResult, Table, balanced_tables, caption_tables, run_gate, synthetic_tables
+from synth2.gates import GateResult, Table, balanced_tables, caption_tables, run_gate, synthetic_tables
 from synth2.params import Params
-from synth2.profiles import load_profile
+from synth2.pipeline import GATES
+from synth2.profiles import load_hooks
 from synth2.stage import run_stage
-
-# The params.gates keys each gate checks against, which its report records (dvc.yaml declares the same).
-THRESHOLDS = {
-    "real": (),
-    "captions": ("caption_min_words", "caption_max_words", "max_duplicate_fraction", "caption_min_valid_fraction"),
-    "balanced": (
-        "caption_min_words",
-        "caption_max_words",
-        "balanced_min_concept_coverage",
-        "balanced_max_concept_ratio",
-    ),
-    "synthetic": ("embedding_norm_slack",),
-}
 
 
 def gate_tables(gate: str, params: Params) -> list[Table]:
-    profile = load_profile(params)
+    hooks = load_hooks(params, "gate")
+    if gate == "pool":
+        return hooks.pool_tables(params)
     if gate == "real":
-        return profile.real_gate_tables(params)
+        return hooks.real_tables(params)
     if gate == "captions":
         return caption_tables(params.gates)
     if gate == "balanced":
-        return balanced_tables(params.gates, profile.LABEL_COLUMNS, profile.CONCEPT_KIND)
+        return balanced_tables(params.gates, hooks.LABEL_COLUMNS, hooks.CONCEPT_KIND)
     return synthetic_tables(params.gates)
 
 
 def check(gate: str, params: Params) -> GateResult:
     """Run the gate: validate its tables, write its report, raise GateError when it fails."""
-    thresholds = {key: getattr(params.gates, key) for key in THRESHOLDS[gate]}
+    thresholds = {key: getattr(params.gates, key) for key in GATES[gate]}
     return run_gate(gate, gate_tables(gate, params), thresholds)
 
 

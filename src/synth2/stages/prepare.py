@@ -1,8 +1,10 @@
-"""Stage `prepare`: the data every later stage reads, as tables under data/prepared/.
+"""Stage `prepare`: the data every later stage reads, under data/prepared/.
 
 The profile makes them: the shapes world samples its tables and pixels; the coco profile reads a
-COCO-format captions JSON and its image folder into the same table contracts. The whole directory is
-replaced at once, so a failed run leaves the previous data as it was.
+COCO-format captions JSON and its image folder into the same table contracts. Each image set (unlabelled
+pool, human pairs, validation, test) is one output directory holding its table and (world) its pixels row
+for row; the text corpus and the concepts are files. Separate outputs let each stage depend on what it
+reads: DVC re-runs a stage only when the sets it reads changed. All of them land together or not at all.
 """
 
 from __future__ import annotations
@@ -10,24 +12,29 @@ from __future__ import annotations
 import logging
 
 from synth2 import paths
-from synth2.io import atomic_path, write_json, write_tensors
+from synth2.io import atomic_path, write_json, write_parquet, write_tensors
 from synth2.params import Params
-from synth2.profiles import load_profile
+from synth2.profiles import load_hooks
 from synth2.stage import stage_main
 
 log = logging.getLogger("synth2")
 
 
 def run(params: Params) -> None:
-    prepared = load_profile(params).prepare(params)
-    with atomic_path(paths.PREPARED) as directory:
-        directory.mkdir()
-        for name, table in prepared.tables.items():
-            table.to_parquet(directory / f"{name}.parquet", index=False)
-        for name, array in prepared.arrays.items():
-            write_tensors({name: array}, directory / f"{name}.safetensors")
+    prepared = load_hooks(params, "prepare").prepare(params)
+    for name, table in prepared.image_sets.items():
+        with atomic_path(paths.image_set(name)) as directory:
+            directory.mkdir()
+            table.to_parquet(directory / paths.image_table(name).name, index=False)
+            if name in prepared.pixels:
+                write_tensors({"pixels": prepared.pixels[name]}, directory / paths.image_pixels(name).name)
+    write_parquet(prepared.text_corpus, paths.TEXT_CORPUS)
+    write_parquet(prepared.concepts, paths.CONCEPTS)
     write_json(prepared.summary, paths.PREPARE_METRICS)
-    log.info("wrote %s (%s)", paths.PREPARED, {name: len(table) for name, table in prepared.tables.items()})
+    sizes = {name: len(table) for name, table in prepared.image_sets.items()} | {
+        "text_corpus": len(prepared.text_corpus)
+    }
+    log.info("wrote %s (%s)", paths.PREPARED, sizes)
 
 
 main = stage_main("prepare", run, uses_torch=False)

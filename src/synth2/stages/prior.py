@@ -29,7 +29,7 @@ from synth2.models.pretrained_prior import (
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
-from synth2.profiles import PriorPipeline, load_profile
+from synth2.profiles import PriorPipeline, load_hooks
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts
 
@@ -51,12 +51,12 @@ def fit_metrics(sampled: np.ndarray, truth: np.ndarray, mean: np.ndarray) -> dic
 
 
 def run(params: Params) -> None:
-    real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
-    require_rows(real, paths.REAL_TRAIN, "prepare", ["caption"])
+    real = read_parquet(paths.REAL_TRAIN, columns=["image_id", "caption"])
+    require_rows(real, paths.REAL_TRAIN, ["caption"])
     image_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
     require_finite(image_emb, str(paths.REAL_EMBEDDINGS))
     rows = np.random.default_rng(params.seed).permutation(len(real))[:FIT_CHECK]
-    pipeline = load_profile(params).prior_pipeline(params)
+    pipeline = load_hooks(params, "prior").prior_pipeline(params)
     if pipeline is None:
         metrics = train_embedding_prior(params, real, image_emb, rows)
     else:

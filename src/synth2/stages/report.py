@@ -9,14 +9,14 @@ from __future__ import annotations
 from synth2 import paths
 from synth2.io import atomic_path
 from synth2.params import Params
-from synth2.profiles import load_profile
+from synth2.profiles import load_hooks
 from synth2.report import build_report
 from synth2.stage import stage_main
 
 
 def run(params: Params) -> None:
     title = f"synth2 pipeline: profile {params.profile}, seed {params.seed}"
-    page = build_report(load_profile(params).RESULT_COLUMNS, title)
+    page = build_report(load_hooks(params, "report").RESULT_COLUMNS, title)
     with atomic_path(paths.REPORT) as tmp:
         tmp.write_text(page)
 

@@ -34,7 +34,7 @@ from synth2.models.pretrained_prior import load_prior_pipeline, sample_prior_pip
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype
-from synth2.profiles import PriorPipeline, Synthesizer, load_profile
+from synth2.profiles import PriorPipeline, Synthesizer, load_hooks
 from synth2.stage import stage_main
 from synth2.text_embed import embed_texts, load_model
 
@@ -43,10 +43,10 @@ log = logging.getLogger("synth2")
 
 def embedding_synthesizer(params: Params, pipeline: PriorPipeline | None) -> Synthesizer:
     """captions, seed -> image embeddings [N, D] float32, from the prior stage's output."""
-    prior_dir = require_dir(paths.PRIOR, "prior")
+    prior_dir = require_dir(paths.PRIOR)
     steps, batch_size = params.prior.num_inference_steps, params.synthesize.batch_size
     if pipeline is None:
-        prior, scheduler = load_output(prior_dir, "prior", "prior", lambda: load_prior(prior_dir))
+        prior, scheduler = load_output(prior_dir, "prior", lambda: load_prior(prior_dir))
         load_model()  # MiniLM, loaded here so that a Ray worker's start-up pays for it, not its first shard
         return lambda captions, seed: sample_prior(prior, scheduler, embed_texts(captions), steps, batch_size, seed)
 
@@ -62,13 +62,15 @@ def synthesize_shard(synthesize: Synthesizer, captions: list[str], seed: int) ->
 
 
 def run(params: Params) -> None:
-    profile = load_profile(params)
-    columns = list(profile.SELECTION_COLUMNS)
+    hooks = load_hooks(params, "synthesize")
+    columns = list(hooks.SELECTION_COLUMNS)
     selections = {
-        name: require_rows(read_parquet(path, "balance", columns=columns), path, "balance", ["caption"])
+        name: require_rows(read_parquet(path, columns=columns), path, ["caption"])
         for name, path in paths.SELECTIONS_BY_NAME.items()
     }
-    work = ShardWork(partial(embedding_synthesizer, params, profile.prior_pipeline(params)), (paths.PRIOR,))
+    work = ShardWork(
+        partial(embedding_synthesizer, params, load_hooks(params, "prior").prior_pipeline(params)), (paths.PRIOR,)
+    )
 
     synthetic, metrics = {}, {}
     with shard_pool(params.compute, work, "synthesize") as synthesizers:
@@ -78,7 +80,7 @@ def run(params: Params) -> None:
             synthetic[name] = require_finite(embeddings, f"synthetic {name} embeddings")
             metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
         synthesize_here = synthesizers.model_here()
-    report = profile.synthesis_report(params, selections["balanced"], synthesize_here)
+    report = hooks.synthesis_report(params, selections["balanced"], synthesize_here)
     metrics["balanced"] |= report.metrics
 
     for name, table in selections.items():

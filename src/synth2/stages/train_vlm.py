@@ -26,8 +26,9 @@ from synth2.io import read_parquet, read_tensors, require_finite, require_rows, 
 from synth2.models import prefix_captioner
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
+from synth2.pipeline import SELECTION_OF, VARIANT_NAMES
 from synth2.pretrained import resolve_device, resolve_dtype
-from synth2.profiles import load_profile
+from synth2.profiles import load_hooks
 from synth2.stage import run_stage
 
 log = logging.getLogger("synth2")
@@ -35,9 +36,9 @@ log = logging.getLogger("synth2")
 
 def synthetic_pairs(selection: str) -> tuple[np.ndarray, list[str]]:
     emb_path, caption_path = paths.synthetic_embeddings(selection), paths.synthetic_captions(selection)
-    embeddings = require_finite(read_tensors(emb_path, "synthesize")["embeddings"], str(emb_path))
-    table = read_parquet(caption_path, "synthesize", columns=["caption"])
-    captions = require_rows(table, caption_path, "synthesize", ["caption"])["caption"].tolist()
+    embeddings = require_finite(read_tensors(emb_path)["embeddings"], str(emb_path))
+    table = read_parquet(caption_path, columns=["caption"])
+    captions = require_rows(table, caption_path, ["caption"])["caption"].tolist()
     if len(captions) != len(embeddings):
         raise Synth2Error(
             f"{emb_path} has {len(embeddings)} rows but {caption_path} {len(captions)}; re-run 'dvc repro synthesize'"
@@ -47,13 +48,13 @@ def synthetic_pairs(selection: str) -> tuple[np.ndarray, list[str]]:
 
 def train_variant(variant: str, params: Params) -> None:
     p = params.train_vlm
-    real = read_parquet(paths.REAL_TRAIN, "prepare", columns=["image_id", "caption"])
-    require_rows(real, paths.REAL_TRAIN, "prepare", ["caption"])
+    real = read_parquet(paths.REAL_TRAIN, columns=["image_id", "caption"])
+    require_rows(real, paths.REAL_TRAIN, ["caption"])
     real_emb = aligned_embeddings(paths.REAL_EMBEDDINGS, real["image_id"].to_numpy())
     require_finite(real_emb, str(paths.REAL_EMBEDDINGS))
-    selection = paths.SYNTHETIC_SELECTION[variant]
+    selection = SELECTION_OF[variant]
     synthetic = synthetic_pairs(selection) if selection else None
-    lm_dir = load_profile(params).vlm_lm(params)
+    lm_dir = load_hooks(params, "train_vlm").vlm_lm(params)
     device = resolve_device(params.device)
 
     # The baseline never reads train_vlm.synthetic: its batches are all real pairs, of one source.
@@ -89,8 +90,8 @@ def train_variant(variant: str, params: Params) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in paths.VLM_VARIANTS:
-        print(f"usage: python -m synth2.stages.train_vlm {{{','.join(paths.VLM_VARIANTS)}}}", file=sys.stderr)
+    if len(sys.argv) != 2 or sys.argv[1] not in VARIANT_NAMES:
+        print(f"usage: python -m synth2.stages.train_vlm {{{','.join(VARIANT_NAMES)}}}", file=sys.stderr)
         sys.exit(2)
     variant = sys.argv[1]
     run_stage(f"train_vlm@{variant}", lambda params: train_variant(variant, params), trains=True)
