@@ -110,3 +110,32 @@ def test_an_edited_hook_re_runs_its_stage_and_what_reads_its_outputs_only(tmp_pa
     assert counts == {files[0]: 2, files[1]: 1, files[2]: 10, files[3]: 0, files[4]: 0}
     # The image encoder reads the unlabelled pool only: the human pairs are not among its deps.
     assert not any("real_train" in d for d in deps["image_encoder"])
+
+
+# ------------------------------------------------------------------------------------- lock hygiene
+
+
+def committed_lock() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+
+
+def test_the_committed_lock_holds_only_the_stages_of_dvc_yaml(resolved):
+    stages = set(resolved["world"])
+    assert set(committed_lock()) == stages, "dvc.lock has stages dvc.yaml lacks (or lacks some): re-run make run"
+
+
+def test_the_committed_lock_records_the_committed_code():
+    """A fresh clone's `make run` re-runs nothing for code: every code dep the lock records is the file as
+    committed (DVC 3's md5 of the file's bytes)."""
+    import hashlib
+
+    stale = {}
+    for stage, entry in committed_lock().items():
+        for dep in entry.get("deps", []):
+            path = ROOT / dep["path"]
+            if dep["path"].startswith("src/") and path.is_file():
+                if hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                    stale.setdefault(stage, []).append(dep["path"])
+    assert not stale, f"dvc.lock records other versions of {stale}: re-run make run and commit dvc.lock"

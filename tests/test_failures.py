@@ -99,7 +99,7 @@ def test_no_real_pairs_stops_training_before_anything_is_written(project: Path):
     real = pd.read_parquet(project / paths.REAL_TRAIN)
     real.head(0).to_parquet(project / paths.REAL_TRAIN, index=False)
     line = one_error_line(stage(project, "train_vlm", "baseline"))
-    assert "data/prepared/real_train.parquet has no rows" in line and "dvc repro prepare" in line
+    assert "data/prepared/real_train/table.parquet has no rows" in line and "dvc repro prepare" in line
     assert snapshot(project, "models/vlm/baseline", "metrics/train_vlm", "plots/train_vlm") == before
 
 

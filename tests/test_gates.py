@@ -145,18 +145,20 @@ def test_synthetic_gate_checks_finite_dimension_and_norms(project: Path):
     assert "unbalanced: expect_table_row_count_to_equal(value=12)" in message
 
 
-def test_real_gate_passes_on_the_world_and_catches_bad_ids(project: Path):
+def test_real_and_pool_gates_pass_on_the_world_and_catch_bad_rows(project: Path):
     prepare.run(load_params())  # in-process: a subprocess would import everything again
-    assert check("real", load_params()).success
+    assert check("real", load_params()).success and check("pool", load_params()).success
     real = pd.read_parquet(paths.REAL_TRAIN)
-    real.loc[0, "image_id"] = 10**9
+    real.loc[0, "image_id"] = real.loc[2, "image_id"]
     real.loc[1, "colour"] = "mauve"
-    write_parquet(real, paths.REAL_TRAIN)
+    write_parquet(pd.concat([real, real.tail(1)], ignore_index=True), paths.REAL_TRAIN)  # a row with no image
     with pytest.raises(GateError) as failure:
         check("real", load_params())
     message = str(failure.value)
-    assert "real_train: expect_column_values_to_be_between(image_id" in message
+    assert "real_train: expect_column_values_to_be_unique(image_id" in message
+    assert f"real_train: expect_table_row_count_to_equal(value={len(real)})" in message
     assert "real_train: expect_column_values_to_be_in_set(colour" in message and "colour='mauve'" in message
+    assert check("pool", load_params()).success  # the pool gate reads the pool only
 
 
 def test_gate_stage_exits_nonzero_with_one_line(tmp_path: Path):

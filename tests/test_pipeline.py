@@ -115,3 +115,38 @@ def test_missing_input_names_the_stage_to_run_first(tmp_path: Path):
         result = run_stage(stage, tmp_path, check=False)
         assert result.returncode == 1
         assert f"run the '{upstream}' stage first" in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+def test_an_edited_hook_makes_its_own_stage_stale_only(pipeline: Path):
+    """Editing the world's scoring re-ran the whole pipeline when the world's hooks were one module."""
+    for hook, stage in (("evaluate", "evaluate"), ("image_encoder", "image_encoder"), ("caption_lm", "caption_lm")):
+        module = pipeline / "src/synth2/profiles/world" / f"{hook}.py"
+        original = module.read_text()
+        try:
+            module.write_text(original + "\n# an edit\n")
+            assert stale_stages(pipeline) == {stage}
+        finally:
+            module.write_text(original)
+
+
+def test_fewer_human_pairs_re_embed_but_never_re_train_the_image_encoder(tiny_pipeline: Path, tmp_path: Path):
+    """world.prepare.real_train_size changes the human pairs only: prepare re-runs, the pool it writes is
+    byte-identical, so the image encoder (trained on the pool) is not re-trained; the embeddings of the
+    human pairs are re-made."""
+    from tests.tiny_project import copy_project
+
+    project = copy_project(tiny_pipeline, tmp_path / "project")
+    lock_before = (project / "dvc.lock").read_text()
+    params_file = project / "params.yaml"
+    params_file.write_text(params_file.read_text().replace("real_train_size: 200", "real_train_size: 150"))
+    result = dvc(project, "repro", "embed_images")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"prepare", "gate_real", "embed_images"} <= ran
+    assert "image_encoder" not in ran and "gate_pool" not in ran
+    import yaml
+
+    before, after = (yaml.safe_load(text)["stages"] for text in (lock_before, (project / "dvc.lock").read_text()))
+    assert after["image_encoder"] == before["image_encoder"]
+    pool = [o for o in after["prepare"]["outs"] if o["path"] == "data/prepared/unlabeled_pool"]
+    assert pool == [o for o in before["prepare"]["outs"] if o["path"] == "data/prepared/unlabeled_pool"]

@@ -3,19 +3,18 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from synth2 import paths
-from synth2.io import MissingInputError, atomic_path, read_parquet
+from synth2.io import MissingInputError, atomic_path, read_json, read_parquet, read_tensors
 from tests.conftest import run_stage, write_params
 
 OUTPUTS = [
-    paths.PIXELS,
-    paths.POOL,
-    paths.REAL_TRAIN,
+    *(paths.image_table(name) for name in paths.IMAGE_SETS),
+    *(paths.image_pixels(name) for name in paths.IMAGE_SETS),
     paths.TEXT_CORPUS,
-    paths.VAL,
-    paths.TEST,
     paths.CONCEPTS,
     paths.PREPARE_METRICS,
 ]
@@ -44,7 +43,8 @@ def test_summary_is_a_metric_with_counts(workspace: Path):
     assert summary["counts"]["real_train"] == 200
     assert summary["n_held_out"] == len(summary["held_out_combos"]) == 12
     leftovers = [p for p in (workspace / "data").rglob("*") if p.name.startswith(".")]
-    assert sorted(p.name for p in (workspace / paths.PREPARED).iterdir()) == sorted(p.name for p in OUTPUTS[:-1])
+    written = sorted(str(p.relative_to(workspace)) for p in (workspace / paths.PREPARED).rglob("*") if p.is_file())
+    assert written == sorted(str(p) for p in OUTPUTS[:-1])
     assert not leftovers
 
 
@@ -69,10 +69,31 @@ def test_atomic_directory_replace(tmp_path: Path):
     assert [p.name for p in target.iterdir()] == ["new.bin"]
 
 
-def test_missing_or_corrupt_input_names_the_stage(tmp_path: Path):
-    with pytest.raises(MissingInputError, match=r"run the 'prepare' stage first"):
-        read_parquet(tmp_path / "nope.parquet")
-    bad = tmp_path / "bad.parquet"
-    bad.write_bytes(b"not parquet")
+def test_missing_or_corrupt_input_names_the_stage_that_writes_it(tmp_path: Path, monkeypatch):
+    """The stage to run comes from the pipeline's description, for a declared output, a file inside one,
+    and one of a foreach stage's items."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingInputError, match=r"run the 'prepare' stage first \(dvc repro prepare\)"):
+        read_parquet(paths.REAL_TRAIN)
+    with pytest.raises(MissingInputError, match=r"run the 'embed_images' stage first"):
+        read_tensors(paths.TEST_EMBEDDINGS)
+    with pytest.raises(MissingInputError, match=r"run the 'train_vlm@synth' stage first"):
+        read_json(paths.vlm_dir("synth") / "config.json")
+    paths.TEST.parent.mkdir(parents=True)
+    paths.TEST.write_bytes(b"not parquet")
     with pytest.raises(MissingInputError, match=r"cannot be read.*dvc repro prepare"):
-        read_parquet(bad)
+        read_parquet(paths.TEST)
+
+
+def test_every_image_set_keeps_its_rows_aligned_with_its_pixels(workspace: Path):
+    """Row i of an image set's pixels is the image of its table's row i; ids stay unique across sets."""
+    from safetensors.numpy import load_file
+
+    run_stage("prepare", workspace)
+    ids = []
+    for name in paths.IMAGE_SETS:
+        table = pd.read_parquet(workspace / paths.image_table(name))
+        pixels = load_file(str(workspace / paths.image_pixels(name)))["pixels"]
+        assert len(pixels) == len(table) > 0 and pixels.dtype == np.uint8
+        ids += table["image_id"].tolist()
+    assert len(ids) == len(set(ids))
