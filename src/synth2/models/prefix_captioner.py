@@ -41,6 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from synth2.io import MissingInputError, atomic_path
 from synth2.models.caption_lm import IGNORE_INDEX, clean_generation, use_default_causal_lm_loss
 from synth2.models.ddp import rank_rows
+from synth2.models.pair_sampler import REAL, PairSampler
 from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")
@@ -60,9 +61,6 @@ class PrefixCaptionerConfig:
     unfreeze_top_layers: int  # with freeze_lm: the LM's top N blocks train too
     max_caption_tokens: int
     source_tags: bool = False  # a learned real/synthetic tag on the prefix (False in checkpoints before it)
-
-
-REAL, SYNTHETIC = 0, 1  # source tag ids
 
 
 class PrefixCaptioner(nn.Module):
@@ -252,11 +250,10 @@ def train_prefix_captioner(
 ) -> tuple[PrefixCaptioner, list[float]]:
     """Train a prefix captioner on real pairs, plus synthetic ones if given.
 
-    Every variant runs `training.steps` steps of `training.batch_size` pairs; with synthetic pairs a fixed
-    `round(mix_ratio * batch_size)` of each batch is drawn from them, so variants differ only in data.
-    Pairs are drawn uniformly with replacement from each pool. Returns the model in eval mode and the
-    loss of every step. `device` places the model; on a GPU a half `autocast_dtype` runs the forward pass
-    in mixed precision (see synth2.models.training).
+    Every variant runs `training.steps` steps of `training.batch_size` pairs; with synthetic pairs a
+    `mix_ratio` share of each batch is drawn from them (synth2.models.pair_sampler), so variants differ
+    only in data. Returns the model in eval mode and the loss of every step. `device` places the model;
+    on a GPU a half `autocast_dtype` runs the forward pass in mixed precision (see synth2.models.training).
     """
     real_emb, real_captions = torch.as_tensor(real[0]).float(), list(real[1])
     if len(real_emb) != len(real_captions) or not len(real_captions):
@@ -268,40 +265,38 @@ def train_prefix_captioner(
             raise ValueError(f"synthetic pairs: {len(syn_emb)} embeddings vs {len(syn_captions)} captions")
         if syn_emb.shape[1] != real_emb.shape[1]:
             raise ValueError(f"synthetic embeddings have dim {syn_emb.shape[1]}, real ones {real_emb.shape[1]}")
-        n_synthetic = round(mix_ratio * training.batch_size)
-    n_real = training.batch_size - n_synthetic
+        n_synthetic = len(syn_captions)
     if real_emb.shape[1] != config.embed_dim:
         raise ValueError(f"real embeddings have dim {real_emb.shape[1]}, the config says {config.embed_dim}")
+    sampler = PairSampler(
+        len(real_captions), n_synthetic, mix_ratio, training.batch_size, torch.Generator().manual_seed(seed)
+    )
 
     torch.manual_seed(seed)
     model = PrefixCaptioner(AutoModelForCausalLM.from_pretrained(lm_dir), AutoTokenizer.from_pretrained(lm_dir), config)
     model.set_embedding_stats(real_emb)
     model.to(device)
 
-    # One pool of all pairs, tokenised once; synthetic rows follow the real ones.
+    # The sampler's pool, tokenised once: synthetic rows follow the real ones (only if any are drawn).
     embeddings, captions = real_emb, real_captions
-    if n_synthetic:
+    if sampler.synthetic_per_batch:
         embeddings, captions = torch.cat([real_emb, syn_emb]), real_captions + syn_captions
     input_ids, attention_mask = model.encode_captions(captions)
     lengths = attention_mask.sum(1)
-    sources = torch.tensor([REAL] * n_real + [SYNTHETIC] * n_synthetic)  # every batch: real rows first
-    sampler = torch.Generator().manual_seed(seed)
+    batches = iter(sampler)
 
     def batch_loss(step: int, net: nn.Module) -> torch.Tensor:
-        idx = torch.randint(len(real_captions), (n_real,), generator=sampler)
-        if n_synthetic:
-            n_pool = len(captions) - len(real_captions)
-            idx = torch.cat([idx, len(real_captions) + torch.randint(n_pool, (n_synthetic,), generator=sampler)])
-        idx, source = rank_rows(idx, sources)
-        width = int(lengths[idx].max())
-        return net(embeddings[idx], input_ids[idx, :width], attention_mask[idx, :width], source)
+        batch = next(batches)
+        rows, source = rank_rows(batch.rows, batch.source)  # this process's share of the global batch
+        width = int(lengths[rows].max())
+        return net(embeddings[rows], input_ids[rows, :width], attention_mask[rows, :width], source)
 
     log.info(
         "prefix captioner: %d real + %d synthetic pairs, %d + %d per batch",
         len(real_captions),
         len(captions) - len(real_captions),
-        n_real,
-        n_synthetic,
+        sampler.real_per_batch,
+        sampler.synthetic_per_batch,
     )
     losses = train(model, batch_loss, training, "prefix captioner", device, autocast_dtype)
     return model, losses
