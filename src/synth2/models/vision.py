@@ -1,6 +1,7 @@
 """A pretrained vision encoder (CLIPVisionModelWithProjection or any class with its interface) and its
 image processor: PIL images -> `image_embeds`, in batches. The coco profile's image encoder, used by the
-image_encoder stage on the real images and by synthesize to re-encode decoded pixels."""
+image_encoder stage (snapshotted), by embed_images on the real images and by synthesize to re-encode
+decoded pixels."""
 
 from __future__ import annotations
 
