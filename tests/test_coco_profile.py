@@ -116,7 +116,9 @@ def deep_update(base: dict, overrides: dict) -> dict:
 
 
 STAGES = [
+    ("check_params", "check_params", ()),
     ("prepare", "prepare", ()),
+    ("gate_pool", "gate", ("pool",)),
     ("gate_real", "gate", ("real",)),
     ("caption_lm", "caption_lm", ()),
     ("captions", "captions", ()),
@@ -124,6 +126,7 @@ STAGES = [
     ("balance", "balance", ()),
     ("gate_balanced", "gate", ("balanced",)),
     ("image_encoder", "image_encoder", ()),
+    ("embed_images", "embed_images", ()),
     ("prior", "prior", ()),
     ("synthesize", "synthesize", ()),
     ("gate_synthetic", "gate", ("synthetic",)),
@@ -492,30 +495,35 @@ def test_an_image_that_fails_to_decode_is_fatal_under_missing_images_fail(tmp_pa
     assert "truncated" in message and "coco.prepare.missing_images: skip" in message and "\n" not in message
 
 
-def test_an_image_changed_after_prepare_is_named_by_image_encoder(coco_workspace, capsys):
+def test_an_image_changed_after_prepare_is_named_by_embed_images(coco_workspace, capsys):
     workspace = coco_workspace()
     run_in_process("prepare", "prepare", ())
+    run_in_process("image_encoder", "image_encoder", ())
     victim = pd.read_parquet(workspace / paths.REAL_TRAIN)["image_path"].iloc[0]
     tiny_hf.truncate_image(Path(victim))
-    line = stage_error(capsys, "image_encoder", "image_encoder")
-    assert line.startswith(f"error: stage 'image_encoder': cannot read image '{victim}' (OSError: image file is")
+    line = stage_error(capsys, "embed_images", "embed_images")
+    assert line.startswith(f"error: stage 'embed_images': cannot read image '{victim}' (OSError: image file is")
     assert "dvc repro -f prepare" in line
 
 
-def test_a_world_champion_metric_stops_every_coco_stage_before_it_works(coco_workspace, capsys):
+def test_a_world_champion_metric_stops_the_params_check_and_prepare_before_they_work(coco_workspace, capsys):
+    """The params check (first under dvc repro and make run) and prepare (the first stage that reads the
+    data) both refuse a metric only the shapes world scores."""
     workspace = coco_workspace(tracking={"champion_metric": "unseen.attr_all"})
-    line = stage_error(capsys, "prepare", "prepare")
-    assert line.startswith("error: stage 'prepare': params.yaml: tracking.champion_metric: 'unseen.attr_all': ")
+    line = stage_error(capsys, "check_params", "check_params")
+    assert line.startswith("error: stage 'check_params': params.yaml: tracking.champion_metric: 'unseen.attr_all': ")
     assert "pick one of overall.bleu4, overall.cider, seen.bleu4, seen.cider, unseen.bleu4, unseen.cider" in line
+    assert not (workspace / paths.PARAMS_CHECK).exists()
+    line = stage_error(capsys, "prepare", "prepare")
+    assert line.startswith("error: stage 'prepare': tracking.champion_metric: 'unseen.attr_all': the coco profile")
     assert not (workspace / paths.PREPARED).exists()
 
 
-def test_a_coco_run_without_a_caption_llm_stops_at_the_params_check(tmp_path: Path, models):
-    from synth2.params import ParamsError, load_params
-
-    path = write_params(tmp_path, coco_params(tmp_path / "data", models, coco={"caption_lm": {"pretrained": ""}}))
-    with pytest.raises(ParamsError, match=r"params.yaml: coco.caption_lm.pretrained is not set: the coco profile"):
-        load_params(path)
+def test_a_coco_run_without_a_caption_llm_stops_at_the_params_check(coco_workspace, capsys):
+    workspace = coco_workspace(coco={"caption_lm": {"pretrained": ""}})
+    line = stage_error(capsys, "check_params", "check_params")
+    assert line.startswith("error: stage 'check_params': params.yaml: coco.caption_lm.pretrained is not set: the coco")
+    assert not (workspace / paths.PARAMS_CHECK).exists()
 
 
 def test_a_champion_metric_of_an_empty_validation_subset_fails_in_prepare_and_in_evaluate(coco_workspace, capsys):
@@ -538,6 +546,7 @@ def test_a_champion_metric_of_an_empty_validation_subset_fails_in_prepare_and_in
     )
     run_in_process("prepare", "prepare", ())
     run_in_process("image_encoder", "image_encoder", ())
+    run_in_process("embed_images", "embed_images", ())
     params_file.write_text(yaml.safe_dump(params))
     assert stage_error(capsys, "evaluate", "evaluate") == f"error: stage 'evaluate': {expected}"
 
