@@ -67,11 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
     """A count (5: seeds 0-4) or a list (0,3,7; a single seed needs its comma: 7,)."""
     if isinstance(seeds, bool):
-        raise StudyError(f"--seeds {seeds!r}: expected a count (5) or a list of seeds (0,3,7)")
+        raise StudyError(f"--seeds {seeds!r}: expected a count (5: seeds 0-4) or a list (0,3,7)")
     if isinstance(seeds, int):
         return list(range(seeds))
     if isinstance(seeds, str):
-        values = _integers("--seeds", seeds)
+        values = _integers("--seeds", seeds, "a count (5: seeds 0-4) or a list (0,3,7)")
         return list(range(values[0])) if len(values) == 1 and "," not in seeds else values
     return [int(s) for s in seeds]
 
@@ -79,7 +79,11 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
 def parse_budgets(budgets: str | Sequence[int] | None) -> list[int] | None:
     if budgets is None or budgets == "":
         return None
-    return _integers("--budgets", budgets) if isinstance(budgets, str) else [int(b) for b in budgets]
+    return (
+        _integers("--budgets", budgets, "integers separated by commas, e.g. 250,500,1000")
+        if isinstance(budgets, str)
+        else [int(b) for b in budgets]
+    )
 
 
 def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
@@ -100,11 +104,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def _integers(argument: str, text: str) -> list[int]:
+def _integers(argument: str, text: str, expected: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
     if not values:
-        raise StudyError(f"{argument} {text!r}: expected integers separated by commas, e.g. {argument} 0,3,7")
+        raise StudyError(f"{argument} {text!r}: expected {expected}")
     return values
