@@ -7,7 +7,8 @@ ran or skipped the stage. Tasks of independent stages may run at once: DVC holds
 only around a stage's command, and _repro.py waits for it there. Each subprocess runs in its own
 session, so `stop_children()` (the flow calls it when interrupted) can stop it with everything it
 started. `sync_dvc_remote` pulls stages' outs from the DVC remote, or pushes them to it (`dvc pull` /
-`dvc push`), so machines share what the pipeline produced.
+`dvc push`), so machines share what the pipeline produced. The interpreter, environment and command line
+of every DVC call come from synth2.dvc_runner, which `synth2 study` runs DVC through too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from prefect import get_run_logger, task
 
+from synth2 import dvc_runner
 from synth2.errors import Synth2Error
 
 # A stage that failed through synth2.errors.Synth2Error (bad params, missing input, failed gate)
@@ -69,14 +71,6 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return True
-
-
-def _environment(env: dict[str, str] | None) -> dict[str, str]:
-    merged = {**os.environ, **(env or {})}
-    # dvc.yaml runs `python -m …`: make that the interpreter running the flow (the project venv).
-    merged["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), merged.get("PATH", "")])
-    merged.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return merged
 
 
 _children: set[subprocess.Popen] = set()
@@ -156,7 +150,7 @@ def run_dvc_stage(stage: str, root: str, force: bool = False, env: dict[str, str
         result_file = Path(tmp) / "result.json"
         # By path, not `-m`: the project being reproduced need not have this package on its path.
         cmd = [sys.executable, str(REPRO_SCRIPT), stage, str(result_file), *(["--force"] if force else [])]
-        code, tail = _stream(cmd, Path(root), _environment(env), stage)
+        code, tail = _stream(cmd, Path(root), dvc_runner.environment(env), stage)
         if code != 0 or not result_file.exists():
             raise _failure(stage, code, tail)
         ran = bool(json.loads(result_file.read_text())["ran"])
@@ -171,9 +165,9 @@ def sync_dvc_remote(
 ) -> None:
     """`dvc pull` the outs of `stages` from the DVC remote (`remote`; '' : the default one), or `dvc push`
     them to it. A pull leaves out what the remote lacks (`--allow-missing`): the stages rebuild it."""
-    cmd = [sys.executable, "-m", "dvc", direction, *(["--remote", remote] if remote else [])]
+    cmd = dvc_runner.command(direction, *(["--remote", remote] if remote else []))
     cmd += [*(["--allow-missing"] if direction == "pull" else []), *stages]
-    code, tail = _stream(cmd, Path(root), _environment(env), f"dvc {direction}")
+    code, tail = _stream(cmd, Path(root), dvc_runner.environment(env), f"dvc {direction}")
     if code != 0:
         last = tail[-1] if tail else f"exit status {code}"
         raise StageFailed(
@@ -189,9 +183,8 @@ def run_dvc_experiment(name: str, overrides: dict[str, Any], root: str, env: dic
     """`dvc exp run --temp -S key=value …`: the variant runs in a temporary copy of the workspace, so
     params.yaml, dvc.lock and the outputs in the workspace stay as committed; the result is kept as a
     DVC experiment (`dvc exp show`, `dvc exp apply NAME`)."""
-    sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
-    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, *sets]
-    code, tail = _stream(cmd, Path(root), _environment(env), f"exp {name}")
+    cmd = dvc_runner.command("exp", "run", "--temp", "--name", name, *dvc_runner.set_args(overrides))
+    code, tail = _stream(cmd, Path(root), dvc_runner.environment(env), f"exp {name}")
     if code != 0:
         raise _failure(f"exp {name}", code, tail)
     return name

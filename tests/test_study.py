@@ -1,5 +1,6 @@
 """`synth2 study` on the tiny world with 2 seeds: DVC experiments, the aggregate with intervals, the reports,
-the MLflow runs, and a rerun that finds its experiments done. Plus the statistics on known numbers."""
+the MLflow runs, and a rerun that finds its experiments done. Plus the statistics on known numbers, the one
+command line shared by `synth2 study` and `python -m flows.study`, and the study's MLflow runs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ import numpy as np
 import pytest
 
 from synth2 import paths
-from synth2.study import hierarchical_bootstrap, summarise, t_interval
+from synth2.study.arguments import StudyArguments
+from synth2.study.plan import StudyError, plan
+from synth2.study.stats import hierarchical_bootstrap, summarise, t_interval
+from tests.dvc_project import make_project
 from tests.tiny_project import BIN, copy_project, project_env
+
+STUDY_ARGV = ["--seeds", "0,3", "-S", "train_vlm.synthetic.source_tags=true", "--budgets", "250,500"]
+STUDY_ARGV += ["--preset", "tiny", "--jobs", "1", "--name", "same"]
+NO_EQUALS = "error: synth2 study: -S 'foo': expected KEY=VALUE, e.g. -S balance.target_size=500\n"
 
 
 def test_t_interval_and_summary_on_known_numbers():
@@ -29,6 +37,77 @@ def test_hierarchical_bootstrap_brackets_the_true_difference():
     assert low < 1.0 < high and high - low < 0.1
     same = [(a, a) for a, _ in per_seed]
     assert hierarchical_bootstrap(same, samples=200) == (0.0, 0.0)
+
+
+def test_an_override_without_equals_fails_in_one_line_in_both_entry_points(capsys, tmp_path, monkeypatch):
+    from flows import study as flow
+    from synth2 import cli
+
+    monkeypatch.chdir(tmp_path)  # fails before it looks for a project
+    errors = []
+    for main, argv in ((cli.main, ["study", "-S", "foo"]), (flow.main, ["-S", "foo"])):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 1
+        errors.append(capsys.readouterr().err)
+    assert errors == [NO_EQUALS, NO_EQUALS]
+    with pytest.raises(StudyError) as raised:  # a deployment's parameters: the same message
+        flow.plan_study(overrides=["foo"])
+    assert f"error: synth2 study: {raised.value}\n" == NO_EQUALS
+
+
+def test_the_cli_and_the_flow_plan_the_same_study(tmp_path, monkeypatch):
+    from flows.study import parameters_from_command_line, plan_study
+    from synth2.cli import build_parser
+
+    monkeypatch.chdir(make_project(tmp_path / "project"))
+    from_cli = plan(StudyArguments.from_namespace(build_parser().parse_args(["study", *STUDY_ARGV])))
+    assert plan_study(**parameters_from_command_line(STUDY_ARGV)) == from_cli
+    # A deployment's typed parameters plan the same study as the strings of the command line.
+    typed = {"overrides": {"train_vlm.synthetic.source_tags": True}, "budgets": [250, 500], "preset": "tiny"}
+    assert plan_study(seeds=[0, 3], jobs=1, name="same", **typed) == from_cli
+    assert from_cli.seeds == [0, 3] and from_cli.jobs == 1
+    assert [c.label for c in from_cli.configurations] == ["target_size=250", "target_size=500"]
+    assert all(c.overrides["train_vlm.synthetic.source_tags"] is True for c in from_cli.configurations)
+    # Seeds as a count, in either form.
+    assert plan_study(seeds=3).seeds == plan_study(seeds="3").seeds == [0, 1, 2]
+    assert plan_study(seeds="7,").seeds == [7]
+
+
+def test_the_study_logs_a_parent_run_and_a_child_per_experiment(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from synth2.study.mlflow_runs import log_to_mlflow
+
+    root = make_project(tmp_path / "project")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SYNTH2_TRACKING", "1")
+    entry = {"mean": 0.5, "values": [0.4, 0.6]}
+    summary = {"test": {"synth": {"overall": {"cider": entry}}}}
+    configuration = {
+        "label": "default",
+        "overrides": {"balance.target_size": 500},
+        "experiments": {0: "logged-abc123-s0", 1: "logged-abc123-s1"},
+        "summary": summary,
+        "differences": {"synth - baseline": {"test": {"unseen": {"cider": {"mean": 0.25}}}}},
+    }
+    report = {"name": "logged", "seeds": [0, 1], "commit": "abc", "configurations": [configuration]}
+    (root / "logged.md").write_text("# the report\n")
+    parent_id = log_to_mlflow(report, {"md": root / "logged.md"}, root)
+
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["synth2.study"] == "logged" and parent.data.params["seeds"] == "[0, 1]"
+    assert parent.data.metrics["default.synth - baseline.test.unseen.cider"] == 0.25
+    assert [a.path for a in client.list_artifacts(parent_id, "study")] == ["study/logged.md"]
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    by_seed = {c.data.tags["synth2.seed"]: c for c in children}
+    assert sorted(by_seed) == ["0", "1"] and by_seed["1"].data.metrics["test.synth.overall.cider"] == 0.6
+    assert by_seed["0"].data.params == {"seed": "0", "balance.target_size": "500"}
+    assert {c.info.status for c in children} == {"FINISHED"} and parent.info.status == "FINISHED"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import argparse
 import numpy as np
 
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
+from synth2.study.arguments import add_arguments as add_study_arguments
 
 
 def world_show(n: int, out: str, seed: int, style: str, image_size: int) -> None:
@@ -44,16 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser(
         "study",
         help="run the pipeline for several seeds as DVC experiments and aggregate them with intervals",
-        description="Run from the project root. See src/synth2/study.py.",
+        description="Run from the project root. See src/synth2/study/.",
     )
-    study.add_argument(
-        "--seeds", type=seed_list, default=list(range(5)), help="a count (5: seeds 0-4) or a list (0,3,7)"
-    )
-    study.add_argument("-S", "--set", dest="sets", action="append", type=override, default=[], help="key=value")
-    study.add_argument("--budgets", type=int_list, help="balance.target_size values to sweep, e.g. 250,500,1000")
-    study.add_argument("--preset", help="a size overlay of synth2.presets (tiny: seconds per stage)")
-    study.add_argument("--jobs", type=int, default=2, help="DVC queue workers running experiments at once")
-    study.add_argument("--name", default="study", help="names the experiments and reports/study/NAME.*")
+    add_study_arguments(study)
     tracking = commands.add_parser("tracking", help="MLflow tracking").add_subparsers(
         dest="tracking_command", required=True
     )
@@ -63,34 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def seed_list(text: str) -> list[int]:
-    values = int_list(text)
-    return list(range(values[0])) if len(values) == 1 and "," not in text else values
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-
-
-def override(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def study_command(args: argparse.Namespace) -> None:
     import logging
 
-    from synth2.study import markdown, plan, run_study
+    from synth2.study.arguments import StudyArguments
+    from synth2.study.plan import plan
+    from synth2.study.report import markdown
+    from synth2.study.workflow import run_study
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    study = plan(args.name, args.seeds, dict(args.sets), args.budgets, args.preset, args.jobs)
+    study = plan(StudyArguments.from_namespace(args))
     report = run_study(study)
     print(markdown(report))
     print(f"wrote {', '.join(report['outputs'].values())}; MLflow run {report['mlflow_run_id']}")

@@ -32,7 +32,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -340,9 +340,11 @@ def start_pipeline_run(
     tags: Mapping[str, str] | None = None,
     run_params: Mapping[str, Any] | None = None,
     root: Path | None = None,
+    parent_key: str | None = None,
 ) -> str:
     """Open the parent run of a flow execution in the spool; returns its key, which the stages find in
-    SYNTH2_PARENT_SPOOL_KEY to nest under it."""
+    SYNTH2_PARENT_SPOOL_KEY to nest under it. With `parent_key` the run nests under that spool run
+    itself (`synth2 study`: a run per experiment under the study's)."""
     root = root or project_root()
     all_tags = {TAG_EXECUTION: "prefect", **_commit_tags(*git_state(root, pipeline_outs(root))), **(tags or {})}
     run = SpoolRun.create(root, run_name)
@@ -353,7 +355,7 @@ def start_pipeline_run(
         kind="pipeline",
         name=run_name,
         pid=os.getpid(),
-        parent=None,
+        parent={"spool_key": parent_key} if parent_key else None,
         tags=all_tags,
         **destination,
         params=params_flat,
@@ -368,12 +370,18 @@ def end_pipeline_run(
     metrics: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     root: Path | None = None,
+    artifacts: Sequence[Path] = (),
+    artifact_path: str | None = None,
 ) -> None:
+    """Close a run opened by start_pipeline_run, logging `artifacts` (files or directories) under
+    `artifact_path` first."""
     run = SpoolRun(spool_dir(root or project_root()) / key)
     if tags:
         run.record("tags", tags=dict(tags))
     if metrics:
         run.record("metrics", values=numeric_metrics(metrics))
+    for path in artifacts:
+        _keep_artifact(run, Path(path), artifact_path)
     run.record("close", status=status)
 
 

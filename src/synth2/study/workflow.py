@@ -1,0 +1,49 @@
+"""A study from plan to reports, in the order both entry points run it: the experiments
+(synth2.study.run), then their aggregate (synth2.study.stats) written as reports (synth2.study.report)
+and logged to MLflow (synth2.study.mlflow_runs)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from synth2.study.mlflow_runs import log_to_mlflow
+from synth2.study.plan import Study, head_commit
+from synth2.study.report import write_reports
+from synth2.study.run import read_results, run_experiments
+from synth2.study.stats import aggregate
+
+
+def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
+    """Aggregate every configuration's experiments into the study report (JSON-ready)."""
+    configurations = []
+    for configuration in study.configurations:
+        names = {seed: configuration.experiment(study.name, seed) for seed in study.seeds}
+        results = {seed: read_results(study.root, name) for seed, name in names.items()}
+        configurations.append(
+            {"label": configuration.label, "overrides": configuration.overrides, "experiments": names}
+            | aggregate(results)
+        )
+    return {
+        "name": study.name,
+        "seeds": study.seeds,
+        "commit": head_commit(study.root),
+        "wall_seconds": wall_seconds,
+        "configurations": configurations,
+    }
+
+
+def report_study(study: Study, wall_seconds: float) -> dict[str, Any]:
+    """Collect the finished experiments, write reports/study/NAME.* and log the study to MLflow."""
+    report = collect(study, wall_seconds)
+    outputs = write_reports(report, study.root)
+    report["mlflow_run_id"] = log_to_mlflow(report, outputs, study.root)
+    report["outputs"] = {k: str(v) for k, v in outputs.items()}
+    return report
+
+
+def run_study(study: Study) -> dict[str, Any]:
+    """Run (or resume) the study's experiments, aggregate them, write and log the reports."""
+    started = time.perf_counter()
+    run_experiments(study)
+    return report_study(study, time.perf_counter() - started)
