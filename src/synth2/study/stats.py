@@ -12,13 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth2 import paths
+from synth2.pipeline import COMPARISONS as DIFFERENCES  # (name, variant, minus variant)
+from synth2.pipeline import SPLITS, SUBSETS
+from synth2.pipeline import VARIANT_NAMES as VARIANTS
 
-VARIANTS = paths.VLM_VARIANTS
-SPLITS = ("val", "test")
-SUBSETS = ("overall", "seen", "unseen")
-# (name, variant, minus variant): synthetic pairs against none, balanced against unbalanced selection.
-DIFFERENCES = (("synth - baseline", "synth", "baseline"), ("balanced - unbalanced", "synth", "synth_unbalanced"))
 BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 
