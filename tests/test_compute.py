@@ -90,6 +90,7 @@ def test_shard_pool_picks_the_engine_from_params_and_logs_progress(caplog):
         pool.map(sample, list(range(6)), seed=0)
     assert "t: 3/6 rows done (1/2 shards" in caplog.text and "t: 6/6 rows done (2/2 shards" in caplog.text
     assert "t: 6 rows on 2 shard(s) in this process: start-up" in caplog.text
+    assert set(pool.timings) == {"t_startup_s", "t_work_s"}  # the stage records them (the pool cannot)
 
 
 def test_inputs_travel_to_a_private_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
