@@ -1,4 +1,4 @@
-"""How a stage's rows are split into shards, and the seed of each shard.
+"""How a stage's rows are split into shards, the seed of each shard, and the pool every engine extends.
 
 The split, not the engine, decides a sharded stage's output: shard i of N always holds the same rows
 and draws from the same seed, whether it runs in the stage's own process (`compute.engine: local`) or on
