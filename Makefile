@@ -65,10 +65,12 @@ test: $(STAMP)
 dvc.yaml: $(STAMP)
 	PYTHONPATH=src $(BIN)/python -m synth2.dvc_yaml
 
-# ruff, configured in pyproject.toml; CI runs `make lint` before `make test`.
+# ruff and import-linter (the import layers), configured in pyproject.toml; CI runs `make lint` before
+# `make test`. PYTHONPATH=src: the layers of this checkout's sources, whichever copy is installed.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=src $(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

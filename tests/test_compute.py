@@ -1,10 +1,13 @@
-"""synth2.compute without a cluster: the split, the seeds, the local engine, shipping inputs, addresses.
+"""synth2.compute without a cluster: the split, the seeds, the local engine, shipping inputs, addresses,
+and what the stage frame does on a torchrun rank.
 
 The Ray engine and DDP run for real in tests/test_scale_out.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from functools import partial
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 from synth2.compute.pool import LocalPool, ShardWork, shard_pool
 from synth2.compute.ray_cluster import RayClusterError, pack_inputs, probe, split_address, unpack_inputs
 from synth2.compute.shards import concatenate, shard_bounds, shard_seed
-from tests.conftest import default_params
+from tests.conftest import default_params, write_params
 from tests.services import free_port
 
 
@@ -87,6 +90,7 @@ def test_shard_pool_picks_the_engine_from_params_and_logs_progress(caplog):
         pool.map(sample, list(range(6)), seed=0)
     assert "t: 3/6 rows done (1/2 shards" in caplog.text and "t: 6/6 rows done (2/2 shards" in caplog.text
     assert "t: 6 rows on 2 shard(s) in this process: start-up" in caplog.text
+    assert set(pool.timings) == {"t_startup_s", "t_work_s"}  # the stage records them (the pool cannot)
 
 
 def test_inputs_travel_to_a_private_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -114,3 +118,36 @@ def test_ray_addresses_are_parsed_and_a_silent_one_fails_fast_in_one_line():
     message = str(info.value)
     assert f"no Ray cluster answers at '127.0.0.1:{port}'" in message and "compute.ray_address" in message
     assert "\n" not in message and time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_on_a_torchrun_launch_rank_0_alone_writes_and_records(rank: int, tmp_path: Path, monkeypatch):
+    """A follower that gets through the whole stage body (it trained nothing, e.g. a pretrained model)
+    leaves nothing behind and opens no MLflow run; rank 0 writes and records as one process does. The
+    stage frame decides it: synth2.io knows nothing of ranks."""
+    from synth2 import stage
+    from synth2.io import write_json
+
+    write_params(tmp_path, {"compute": {"train_processes": 2}})
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(stage, "terminate_as_interrupt", lambda: None)  # the test process keeps its SIGTERM
+    runs = []
+
+    @contextlib.contextmanager
+    def stage_run(name, params):
+        runs.append(name)
+        yield None
+
+    monkeypatch.setattr(stage.tracking, "stage_run", stage_run)
+    out = tmp_path / "out" / "o.json"
+    level = logging.getLogger("synth2").level
+    try:
+        stage.run_stage("t", lambda params: write_json({"rank": rank}, out), uses_torch=False, trains=True)
+    finally:
+        logging.getLogger("synth2").setLevel(level)
+    if rank == 0:
+        assert out.read_text() == '{\n  "rank": 0\n}\n' and runs == ["t"]
+    else:
+        assert list(out.parent.iterdir()) == [] and runs == []

@@ -3,7 +3,8 @@
 Each gate turns its inputs into pandas frames (one per table, plus derived columns such as word counts
 or embedding norms), validates each frame against a suite built here in code with thresholds from
 `params.gates`, and writes the whole validation result to `reports/gates/<gate>.json`. A failed gate
-raises `GateError`, one line naming every failed expectation with a few offending rows, so `dvc repro`
+raises `GateError` (`GateResult.error()`: its stage, synth2.stages.gate, raises it after recording the
+result in MLflow), one line naming every failed expectation with a few offending rows, so `dvc repro`
 and the Prefect flow stop before anything downstream runs.
 
 Gates (synth2.pipeline.GATES): `pool` and `real` (the prepared tables; the profile's hooks define them),
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth2 import paths, tracking
+from synth2 import paths
 from synth2.errors import Synth2Error
 from synth2.io import landing_now, read_parquet, read_tensors, write_json
 from synth2.params import GateParams
@@ -58,6 +59,19 @@ class GateResult:
     success: bool
     report: dict[str, Any]
     failures: list[str]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """What the gate's stage records in MLflow."""
+        return {"gate": {"success": int(self.success), "failed_expectations": len(self.failures)}}
+
+    def error(self) -> GateError:
+        """The one-line failure of a failed gate: every failed expectation, and where the report is."""
+        return GateError(
+            f"gate '{self.gate}' failed {len(self.failures)} expectation(s): "
+            + "; ".join(self.failures)
+            + f" (report: {paths.gate_report(self.gate)})"
+        )
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -288,20 +302,11 @@ def synthetic_tables(g: GateParams) -> list[Table]:
 
 
 def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> GateResult:
-    """Validate, write the report (with the thresholds used), log it to MLflow; raise GateError when an
-    expectation failed."""
+    """Validate and write the report (with the thresholds used) to `paths.gate_report(gate)`; the caller
+    records `result.metrics` and, when `not result.success`, raises `result.error()`."""
     result = validate(gate, tables, thresholds)
-    report_path = paths.gate_report(gate)
     # The report is the gate's one output, and after a failure what the user reads next: it lands at
     # once, not with the stage's other writes (which a failure discards).
     with landing_now():
-        write_json(result.report, report_path)
-    tracking.log_metrics({"gate": {"success": int(result.success), "failed_expectations": len(result.failures)}})
-    if not result.success:
-        tracking.log_artifact(report_path, "reports/gates")  # a failed stage's outs are not auto-logged
-        raise GateError(
-            f"gate '{gate}' failed {len(result.failures)} expectation(s): "
-            + "; ".join(result.failures)
-            + f" (report: {report_path})"
-        )
+        write_json(result.report, paths.gate_report(gate))
     return result

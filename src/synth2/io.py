@@ -3,10 +3,10 @@
 Every output is written to a temporary sibling and renamed into place, so a crash mid-write leaves the
 previous output (or nothing) but never half a file. Inside `all_or_nothing()` (the stage frame opens one
 around every stage body) the renames wait until the block ends: a stage that fails after writing some of
-its outputs leaves all of them as they were. Under torchrun only rank 0 writes: the other ranks' writes
-are discarded (synth2.compute.torchrun), so two processes never race on one output. Every read of
-another stage's output names the stage to run first when the input is missing or unreadable: the stage
-that writes the path, as the pipeline's description says (synth2.pipeline.producer).
+its outputs leaves all of them as they were (the stage frame also uses that to drop the writes of a
+torchrun follower: synth2.stage). Every read of another stage's output names the stage to run first when
+the input is missing or unreadable: the stage that writes the path, as the pipeline's description says
+(synth2.pipeline.producer).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
-from synth2.compute.torchrun import is_follower
 from synth2.errors import Synth2Error
 
 T = TypeVar("T")
@@ -64,14 +63,11 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     tmp = tmp_dir / final.name
     try:
         yield tmp
-        if not tmp.exists() and not is_follower():
+        if not tmp.exists():
             raise RuntimeError(f"nothing was written to {tmp} for {final}")
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    if is_follower():
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        return
     pending = _pending.get()
     if pending is None:
         _replace(tmp_dir, tmp, final)

@@ -10,6 +10,8 @@ A stage that never touches torch says so (`uses_torch=False`: prepare, the gates
 importing torch just to seed it costs about 1.5 s, a gate's whole budget. A stage that trains a model says
 so (`trains=True`): with `compute.train_processes > 1` it relaunches itself on that many processes with
 torchrun, after params are validated and before anything is read or written (synth2.compute.torchrun).
+Rank 0 alone records and writes: the frame opens no tracking run on the other ranks and drops whatever
+they wrote, so two processes never race on one output (synth2.io knows nothing of ranks).
 """
 
 from __future__ import annotations
@@ -75,16 +77,26 @@ def run_stage(
         if torchrun.launched():
             torchrun.check_world(params.compute.train_processes)
             torchrun.enter_rank()
+        follower = torchrun.is_follower()
         seed_everything(params.seed, uses_torch)
         try:
-            # Tracking is recorded from inside the stage so that a bare `dvc repro` records too. The
-            # outputs land before the run closes, so that it records them.
-            with tracking.stage_run(name, params) if tracked else contextlib.nullcontext(), all_or_nothing():
+            # Tracking is recorded from inside the stage so that a bare `dvc repro` records too (rank 0's
+            # alone: a follower opens no run, so its recording calls do nothing). The outputs land before
+            # the run closes, so that it records them.
+            with (
+                tracking.stage_run(name, params) if tracked and not follower else contextlib.nullcontext(),
+                all_or_nothing(),
+            ):
                 body_start = time.perf_counter()
                 body(params)
                 body_seconds = time.perf_counter() - body_start
+                if follower:
+                    # Training stops a follower (synth2.models.ddp.finish); one that got here trained
+                    # nothing (a pretrained model in this profile) and wrote what rank 0 writes. Its
+                    # writes are still waiting in all_or_nothing(): leaving the block this way drops them.
+                    raise torchrun.FollowerDone
         except torchrun.FollowerDone:
-            log.info("training done in %.1f s; rank 0 writes the outputs", time.perf_counter() - start)
+            log.info("done in %.1f s; rank 0 writes the outputs", time.perf_counter() - start)
             return
     if not uses_torch and "torch" in sys.modules:
         log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)

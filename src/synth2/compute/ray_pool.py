@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from synth2.compute import ray_cluster
-from synth2.compute.pool import Shard, ShardFn, ShardPool, ShardWork, call_shard
+from synth2.compute.shards import Shard, ShardFn, ShardPool, ShardWork, call_shard
 from synth2.errors import Synth2Error
 
 if TYPE_CHECKING:

@@ -5,9 +5,10 @@ With `train_processes: N > 1` the stage process (the one DVC started) runs
 Every rank runs the stage from the top (same params, seed, data and initial weights), trains with torch
 DDP inside the one training loop (synth2.models.ddp), and there the followers (ranks 1..N-1) stop:
 `FollowerDone` ends them quietly. Rank 0 alone goes on to save the model and write every output,
-atomically, in the same format as a one-process run. Followers never record an MLflow run, and a write
-a follower still reaches (a stage that, in some profile, trains nothing) is discarded by
-synth2.io.atomic_path, so two processes never race on one output.
+atomically, in the same format as a one-process run. The stage frame (synth2.stage) sees to it: it opens
+no MLflow run on a follower, and a follower that gets through the whole body (a stage that, in some
+profile, trains nothing) is stopped there with `FollowerDone` too, which drops its writes, so two
+processes never race on one output.
 
 torchrun (`--standalone`: a rendezvous on a free local port) is the engine: it starts the ranks, gives
 them RANK / WORLD_SIZE / LOCAL_RANK, and stops them all when one fails. The launcher forwards their output
@@ -62,11 +63,7 @@ def check_world(train_processes: int) -> None:
 
 
 def enter_rank() -> None:
-    """Per-rank setup before the stage body: followers record nothing; each rank takes its own GPU."""
-    if is_follower():
-        from synth2.tracking.store import ENV_ENABLED
-
-        os.environ[ENV_ENABLED] = "0"
+    """Per-rank setup before the stage body: each rank takes its own GPU."""
     import torch
 
     if torch.cuda.is_available():

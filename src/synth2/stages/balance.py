@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from synth2 import paths
+from synth2 import paths, tracking
 from synth2.balancing import balance_captions, unbalanced_selection
 from synth2.compute.pool import ShardWork, shard_pool
 from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
@@ -62,6 +62,7 @@ def run(params: Params) -> None:
     with shard_pool(params.compute, ShardWork(load_model, ()), "balance") as encoders:
         embed = CachedEmbedder(lambda texts: encoders.map(embed_shard, texts))
         balanced, unbalanced, diversity = balance(params, prompted, unprompted, labels, embed)
+    tracking.log_metrics({"compute": encoders.timings})
     write_parquet(balanced, paths.BALANCED)
     write_parquet(unbalanced, paths.UNBALANCED)
     write_json(diversity, paths.DIVERSITY_REPORT)

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from synth2 import paths
+from synth2 import paths, tracking
 from synth2.compute.pool import ShardPool, ShardWork, shard_pool
 from synth2.io import read_parquet, write_parquet
 from synth2.params import Params
@@ -51,6 +51,7 @@ def run(params: Params) -> None:
     )
     with shard_pool(params.compute, work, "captions") as generators:
         prompted, unprompted = sample_captions(params, concepts, generators)
+    tracking.log_metrics({"compute": generators.timings})
     write_parquet(prompted, paths.PROMPTED_CAPTIONS)
     write_parquet(unprompted, paths.UNPROMPTED_CAPTIONS)
     log.info(

@@ -117,6 +117,7 @@ def run(params: Params) -> None:
             for variant in VARIANT_NAMES
             for split, (_, embeddings) in splits.items()
         }
+    tracking.log_metrics({"compute": captioners.timings})
 
     metrics: dict = {split: {} for split in splits}
     per_image, captions = [], {}

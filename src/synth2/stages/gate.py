@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from synth2 import paths, tracking
 from synth2.gates import GateResult, Table, balanced_tables, caption_tables, run_gate, synthetic_tables
 from synth2.params import Params
 from synth2.pipeline import GATES
@@ -31,9 +32,14 @@ def gate_tables(gate: str, params: Params) -> list[Table]:
 
 
 def check(gate: str, params: Params) -> GateResult:
-    """Run the gate: validate its tables, write its report, raise GateError when it fails."""
+    """Run the gate: validate its tables, write its report, record it in MLflow, raise GateError when it fails."""
     thresholds = {key: getattr(params.gates, key) for key in GATES[gate]}
-    return run_gate(gate, gate_tables(gate, params), thresholds)
+    result = run_gate(gate, gate_tables(gate, params), thresholds)
+    tracking.log_metrics(result.metrics)
+    if not result.success:
+        tracking.log_artifact(paths.gate_report(gate), "reports/gates")  # a failed stage's outs are not auto-logged
+        raise result.error()
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,6 +80,7 @@ def run(params: Params) -> None:
             synthetic[name] = require_finite(embeddings, f"synthetic {name} embeddings")
             metrics[name] = {"pairs": len(table), "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean())}
         synthesize_here = synthesizers.model_here()
+    tracking.log_metrics({"compute": synthesizers.timings})
     report = hooks.synthesis_report(params, selections["balanced"], synthesize_here)
     metrics["balanced"] |= report.metrics
 
