@@ -27,14 +27,16 @@ def test_the_committed_dvc_yaml_is_what_the_description_generates():
 
 def test_the_check_command_fails_on_a_hand_edit(tmp_path: Path):
     """`python -m synth2.dvc_yaml --check` (what a pre-commit or CI step runs) exits 1 on drift."""
-    ok = subprocess.run([sys.executable, "-m", "synth2.dvc_yaml", "--check"], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    original = (ROOT / "dvc.yaml").read_text()
-    try:
-        (ROOT / "dvc.yaml").write_text(original.replace("- data/captions\n", "", 1))
-        drift = subprocess.run([sys.executable, "-m", "synth2.dvc_yaml", "--check"], capture_output=True, text=True)
-    finally:
-        (ROOT / "dvc.yaml").write_text(original)
+    edited = tmp_path / "dvc.yaml"
+
+    def check() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "synth2.dvc_yaml", "--check", "--file", str(edited)]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    edited.write_text((ROOT / "dvc.yaml").read_text())
+    assert check().returncode == 0, check().stderr
+    edited.write_text((ROOT / "dvc.yaml").read_text().replace("- data/captions\n", "", 1))
+    drift = check()
     assert drift.returncode == 1 and "make dvc.yaml" in drift.stderr
 
 

@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m synth2.dvc_yaml", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is not what would be written")
     parser.add_argument(
+        "--file", type=Path, default=DVC_YAML, help="the dvc.yaml to write or check (default: the project's)"
+    )
+    parser.add_argument(
         "--impact", metavar="OLD_DVC_YAML", type=Path, help="print, per source file, the stages an edit re-runs"
     )
     args = parser.parse_args(argv)
@@ -272,14 +275,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     text = render()
     if args.check:
-        if DVC_YAML.read_text() != text:
-            print("dvc.yaml differs from src/synth2/pipeline.py's description: run `make dvc.yaml`", file=sys.stderr)
+        if not args.file.is_file() or args.file.read_text() != text:
+            print(
+                f"{args.file} differs from src/synth2/pipeline.py's description: run `make dvc.yaml`", file=sys.stderr
+            )
             sys.exit(1)
         return
-    tmp = DVC_YAML.with_suffix(".yaml.tmp")
+    tmp = args.file.with_suffix(".yaml.tmp")
     tmp.write_text(text)
-    tmp.replace(DVC_YAML)
-    print(f"wrote {DVC_YAML.relative_to(ROOT)} ({len(STAGES)} stages)")
+    tmp.replace(args.file)
+    print(f"wrote {args.file} ({len(STAGES)} stage descriptions)")
 
 
 if __name__ == "__main__":
