@@ -60,8 +60,10 @@ def relative_gains(scores: dict, variant: str, baseline: str = BASELINE) -> dict
     return gains
 
 
-def choose_champion(val_scores: dict, key: str) -> dict:
-    """The variant best on `key` over validation, and by how much it beats the runner-up."""
+def choose_champion(scores: dict, key: str) -> dict:
+    """The variant best on `key` over validation (`scores["val"]`; test is never read), and by how much
+    it beats the runner-up."""
+    val_scores = scores["val"]
     try:
         ranked = sorted(((lookup(val_scores[v], key), v) for v in VARIANT_NAMES), reverse=True)
     except KeyError:
@@ -141,7 +143,7 @@ def run(params: Params) -> None:
     metrics["gain_over_baseline"] = {
         split: {v: relative_gains(metrics[split], v) for v in VARIANT_NAMES if v != BASELINE} for split in splits
     }
-    champion = choose_champion(metrics["val"], params.tracking.champion_metric)
+    champion = choose_champion(metrics, params.tracking.champion_metric)
     metrics["champion"] = champion
 
     test_table = splits["test"][0]
