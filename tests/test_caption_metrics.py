@@ -101,3 +101,38 @@ def test_unparseable_prediction_is_wrong_everywhere_and_truth_tables_work():
     )
     with pytest.raises(Synth2Error, match="predictions but"):
         attribute_accuracy(["a red star"], truths)
+
+
+def test_per_image_scores_stay_with_their_image():
+    """evaluate's per-image scores (what `synth2 study` bootstraps over) belong to their own image id:
+    the one perfect caption among wrong ones scores highest, and right, at its own id. A shuffle of the
+    scores across images keeps their mean, so the mean alone cannot tell."""
+    from synth2.profiles.world.evaluate import score
+    from synth2.world.datasets import build_world
+    from tests.conftest import default_params
+
+    sizes = {"pool_size": 10, "real_train_size": 10, "text_corpus_size": 10, "test_per_combo": 1, "val_per_combo": 1}
+    world = build_world(default_params().world.prepare.model_copy(update=sizes), seed=0, progress=False)
+    table = world.test.head(12).reset_index(drop=True)
+    perfect = 7
+    predictions = ["a tiny purple blob somewhere"] * len(table)
+    predictions[perfect] = table["references"][perfect][0]
+    _, per_image = score(predictions, table)
+    assert per_image["image_id"].tolist() == table["image_id"].tolist()
+    best = per_image.loc[per_image["cider"].idxmax()]
+    assert best["image_id"] == table["image_id"][perfect]
+    assert per_image.loc[perfect, "attr_colour_shape"] == 1.0
+    assert per_image.drop(index=perfect)["attr_colour_shape"].sum() == 0.0
+
+
+def test_capitalised_punctuated_references_score_like_their_tokenised_form():
+    """References as annotators write them (capitals, commas, full stops) are tokenised as PTBTokenizer
+    does before scoring: scoring them untokenised, by the reference implementation itself, differs."""
+    references = {k: [r.capitalize().replace(" in ", ", in ") + "." for r in v] for k, v in REFERENCES.items()}
+    scores = coco_scores(PREDICTIONS, references)
+    tokenised = {k: [coco_tokenize(r) for r in v] for k, v in references.items()}
+    res = {k: [coco_tokenize(v)] for k, v in PREDICTIONS.items()}
+    cider_tokenised, _ = Cider().compute_score(tokenised, res)
+    cider_raw, _ = Cider().compute_score({k: list(v) for k, v in references.items()}, res)
+    assert scores["cider"] == pytest.approx(cider_tokenised, abs=1e-12)
+    assert abs(cider_raw - cider_tokenised) > 0.1  # the tokenisation step matters on such references
