@@ -6,7 +6,10 @@ The same command line as `synth2 study` (synth2.study.arguments) and the same en
 experiments run as DVC experiments through DVC's queue (resumable: a rerun queues only the missing
 seeds), then one task aggregates them and writes reports/study/NAME.{json,md,png}, which the flow also
 publishes as a markdown artifact. The flow's parameters take what the command line takes: seeds as a
-count or a list, overrides as KEY=VALUE strings or a mapping, budgets as "250,500" or a list.
+count or a list, overrides as KEY=VALUE strings or a mapping, the sweep as "KEY=V1,V2" or
+{"key": KEY, "values": [V1, V2]}, budgets (the sweep of balance.target_size) as "250,500" or a list.
+
+    python -m flows.study --sweep world.prepare.real_train_size=250,500,1000,2000 --name human-pairs
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ def plan_study(
     jobs: int = 2,
     name: str = "study",
     root: str | None = None,
+    sweep: dict[str, Any] | str | None = None,
 ) -> Study:
     """The flow's parameters through the command line's conversion, then the study's plan."""
-    arguments = StudyArguments.from_parameters(seeds, overrides, budgets, preset, jobs, name)
+    arguments = StudyArguments.from_parameters(seeds, overrides, budgets, preset, jobs, name, sweep=sweep)
     return plan(arguments, project_root(root))
 
 
@@ -63,9 +67,10 @@ def synth2_study(
     jobs: int = 2,
     name: str = "study",
     root: str | None = None,
+    sweep: dict[str, Any] | str | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline for `seeds` (a count or a list) as DVC experiments and aggregate them."""
-    study = plan_study(seeds, overrides, budgets, preset, jobs, name, root)
+    study = plan_study(seeds, overrides, budgets, preset, jobs, name, root, sweep)
     started = time.perf_counter()
     run_experiments(study)
     result = report(study, time.perf_counter() - started)

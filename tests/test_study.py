@@ -1,10 +1,12 @@
 """`synth2 study` on the tiny world with 2 seeds: DVC experiments, the aggregate with intervals, the reports,
 the MLflow runs, and a rerun that finds its experiments done. Plus the statistics on known numbers, the one
-command line shared by `synth2 study` and `python -m flows.study`, and the study's MLflow runs."""
+command line shared by `synth2 study` and `python -m flows.study`, the plan of a sweep (`--sweep`, and
+`--budgets` as its shorthand), and the study's MLflow runs. The savings factor: tests/test_savings.py."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from synth2 import paths
 from synth2.study.arguments import StudyArguments
-from synth2.study.plan import StudyError, plan
+from synth2.study.plan import StudyError, Sweep, plan
 from synth2.study.stats import hierarchical_bootstrap, summarise, t_interval
 from tests.dvc_project import make_project
 from tests.tiny_project import BIN, copy_project, project_env
@@ -21,6 +23,13 @@ from tests.tiny_project import BIN, copy_project, project_env
 STUDY_ARGV = ["--seeds", "0,3", "-S", "train_vlm.synthetic.source_tags=true", "--budgets", "250,500"]
 STUDY_ARGV += ["--preset", "tiny", "--jobs", "1", "--name", "same"]
 NO_EQUALS = "error: synth2 study: -S 'foo': expected KEY=VALUE, e.g. -S balance.target_size=500\n"
+PAIRS = "world.prepare.real_train_size"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """One committed project (the repository's params.yaml) for the tests that only plan studies."""
+    return make_project(tmp_path_factory.mktemp("plans") / "project")
 
 
 def test_t_interval_and_summary_on_known_numbers():
@@ -67,11 +76,119 @@ def test_the_cli_and_the_flow_plan_the_same_study(tmp_path, monkeypatch):
     typed = {"overrides": {"train_vlm.synthetic.source_tags": True}, "budgets": [250, 500], "preset": "tiny"}
     assert plan_study(seeds=[0, 3], jobs=1, name="same", **typed) == from_cli
     assert from_cli.seeds == [0, 3] and from_cli.jobs == 1
-    assert [c.label for c in from_cli.configurations] == ["target_size=250", "target_size=500"]
+    assert [c.label for c in from_cli.configurations] == ["balance.target_size=250", "balance.target_size=500"]
     assert all(c.overrides["train_vlm.synthetic.source_tags"] is True for c in from_cli.configurations)
     # Seeds as a count, in either form.
     assert plan_study(seeds=3).seeds == plan_study(seeds="3").seeds == [0, 1, 2]
     assert plan_study(seeds="7,").seeds == [7]
+
+
+def test_a_sweep_runs_every_value_with_every_seed(project, monkeypatch):
+    from flows.study import parameters_from_command_line, plan_study
+    from synth2.cli import build_parser
+
+    monkeypatch.chdir(project)
+    argv = ["--sweep", f"{PAIRS}=250,500", "--seeds", "0,1", "-S", "balance.target_size=100", "--name", "pairs"]
+    study = plan(StudyArguments.from_namespace(build_parser().parse_args(["study", *argv])))
+    assert study.sweep == Sweep(PAIRS, [250, 500])  # values read as YAML: integers
+    assert [(c.label, c.value) for c in study.configurations] == [(f"{PAIRS}=250", 250), (f"{PAIRS}=500", 500)]
+    assert [c.overrides for c in study.configurations] == [
+        {"balance.target_size": 100, PAIRS: 250},
+        {"balance.target_size": 100, PAIRS: 500},
+    ]
+    experiments = study.experiments()  # every value x every seed; the seeds are the same for every value
+    assert sorted((c.value, seed) for c, seed in experiments.values()) == [(250, 0), (250, 1), (500, 0), (500, 1)]
+    assert all(re.fullmatch(r"pairs-[0-9a-f]{6}-s[01]", name) for name in experiments)
+    assert len({name.rsplit("-", 1)[0] for name in experiments}) == 2  # one hash per value
+    # The flow: the command line's strings, and a deployment's typed sweep (the shape the report records).
+    assert plan_study(**parameters_from_command_line(argv)) == study
+    typed = {"key": PAIRS, "values": [250, 500]}
+    assert plan_study(seeds=[0, 1], overrides={"balance.target_size": 100}, name="pairs", sweep=typed) == study
+    # A preset's value of the swept key gives way to the sweep's.
+    tiny = plan(StudyArguments.from_parameters(2, preset="tiny", sweep=f"{PAIRS}=250,500"))
+    assert [c.overrides[PAIRS] for c in tiny.configurations] == [250, 500]
+    # YAML scalars, as -S values are.
+    fractions = plan(StudyArguments.from_parameters(2, sweep="world.caption_lm.human_style_fraction=0, 0.25"))
+    assert fractions.sweep.values == [0, 0.25]
+
+
+def test_budgets_are_the_sweep_of_the_target_size_with_the_same_experiments(project, monkeypatch):
+    monkeypatch.chdir(project)
+    budgets = plan(StudyArguments.from_parameters([0, 1], budgets="250,500", name="b"))
+    assert budgets == plan(StudyArguments.from_parameters([0, 1], sweep="balance.target_size=250,500", name="b"))
+    assert budgets.sweep == Sweep("balance.target_size", [250, 500])
+    # The committed budget study (run before --sweep existed) is found again: same overrides, same names.
+    report = json.loads((Path(__file__).parents[1] / "reports/study/budget.json").read_text())
+    [configuration] = report["configurations"]
+    overrides = {k: v for k, v in configuration["overrides"].items() if k != "balance.target_size"}
+    again = plan(StudyArguments.from_parameters(report["seeds"], overrides, budgets="500", name=report["name"]))
+    [planned] = again.configurations
+    assert planned.overrides == configuration["overrides"]
+    assert {str(s): planned.experiment("budget", s) for s in again.seeds} == configuration["experiments"]
+
+
+SWEEP_ERRORS = [
+    (
+        ["--sweep", "world.prepare.real_train_sise=250,500"],
+        "--sweep 'world.prepare.real_train_sise': params.yaml has no such key; check its spelling",
+    ),
+    (
+        ["--sweep", "world.prepars.real_train_size=250"],
+        "--sweep 'world.prepars.real_train_size': params.yaml has no section 'prepars'",
+    ),
+    (["--sweep", f"{PAIRS}=250,abc"], f"--sweep {PAIRS}='abc': "),
+    (["--sweep", f"{PAIRS}=250,-5"], f"--sweep {PAIRS}=-5: "),
+    (["--sweep", f"{PAIRS}"], f"--sweep '{PAIRS}': expected KEY=V1,V2,..., e.g. --sweep {PAIRS}=500,1000,2000"),
+    (["--sweep", f"{PAIRS}=250,[1"], f"--sweep {PAIRS}: value '[1' is not a YAML scalar"),
+    (["--sweep", f"{PAIRS}=250,250"], f"--sweep {PAIRS}: value 250 is given twice"),
+    (["--sweep", "seed=1,2"], "the study sets 'seed' itself; choose seeds with --seeds"),
+    (
+        ["--sweep", f"{PAIRS}=250", "-S", f"{PAIRS}=500"],
+        f"--sweep {PAIRS}: also set with -S; give its values in one place",
+    ),
+    (["--sweep", f"{PAIRS}=250", "--sweep", f"{PAIRS}=500"], "--sweep given 2 times: one sweep per study"),
+    (
+        ["--sweep", f"{PAIRS}=250,500", "--budgets", "250"],
+        "--sweep and --budgets: one sweep per study (--budgets 250,500 is --sweep balance.target_size=250,500)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), SWEEP_ERRORS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(SWEEP_ERRORS)]
+)
+def test_a_bad_sweep_fails_in_one_line_naming_it_from_the_cli_and_the_flow(argv, message, project, monkeypatch, capsys):
+    from flows.study import parameters_from_command_line, plan_study
+    from synth2 import cli
+
+    monkeypatch.chdir(project)  # a committed project: nothing but the sweep is wrong
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["study", *argv])
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: synth2 study: {message}") and error.count("\n") == 1
+    with pytest.raises(StudyError) as raised:  # the flow's parameters, as the command line gives them
+        plan_study(**parameters_from_command_line(argv))
+    assert f"error: synth2 study: {raised.value}\n" == error
+
+
+def test_a_typed_sweep_of_the_flow_fails_like_its_string(project, monkeypatch):
+    from flows.study import plan_study
+
+    monkeypatch.chdir(project)
+    for typed, text in (
+        ({"key": PAIRS, "values": [250, "abc"]}, f"{PAIRS}=250,abc"),
+        ({"key": "world.prepare.real_train_sise", "values": [250]}, "world.prepare.real_train_sise=250"),
+    ):
+        with pytest.raises(StudyError) as from_typed:
+            plan_study(sweep=typed)
+        with pytest.raises(StudyError) as from_text:
+            plan_study(sweep=text)
+        assert str(from_typed.value) == str(from_text.value)
+    with pytest.raises(StudyError, match=r"expected \{'key': KEY, 'values': \[V1, V2, ...\]\}"):
+        plan_study(sweep={PAIRS: [250, 500]})
+    with pytest.raises(StudyError, match="one sweep per study"):
+        plan_study(sweep=f"{PAIRS}=250", budgets=[250])
 
 
 def test_the_study_logs_a_parent_run_and_a_child_per_experiment(tmp_path, monkeypatch):

@@ -45,6 +45,11 @@ def log_to_mlflow(report: Mapping[str, Any], outputs: Mapping[str, Path], root: 
                 for subset, entries in splits["test"].items()
                 for metric, entry in entries.items()
             }
+        means |= {  # a sweep of the human pairs: the savings factors (None: never matched, not logged)
+            f"savings.{metric}.factor": entry["factor"]
+            for metric, entry in (report.get("savings") or {}).items()
+            if entry["factor"] is not None
+        }
         tracking.end_pipeline_run(
             parent, "FINISHED", means, root=root, artifacts=list(outputs.values()), artifact_path="study"
         )

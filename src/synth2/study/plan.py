@@ -1,6 +1,6 @@
-"""A study's plan: its configurations (the overrides after a preset's sizes, once per budget), the seeds,
-and the DVC experiment name of every (configuration, seed); checked against params.yaml and git before
-anything is queued, so a typo or an uncommitted change fails in one line."""
+"""A study's plan: its configurations (the overrides after a preset's sizes, once per value of the sweep),
+the seeds, and the DVC experiment name of every (configuration, seed); checked against params.yaml and git
+before anything is queued, so a typo, a bad swept value or an uncommitted change fails in one line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,18 +22,29 @@ if TYPE_CHECKING:
 
 # The studies' reports; committed results, not inputs of the experiments (see _require_committed).
 REPORTS = paths.REPORTS / "study"
+# `--budgets 250,500` is `--sweep balance.target_size=250,500`: the synthetic captions kept by balance.
+BUDGET_KEY = "balance.target_size"
 
 
 class StudyError(Synth2Error):
     """A study cannot start, or one of its experiments failed."""
 
 
+@dataclass
+class Sweep:
+    """One params key and the values a study runs it at (every value with every seed; one sweep per study)."""
+
+    key: str
+    values: list[Any]
+
+
 @dataclass(frozen=True)
 class Configuration:
-    """One setting of the pipeline, run for every seed of the study."""
+    """One setting of the pipeline, run for every seed of the study; `value`: its value of the sweep."""
 
     label: str
     overrides: dict[str, Any]
+    value: Any = None
 
     def experiment(self, study: str, seed: int) -> str:
         """The study, a hash of the overrides and the seed: a study run again finds its experiments."""
@@ -48,6 +59,7 @@ class Study:
     configurations: list[Configuration]
     jobs: int = 2
     root: Path = field(default_factory=Path.cwd)
+    sweep: Sweep | None = None
 
     def experiments(self) -> dict[str, tuple[Configuration, int]]:
         return {c.experiment(self.name, s): (c, s) for c in self.configurations for s in self.seeds}
@@ -64,12 +76,16 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def plan(arguments: StudyArguments, root: Path | None = None) -> Study:
-    """The study's configurations: the overrides (after the preset's sizes), once per budget if given."""
-    name, seeds, overrides, budgets, preset = (
+    """The study's configurations: the overrides (after the preset's sizes), once per value of the sweep.
+
+    A configuration's experiments are named by a hash of its overrides alone, so `--budgets 500` and
+    `--sweep balance.target_size=500` find the same experiments (and those of studies run before the sweep
+    existed, which had the same overrides)."""
+    name, seeds, overrides, sweep, preset = (
         arguments.name,
         arguments.seeds,
         arguments.overrides,
-        arguments.budgets,
+        arguments.sweep,
         arguments.preset,
     )
     if not re.fullmatch(r"[A-Za-z][\w-]*", name):
@@ -82,16 +98,18 @@ def plan(arguments: StudyArguments, root: Path | None = None) -> Study:
         raise StudyError(f"--jobs {arguments.jobs}: need at least 1 worker")
     base = flatten(PRESETS[preset]) if preset else {}
     base |= dict(overrides or {})
-    if "seed" in base:
+    if "seed" in base or (sweep and sweep.key == "seed"):
         raise StudyError("the study sets 'seed' itself; choose seeds with --seeds")
+    if sweep and sweep.key in (overrides or {}):
+        raise StudyError(f"--sweep {sweep.key}: also set with -S; give its values in one place")
     root = (root or Path.cwd()).resolve()
-    _validate(root, base, budgets)
+    _validate(root, base, sweep)
     _require_committed(root)
-    if budgets:
-        configurations = [Configuration(f"target_size={b}", base | {"balance.target_size": b}) for b in budgets]
+    if sweep:  # a preset's value of the key gives way to the sweep's, as -S overrides do
+        configurations = [Configuration(f"{sweep.key}={v}", base | {sweep.key: v}, v) for v in sweep.values]
     else:
         configurations = [Configuration("default" if not overrides else _label(overrides), base)]
-    return Study(name, list(seeds), configurations, arguments.jobs, root)
+    return Study(name, list(seeds), configurations, arguments.jobs, root, sweep)
 
 
 def head_commit(root: Path) -> str:
@@ -118,27 +136,39 @@ def _require_committed(root: Path) -> None:
         )
 
 
-def _validate(root: Path, overrides: Mapping[str, Any], budgets: Sequence[int] | None) -> None:
-    """Every configuration must be valid params before anything is queued: a typo fails in one line."""
+def _validate(root: Path, overrides: Mapping[str, Any], sweep: Sweep | None) -> None:
+    """Every configuration must be valid params before anything is queued: a typo fails in one line, and
+    a bad swept value fails naming the value."""
     import yaml
 
-    from synth2.params import parse_params
+    from synth2.params import ParamsError, parse_params
 
     params_file = root / "params.yaml"
     if not params_file.is_file() or not (root / "dvc.yaml").is_file():
         raise StudyError(f"{root} is not the synth2 project root (no params.yaml and dvc.yaml); run from there")
     raw = yaml.safe_load(params_file.read_text())
-    for budget in budgets or [None]:
-        merged = dict(overrides) | ({"balance.target_size": budget} if budget else {})
-        document = json.loads(json.dumps(raw))
-        for dotted, value in merged.items():
-            node = document
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise StudyError(f"override '{dotted}': params.yaml has no section '{part}'")
-                node = node[part]
-            if leaf not in node:
-                raise StudyError(f"override '{dotted}': params.yaml has no such key; check its spelling")
-            node[leaf] = value
-        parse_params(document, params_file)
+    parse_params(_merged(raw, overrides, "override"), params_file)
+    if sweep is None:
+        return
+    _merged(raw, {sweep.key: None}, "--sweep")  # the key first, with the same message as an -S key
+    for value in sweep.values:
+        try:
+            parse_params(_merged(raw, dict(overrides) | {sweep.key: value}, "--sweep"), params_file)
+        except ParamsError as exc:
+            raise StudyError(f"--sweep {sweep.key}={value!r}: {exc}") from None
+
+
+def _merged(raw: Mapping[str, Any], overrides: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """A copy of params.yaml's document with the dotted overrides set; a key it lacks fails naming `origin`."""
+    document = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        node = document
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise StudyError(f"{origin} '{dotted}': params.yaml has no section '{part}'")
+            node = node[part]
+        if leaf not in node:
+            raise StudyError(f"{origin} '{dotted}': params.yaml has no such key; check its spelling")
+        node[leaf] = value
+    return document

@@ -1,6 +1,9 @@
 """A study's reports: reports/study/NAME.json (the aggregate, as synth2.study.workflow.collect builds it),
 NAME.md (the tables: mean ± half-width of the 95% t-interval; paired differences) and NAME.png (per-seed
-points with the mean and its interval, for the headline test metrics)."""
+points with the mean and its interval, for the headline test metrics). A sweep of the human pairs adds
+its data-efficiency answer (synth2.study.savings): a section leading NAME.md and NAME.efficiency.png,
+metric vs human pairs with both curves and their bands. A report without a sweep (or written before
+sweeps existed) has neither."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from synth2.io import atomic_path, write_json
 from synth2.study.plan import REPORTS
 from synth2.study.stats import SUBSETS, VARIANTS
 
+EFFICIENCY_LABELS = {"overall.cider": "overall CIDEr", "unseen.attr_colour_shape": "unseen colour+shape"}
 HEADLINE = (
     ("attr_colour_shape", "colour+shape"),
     ("attr_all", "all attributes"),
@@ -50,6 +54,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"{report['wall_seconds'] / 60:.1f} min. Cells: mean ± half-width of the 95% t-interval over seeds.",
         "",
     ]
+    sweep = report.get("sweep")
+    if sweep:
+        values = ", ".join(map(str, sweep["values"]))
+        lines += [f"Sweep: `{sweep['key']}` = {values}, every value with every seed (paired by seed).", ""]
+    if report.get("savings"):
+        lines += efficiency_markdown(report["savings"])
     for configuration in report["configurations"]:
         summary, differences = configuration["summary"], configuration["differences"]
         metrics = [(k, h) for k, h in HEADLINE if k in summary["test"]["baseline"]["overall"]]
@@ -79,6 +89,105 @@ def markdown(report: Mapping[str, Any]) -> str:
                         lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(entry) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _interval(values: list[float | None], digits: int = 2) -> str:
+    return "[" + ", ".join("n/a" if v is None else f"{v:.{digits}f}" for v in values) + "]"
+
+
+def efficiency_markdown(savings: Mapping[str, Any]) -> list[str]:
+    """The data-efficiency section: the savings factor per metric, then the curves and gains per size."""
+    full = next(iter(savings.values()))["full_size"]
+    lines = [
+        "## Data efficiency (test)",
+        "",
+        f"How many human pairs synth needs to match the baseline trained on all {full:g}: the first crossing "
+        "of the full-data baseline's mean by synth's mean curve, interpolated on log N between the swept sizes; "
+        "savings factor = full size ÷ that size, with a 95% paired bootstrap interval over seeds.",
+        "",
+        "| metric | full-data baseline | synth matches it at | savings factor | 95% interval | note |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for key, entry in savings.items():
+        matched = "n/a" if entry["matched_at"] is None else f"{entry['matched_at']:.0f}"
+        if entry["bound"]:
+            matched = f"≤ {matched}"
+        factor = "n/a" if entry["factor"] is None else f"{'≥ ' if entry['bound'] else ''}{entry['factor']:.2f}"
+        lines.append(
+            f"| {EFFICIENCY_LABELS.get(key, key)} | {entry['target']:.3f} | {matched} | {factor} | "
+            f"{_interval(entry['ci95'])} | {entry['note']} |"
+        )
+    lines.append("")
+    for key, entry in savings.items():
+        label = EFFICIENCY_LABELS.get(key, key)
+        lines += [
+            f"**{label} by human pairs**: mean ± half-width of the 95% t-interval; gain synth − baseline paired "
+            "by seed, its 95% t-interval, relative to the baseline's mean.",
+            "",
+            "| human pairs | baseline | synth | gain | t-interval | relative | relative interval |",
+            "|---:|---:|---:|---:|---|---:|---|",
+        ]
+        for row in entry["per_size"]:
+            gain = row["gain"]
+            relative = "n/a" if gain["relative"] is None else f"{gain['relative']:+.1%}"
+            relative_ci = (
+                "n/a"
+                if gain["relative_ci95"] is None
+                else "[" + ", ".join(f"{v:+.1%}" for v in gain["relative_ci95"]) + "]"
+            )
+            lines.append(
+                f"| {row['size']} | {_cell(row['baseline'])} | {_cell(row['synth'])} | {gain['mean']:+.3f} | "
+                f"[{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}] | {relative} | {relative_ci} |"
+            )
+        reached = entry["paper_relative_gain"]["reached_at"]
+        threshold = entry["paper_relative_gain"]["threshold"]
+        lines += [
+            "",
+            f"Relative gain ≥ +{threshold:.0%} (the paper's) at: {', '.join(map(str, reached)) or 'no swept size'}; "
+            f"largest gain at {entry['largest_gain_at']} human pairs (relative: {entry['largest_relative_gain_at']}).",
+            "",
+        ]
+    return lines
+
+
+def plot_efficiency(savings: Mapping[str, Any], path: Path) -> None:
+    """Metric vs human pairs (log x): baseline and synth means with their 95% t-interval bands, the
+    full-data baseline as a dotted line and the matched size, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(savings), figsize=(5.2 * len(savings), 3.8), squeeze=False)
+    for ax, (key, entry) in zip(axes[0], savings.items(), strict=True):
+        sizes = [row["size"] for row in entry["per_size"]]
+        for variant, colour in (("baseline", "C0"), ("synth", "C1")):
+            means = [row[variant]["mean"] for row in entry["per_size"]]
+            low = [row[variant]["ci95"][0] for row in entry["per_size"]]
+            high = [row[variant]["ci95"][1] for row in entry["per_size"]]
+            ax.plot(sizes, means, "o-", color=colour, label=f"{variant} (mean)")
+            ax.fill_between(sizes, low, high, color=colour, alpha=0.2, label=f"{variant} 95% interval")
+        ax.axhline(entry["target"], color="grey", linestyle=":", label=f"baseline at {entry['full_size']:g} pairs")
+        if entry["matched_at"] is not None and not entry["bound"]:
+            ax.axvline(
+                entry["matched_at"],
+                color="C1",
+                linestyle="--",
+                linewidth=0.8,
+                label=f"synth matches it at {entry['matched_at']:.0f}",
+            )
+        factor = "not matched" if entry["factor"] is None else f"{'≥ ' if entry['bound'] else ''}{entry['factor']:.2f}×"
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("human pairs (log scale)")
+        ax.set_ylabel(EFFICIENCY_LABELS.get(key, key))
+        ax.set_title(f"{EFFICIENCY_LABELS.get(key, key)} (test): savings {factor}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def plot(report: Mapping[str, Any], path: Path) -> None:
@@ -114,11 +223,15 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
 
 
 def write_reports(report: Mapping[str, Any], root: Path) -> dict[str, Path]:
-    """Write NAME.json, NAME.md and NAME.png under reports/study/ of `root`; their paths by suffix."""
+    """Write NAME.json, NAME.md and NAME.png under reports/study/ of `root` (and NAME.efficiency.png for a
+    sweep of the human pairs); their paths by suffix."""
     directory = root / REPORTS
-    outputs = {suffix: directory / f"{report['name']}.{suffix}" for suffix in ("json", "md", "png")}
+    suffixes = ("json", "md", "png") + (("efficiency.png",) if report.get("savings") else ())
+    outputs = {suffix: directory / f"{report['name']}.{suffix}" for suffix in suffixes}
     write_json(report, outputs["json"])
     with atomic_path(outputs["md"]) as tmp:
         tmp.write_text(markdown(report) + "\n")
     plot(report, outputs["png"])
+    if report.get("savings"):
+        plot_efficiency(report["savings"], outputs["efficiency.png"])
     return outputs

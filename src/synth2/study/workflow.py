@@ -5,32 +5,40 @@ and logged to MLflow (synth2.study.mlflow_runs)."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from synth2.study.mlflow_runs import log_to_mlflow
 from synth2.study.plan import Study, head_commit
 from synth2.study.report import write_reports
 from synth2.study.run import read_results, run_experiments
+from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
 from synth2.study.stats import aggregate
 
 
 def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
-    """Aggregate every configuration's experiments into the study report (JSON-ready)."""
+    """Aggregate every configuration's experiments into the study report (JSON-ready): with a sweep, one
+    configuration per value (its `value`), and for a sweep of the human pairs the data-efficiency answer
+    (`savings`, synth2.study.savings)."""
     configurations = []
     for configuration in study.configurations:
         names = {seed: configuration.experiment(study.name, seed) for seed in study.seeds}
         results = {seed: read_results(study.root, name) for seed, name in names.items()}
-        configurations.append(
-            {"label": configuration.label, "overrides": configuration.overrides, "experiments": names}
-            | aggregate(results)
-        )
-    return {
+        entry = {"label": configuration.label, "overrides": configuration.overrides, "experiments": names}
+        if study.sweep:
+            entry["value"] = configuration.value
+        configurations.append(entry | aggregate(results))
+    report = {
         "name": study.name,
         "seeds": study.seeds,
         "commit": head_commit(study.root),
         "wall_seconds": wall_seconds,
+        "sweep": asdict(study.sweep) if study.sweep else None,
         "configurations": configurations,
     }
+    if study.sweep and study.sweep.key == HUMAN_PAIRS_KEY and len(study.sweep.values) >= 2:
+        report["savings"] = data_efficiency(configurations, study.sweep.values)
+    return report
 
 
 def report_study(study: Study, wall_seconds: float) -> dict[str, Any]:
