@@ -150,3 +150,26 @@ def test_fewer_human_pairs_re_embed_but_never_re_train_the_image_encoder(tiny_pi
     assert after["image_encoder"] == before["image_encoder"]
     pool = [o for o in after["prepare"]["outs"] if o["path"] == "data/prepared/unlabeled_pool"]
     assert pool == [o for o in before["prepare"]["outs"] if o["path"] == "data/prepared/unlabeled_pool"]
+
+
+def test_make_run_with_nothing_stale_says_so_without_starting_prefect(pipeline: Path):
+    """A no-op `make run` (python -m flows.pipeline) is one `dvc status`: no Prefect server, no flow run."""
+    import sys
+
+    from tests.tiny_project import project_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline"],
+        cwd=pipeline,
+        env=project_env(PYTHONPATH=str(Path(__file__).resolve().parents[1]), SYNTH2_TRACKING="0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    from synth2.pipeline import STAGES
+
+    n_stages = sum(len(stage.addresses()) for stage in STAGES)
+    assert f"all {n_stages} stage(s) up to date (dvc status), nothing ran" in output
+    assert "temporary server" not in output and "Beginning flow run" not in output
