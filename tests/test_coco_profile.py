@@ -419,7 +419,7 @@ def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked
     assert any(k.startswith("dvc.out.models/caption_lm") for k in runs["caption_lm"].data.tags)
     assert {"test.synth.overall.cider", "val.baseline.overall.bleu4"} <= set(runs["evaluate"].data.metrics)
     assert not any("attr_" in key for key in runs["evaluate"].data.metrics)
-    assert runs["image_encoder"].data.metrics["images.real_train"] > 0
+    assert runs["embed_images"].data.metrics["images.real_train"] > 0
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert {"caption_lm", "prior"} <= {m.name for m in logged}
     champion = client.get_model_version_by_alias("synth2-vlm", "champion")

@@ -111,8 +111,15 @@ def test_sampling_rejects_wrong_text_dim(trained):
         sample_prior(prior, scheduler, np.zeros((2, 10), dtype=np.float32), 2, progress=False)
 
 
-def test_load_names_the_missing_stage(tmp_path):
-    with pytest.raises(MissingInputError, match="dvc repro prior"):
+def test_load_names_the_missing_stage(tmp_path, monkeypatch):
+    from synth2 import paths
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingInputError, match=r"run the 'prior' stage first \(dvc repro prior\)"):
+        load_prior(paths.PRIOR)
+    with pytest.raises(MissingInputError, match=r"run the 'prior' stage first"):
+        load_prior(tmp_path / paths.PRIOR)  # absolute, inside the project
+    with pytest.raises(MissingInputError, match=r"is missing: run the stage that writes it first \(dvc repro\)"):
         load_prior(tmp_path / "absent")
 
 

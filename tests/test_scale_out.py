@@ -137,7 +137,7 @@ def test_one_shard_is_the_stage_as_it_was(tiny_pipeline: Path, monkeypatch: pyte
     the plain functions the stages called before sharding existed give, with the stage's own seed."""
     from synth2.io import read_parquet, read_tensors
     from synth2.params import load_params
-    from synth2.profiles import world
+    from synth2.profiles.world import captions as world_captions
     from synth2.stages.captions import even_concepts
     from synth2.stages.synthesize import embedding_synthesizer
 
@@ -150,7 +150,7 @@ def test_one_shard_is_the_stage_as_it_was(tiny_pipeline: Path, monkeypatch: pyte
         p.prompt_template.format(concepts=c)
         for c in even_concepts(concepts, p.n_prompted, np.random.default_rng(params.seed))
     ]
-    generator = world.caption_generator(params)
+    generator = world_captions.caption_generator(params)
     assert read_parquet(paths.PROMPTED_CAPTIONS)["caption"].tolist() == generator.generate(prompts, params.seed)
     unprompted = generator.generate([p.unprompted_template] * p.n_unprompted, params.seed + 1)
     assert read_parquet(paths.UNPROMPTED_CAPTIONS)["caption"].tolist() == unprompted

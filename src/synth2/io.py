@@ -139,23 +139,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _stage_of(path: Path) -> str:
-    """The stage that writes `path` (synth2.pipeline; imported on a failure only)."""
+def _stage_of(path: Path) -> str | None:
+    """The stage that writes `path` (relative, or absolute inside the working directory: the project),
+    from the pipeline's description (imported on a failure only); None for a path no stage writes."""
     from synth2.pipeline import producer
 
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return None
     try:
         return producer(path)
     except KeyError:
-        return "<the stage that writes it>"
+        return None
 
 
 def _rerun(path: Path) -> str:
-    return f"dvc repro {_stage_of(path)}"
+    stage = _stage_of(path)
+    return f"dvc repro {stage}" if stage else "dvc repro"
 
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise MissingInputError(f"{path} is missing: run the '{_stage_of(path)}' stage first ({_rerun(path)})")
+        stage = _stage_of(path)
+        first = f"the '{stage}' stage" if stage else "the stage that writes it"
+        raise MissingInputError(f"{path} is missing: run {first} first ({_rerun(path)})")
     return path
 
 
