@@ -97,3 +97,22 @@ def test_every_image_set_keeps_its_rows_aligned_with_its_pixels(workspace: Path)
         assert len(pixels) == len(table) > 0 and pixels.dtype == np.uint8
         ids += table["image_id"].tolist()
     assert len(ids) == len(set(ids))
+
+
+def test_fewer_human_pairs_are_a_prefix_and_everything_else_is_identical(tmp_path: Path):
+    """A sweep over the number of human pairs compares nested training sets on the same pool, corpus,
+    validation and test sets: same ids, same pixels, same references (byte for byte)."""
+    sizes = {"small": 60, "large": 200}
+    for name, size in sizes.items():
+        (tmp_path / name).mkdir()
+        write_params(tmp_path / name, {"world": {"prepare": {"real_train_size": size}}})
+        run_stage("prepare", tmp_path / name)
+    small, large = (digests(tmp_path / name) for name in sizes)
+    real = {str(paths.image_table("real_train")), str(paths.image_pixels("real_train"))}
+    assert {p for p in small if small[p] != large[p]} == real | {str(paths.PREPARE_METRICS)}
+
+    tables = {name: read_parquet(tmp_path / name / paths.image_table("real_train")) for name in sizes}
+    pixels = {name: read_tensors(tmp_path / name / paths.image_pixels("real_train"))["pixels"] for name in sizes}
+    assert len(tables["small"]) == 60 and len(tables["large"]) == 200
+    pd.testing.assert_frame_equal(tables["small"], tables["large"].head(60))
+    assert np.array_equal(pixels["small"], pixels["large"][:60])

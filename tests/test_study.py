@@ -1,16 +1,19 @@
-"""`synth2 study` on the tiny world with 2 seeds: DVC experiments, the aggregate with intervals, the reports,
-the MLflow runs, and a rerun that finds its experiments done. Plus the statistics on known numbers, the one
-command line shared by `synth2 study` and `python -m flows.study`, the plan of a sweep (`--sweep`, and
-`--budgets` as its shorthand), and the study's MLflow runs. The savings factor: tests/test_savings.py."""
+"""`synth2 study` on the tiny world, two sizes of the human pairs x 2 seeds: DVC experiments, the
+aggregate with intervals, the reports, the savings and heatmaps, nested data, the MLflow runs, and a rerun
+that finds its experiments done. Plus the statistics on known numbers, the one command line shared by
+`synth2 study` and `python -m flows.study`, the plan of a sweep (`--sweep`, and `--budgets` as its
+shorthand), and the study's MLflow runs. The savings factor on hand-made tables: tests/test_savings.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from synth2 import paths
@@ -228,34 +231,68 @@ def test_the_study_logs_a_parent_run_and_a_child_per_experiment(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_a_two_seed_study_of_the_tiny_world(tiny_pipeline: Path, tmp_path: Path):
+def test_a_two_seed_sweep_of_the_human_pairs_on_the_tiny_world(tiny_pipeline: Path, tmp_path: Path):
+    """Two sizes x two seeds, as DVC experiments: the report with intervals, the savings, the heatmaps, nested
+    human pairs on identical test sets, the image encoder trained once per seed, MLflow runs, resumable."""
     project = copy_project(tiny_pipeline, tmp_path / "project")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def study() -> subprocess.CompletedProcess:
         command = [str(BIN / "synth2"), "study", "--seeds", "0,1", "--jobs", "2", "--name", "tiny"]
+        command += ["--sweep", f"{PAIRS}=100,200"]  # 200: the tiny pipeline's own size
         env = project_env(SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=uri)
         return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=1500)
 
     first = study()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "2 experiments, 0 already done, 2 to run" in first.stderr
+    assert "4 experiments, 0 already done, 4 to run" in first.stderr
     report = json.loads((project / "reports/study/tiny.json").read_text())
-    [configuration] = report["configurations"]
-    assert report["seeds"] == [0, 1] and set(configuration["experiments"]) == {"0", "1"}
-    # Seed 0 of the study is the pipeline the project already reproduced: the same numbers.
+    assert report["seeds"] == [0, 1] and report["sweep"] == {"key": PAIRS, "values": [100, 200]}
+    small, full = report["configurations"]
+    assert set(full["experiments"]) == {"0", "1"} and (small["value"], full["value"]) == (100, 200)
+    # Seed 0 at 200 pairs is the pipeline the project already reproduced: the same numbers.
     committed = json.loads((project / paths.EVAL_METRICS).read_text())
-    cider = configuration["summary"]["test"]["synth"]["overall"]["cider"]
+    cider = full["summary"]["test"]["synth"]["overall"]["cider"]
     assert cider["values"][0] == committed["test"]["synth"]["overall"]["cider"]
     assert cider["n"] == 2 and cider["ci95"][0] <= cider["mean"] <= cider["ci95"][1]
-    difference = configuration["differences"]["synth - baseline"]["test"]["unseen"]["attr_colour_shape"]
+    difference = full["differences"]["synth - baseline"]["test"]["unseen"]["attr_colour_shape"]
     assert set(difference) >= {"mean", "ci95", "bootstrap_ci95", "relative_to_minus", "values"}
-    balance = configuration["differences"]["balanced - unbalanced"]["val"]["overall"]["cider"]
-    assert len(balance["values"]) == 2
+    assert len(full["differences"]["balanced - unbalanced"]["val"]["overall"]["cider"]["values"]) == 2
+    # The data-efficiency answer: the full-data baseline is the 200-pair mean.
+    savings = report["savings"]["overall.cider"]
+    assert (
+        savings["full_size"] == 200
+        and savings["target"] == full["summary"]["test"]["baseline"]["overall"]["cider"]["mean"]
+    )
+    assert [row["size"] for row in savings["per_size"]] == [100, 200]
+    # The heatmaps: one seed's grids per size; the same world, so the same held-out cells.
+    assert small["colour_shape"]["seed"] == 0 and small["colour_shape"]["held_out"] == full["colour_shape"]["held_out"]
+    assert sum(map(sum, full["colour_shape"]["held_out"])) == 12
     markdown = (project / "reports/study/tiny.md").read_text()
-    assert "| synth | unseen |" in markdown and "Paired differences" in markdown
-    assert (project / "reports/study/tiny.png").stat().st_size > 0
+    assert "| synth | unseen |" in markdown and "Paired differences" in markdown and "Data efficiency" in markdown
+    for suffix in ("png", "efficiency.png", "heatmap.png"):
+        assert (project / f"reports/study/tiny.{suffix}").stat().st_size > 0
     assert "| synth - baseline |" in first.stdout  # the table is printed
+
+    # Nested human pairs on identical evaluation sets, across the experiments of one seed.
+    from synth2 import dvc_runner
+
+    def read(size: dict, seed: str, path: Path) -> bytes:
+        return dvc_runner.read_file(project, path, size["experiments"][seed], mode="rb")
+
+    for seed in ("0", "1"):
+        for name in ("unlabeled_pool", "val", "test"):
+            assert read(small, seed, paths.image_pixels(name)) == read(full, seed, paths.image_pixels(name))
+            assert read(small, seed, paths.image_table(name)) == read(full, seed, paths.image_table(name))
+        tables = [pd.read_parquet(io.BytesIO(read(size, seed, paths.REAL_TRAIN))) for size in (small, full)]
+        pd.testing.assert_frame_equal(tables[0], tables[1].head(100))
+    # The image encoder (trained on the pool) ran once: for seed 1; seed 0's is the project's own.
+    logs = [
+        subprocess.run([str(BIN / "dvc"), "queue", "logs", name], cwd=project, capture_output=True, text=True).stdout
+        for configuration in (small, full)
+        for name in configuration["experiments"].values()
+    ]
+    assert sum(log.count("Running stage 'image_encoder'") for log in logs) == 1, logs
 
     from mlflow import MlflowClient
 
@@ -266,11 +303,11 @@ def test_a_two_seed_study_of_the_tiny_world(tiny_pipeline: Path, tmp_path: Path)
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    assert sorted(c.data.tags["synth2.seed"] for c in children) == ["0", "1"]
+    assert sorted(c.data.tags["synth2.seed"] for c in children) == ["0", "0", "1", "1"]
     assert all("test.synth.overall.cider" in c.data.metrics for c in children)
 
     again = study()  # resumable: nothing left to run
-    assert again.returncode == 0 and "2 experiments, 2 already done, 0 to run" in again.stderr
+    assert again.returncode == 0 and "4 experiments, 4 already done, 0 to run" in again.stderr
     assert json.loads((project / "reports/study/tiny.json").read_text())["configurations"] == report["configurations"]
 
 

@@ -56,6 +56,10 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _png(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
 def _image(path: Path) -> str:
     if not path.exists():
         return "<p>(not produced in this profile)</p>"
@@ -122,7 +126,8 @@ def _json(path: Path, missing: Any) -> Any:
     return json.loads(path.read_text()) if path.exists() else missing
 
 
-def build_report(result_columns: Iterable[tuple[str, str]], title: str) -> str:
+def build_report(result_columns: Iterable[tuple[str, str]], title: str, figures: Mapping[str, bytes]) -> str:
+    """The page; `figures`: the profile's own figures (heading -> PNG), after the metrics."""
     evaluation = read_json(paths.EVAL_METRICS)
     diversity = _json(paths.DIVERSITY_REPORT, {})
     sheet_captions = _json(paths.SYNTHETIC_SHEET_CAPTIONS, [])
@@ -131,6 +136,7 @@ def build_report(result_columns: Iterable[tuple[str, str]], title: str) -> str:
         f"<h1>{html.escape(title)}</h1>",
         "<h2>Captioning metrics</h2>",
         _metrics_section(evaluation, result_columns),
+        *(f"<h2>{html.escape(h)}</h2>" + _png(png, h) for h, png in figures.items()),
         "<h2>Training curves</h2>",
         f'<img alt="training curves" src="data:image/png;base64,{curves}">',
         "<h2>Diversity of the synthetic captions</h2>",

@@ -23,7 +23,7 @@ The hook modules of both profiles (world/ and coco/) define the same names:
 | synthesize | synthesize | `SELECTION_COLUMNS`; `synthesis_report(params, balanced, synthesize) -> SynthesisReport` |
 | train_vlm | train_vlm | `vlm_lm(params) -> Path` |
 | evaluate | evaluate | `TEST_COLUMNS`, `EXAMPLE_KEY`; `check_champion(params, val)`; `score(predictions, table)` |
-| report | report (and `synth2 results`) | `RESULT_COLUMNS`; `data_description(params) -> str` |
+| report | report (and `synth2 results`) | `RESULT_COLUMNS`; `data_description(params)`; `figures(params)` |
 
 Hooks import what they use inside the function where the import is heavy (torch, transformers).
 """

@@ -16,7 +16,8 @@ from synth2.stage import stage_main
 
 def run(params: Params) -> None:
     title = f"synth2 pipeline: profile {params.profile}, seed {params.seed}"
-    page = build_report(load_hooks(params, "report").RESULT_COLUMNS, title)
+    hooks = load_hooks(params, "report")
+    page = build_report(hooks.RESULT_COLUMNS, title, hooks.figures(params))
     with atomic_path(paths.REPORT) as tmp:
         tmp.write_text(page)
 

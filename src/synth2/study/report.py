@@ -3,7 +3,8 @@ NAME.md (the tables: mean ± half-width of the 95% t-interval; paired difference
 points with the mean and its interval, for the headline test metrics). A sweep of the human pairs adds
 its data-efficiency answer (synth2.study.savings): a section leading NAME.md and NAME.efficiency.png,
 metric vs human pairs with both curves and their bands. A report without a sweep (or written before
-sweeps existed) has neither."""
+sweeps existed) has neither. On the world, NAME.heatmap.png: per configuration, the colour x shape
+accuracy of each variant for the study's first seed (synth2.world.heatmap)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from synth2.io import atomic_path, write_json
 from synth2.study.plan import REPORTS
 from synth2.study.stats import SUBSETS, VARIANTS
+from synth2.world.heatmap import heatmap_png
 
 EFFICIENCY_LABELS = {"overall.cider": "overall CIDEr", "unseen.attr_colour_shape": "unseen colour+shape"}
 HEADLINE = (
@@ -60,6 +62,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += [f"Sweep: `{sweep['key']}` = {values}, every value with every seed (paired by seed).", ""]
     if report.get("savings"):
         lines += efficiency_markdown(report["savings"])
+    if any(c.get("colour_shape") for c in report["configurations"]):
+        lines += [
+            f"What the synthetic pairs fix, per colour × shape combination (test, first seed; hatched: held out "
+            f"of the human pairs): `{report['name']}.heatmap.png`.",
+            "",
+        ]
     for configuration in report["configurations"]:
         summary, differences = configuration["summary"], configuration["differences"]
         metrics = [(k, h) for k, h in HEADLINE if k in summary["test"]["baseline"]["overall"]]
@@ -226,7 +234,13 @@ def write_reports(report: Mapping[str, Any], root: Path) -> dict[str, Path]:
     """Write NAME.json, NAME.md and NAME.png under reports/study/ of `root` (and NAME.efficiency.png for a
     sweep of the human pairs); their paths by suffix."""
     directory = root / REPORTS
+    heatmaps = {
+        f"{c['label']} (seed {c['colour_shape']['seed']})": c["colour_shape"]
+        for c in report["configurations"]
+        if c.get("colour_shape")
+    }
     suffixes = ("json", "md", "png") + (("efficiency.png",) if report.get("savings") else ())
+    suffixes += ("heatmap.png",) if heatmaps else ()
     outputs = {suffix: directory / f"{report['name']}.{suffix}" for suffix in suffixes}
     write_json(report, outputs["json"])
     with atomic_path(outputs["md"]) as tmp:
@@ -234,4 +248,7 @@ def write_reports(report: Mapping[str, Any], root: Path) -> dict[str, Path]:
     plot(report, outputs["png"])
     if report.get("savings"):
         plot_efficiency(report["savings"], outputs["efficiency.png"])
+    if heatmaps:
+        with atomic_path(outputs["heatmap.png"]) as tmp:
+            tmp.write_bytes(heatmap_png(heatmaps, f"study {report['name']}: colour+shape accuracy per combination"))
     return outputs

@@ -13,7 +13,8 @@ from synth2.study.plan import Study, head_commit
 from synth2.study.report import write_reports
 from synth2.study.run import read_results, run_experiments
 from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
-from synth2.study.stats import aggregate
+from synth2.study.stats import VARIANTS, aggregate
+from synth2.world.heatmap import colour_shape_accuracy
 
 
 def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
@@ -27,6 +28,9 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
         entry = {"label": configuration.label, "overrides": configuration.overrides, "experiments": names}
         if study.sweep:
             entry["value"] = configuration.value
+        first_seed_images = results[study.seeds[0]][1]
+        if "colour" in first_seed_images:  # the world: its colour x shape grids (one seed, synth2.world.heatmap)
+            entry["colour_shape"] = {"seed": study.seeds[0]} | colour_shape_accuracy(first_seed_images, VARIANTS)
         configurations.append(entry | aggregate(results))
     report = {
         "name": study.name,

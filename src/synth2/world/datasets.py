@@ -87,10 +87,18 @@ def zipf_weights(rng: np.random.Generator, n: int, a: float) -> np.ndarray:
 
 
 def _sample_scenes(
-    rng: np.random.Generator, combos: list[tuple[str, str]], weights: np.ndarray | None, n: int, two_object_prob: float
+    rng: np.random.Generator,
+    combos: list[tuple[str, str]],
+    weights: np.ndarray | None,
+    n: int,
+    two_object_prob: float,
+    scene_rng: np.random.Generator | None = None,
 ) -> list[Scene]:
+    """n scenes over `combos`; with a separate `scene_rng` for the scenes' other attributes, the first k
+    scenes are the same for every n >= k (`choice` draws its n uniforms up front)."""
     picks = rng.choice(len(combos), size=n, p=weights)
-    return [sample_scene(rng, *combos[i], two_object_prob) for i in picks]
+    scene_rng = scene_rng or rng
+    return [sample_scene(scene_rng, *combos[i], two_object_prob) for i in picks]
 
 
 def _scene_table(scenes: list[Scene], first_image_id: int | None) -> pd.DataFrame:
@@ -126,8 +134,15 @@ def _evaluation_table(
 
 
 def build_world(params: WorldPrepareParams, seed: int, progress: bool = True) -> World:
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
-    holdout_rng, pool_rng, real_rng, corpus_rng, test_rng, render_rng, val_rng, val_render_rng = streams
+    """The world of `seed`. Everything but the human pairs is independent of `real_train_size`, and the human
+    pairs of a smaller size are the first rows of a larger one (same ids, captions and pixels), so a sweep
+    over the number of human pairs compares nested training sets on identical pool, corpus, val and test.
+
+    That holds because every table draws from its own stream, rows are drawn one after another, and image
+    ids run pool, test, val, then real_train (whose length is the only one that varies)."""
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(11)]
+    holdout_rng, pool_rng, real_rng, corpus_rng, test_rng, render_rng, val_rng, val_render_rng = streams[:8]
+    real_caption_rng, test_render_rng, real_scene_rng = streams[8:]
     combos = all_combos()
     held_out = choose_held_out(holdout_rng, params.holdout_fraction)
     seen_combos = [c for c in combos if f"{c[0]} {c[1]}" not in held_out]
@@ -139,6 +154,7 @@ def build_world(params: WorldPrepareParams, seed: int, progress: bool = True) ->
         zipf_weights(real_rng, len(seen_combos), params.zipf_a),
         params.real_train_size,
         params.two_object_prob,
+        real_scene_rng,
     )
     corpus = _sample_scenes(
         corpus_rng,
@@ -151,17 +167,20 @@ def build_world(params: WorldPrepareParams, seed: int, progress: bool = True) ->
     val = _evaluation_scenes(val_rng, params.val_per_combo, params.two_object_prob)
 
     pool_df = _scene_table(pool, 0)
-    real_df = _scene_table(real, len(pool))
-    real_df["caption"] = [caption(s, "human", real_rng) for s in real]
-    test_df = _evaluation_table(test, len(pool) + len(real), held_out, params.test_refs, test_rng)
-    val_df = _evaluation_table(val, len(pool) + len(real) + len(test), held_out, params.test_refs, val_rng)
+    test_df = _evaluation_table(test, len(pool), held_out, params.test_refs, test_rng)
+    val_df = _evaluation_table(val, len(pool) + len(test), held_out, params.test_refs, val_rng)
+    real_df = _scene_table(real, len(pool) + len(test) + len(val))
+    real_df["caption"] = [caption(s, "human", real_caption_rng) for s in real]
     corpus_df = _scene_table(corpus, None)
     corpus_df.insert(0, "caption", [caption(s, "corpus", corpus_rng) for s in corpus])
 
-    scenes = pool + real + test
-    rendered = [
-        render(s, params.image_size, render_rng)
-        for s in tqdm(scenes, desc="render", disable=not progress, mininterval=2)
-    ]
-    rendered += [render(s, params.image_size, val_render_rng) for s in val]
-    return World(np.stack(rendered), pool_df, real_df, corpus_df, val_df, test_df, concept_table(), held_out)
+    def rendered(scenes: list[Scene], rng: np.random.Generator, what: str) -> list[np.ndarray]:
+        bar = tqdm(scenes, desc=f"render {what}", disable=not progress, mininterval=2)
+        return [render(s, params.image_size, rng) for s in bar]
+
+    # Rows in image-id order; the pool and real_train share a stream (the pool first, then real_train in
+    # order), so the pool's pixels do not move with the number of human pairs either.
+    pool_pixels = rendered(pool, render_rng, "pool")
+    real_pixels = rendered(real, render_rng, "real_train")
+    pixels = pool_pixels + rendered(test, test_render_rng, "test") + rendered(val, val_render_rng, "val") + real_pixels
+    return World(np.stack(pixels), pool_df, real_df, corpus_df, val_df, test_df, concept_table(), held_out)

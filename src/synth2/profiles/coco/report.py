@@ -14,3 +14,8 @@ def data_description(params: Params) -> str:
     p = params.coco.prepare
     cap = f", at most {p.max_train_images} training images" if p.max_train_images else ""
     return f"COCO-format data from {p.annotations}{cap}"
+
+
+def figures(params: Params) -> dict[str, bytes]:
+    """No profile figures: COCO has no attribute grid."""
+    return {}
