@@ -57,7 +57,8 @@ def heatmap_png(rows: Mapping[str, Mapping[str, Any]], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     n_cols = max(len(grids["accuracy"]) for grids in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.6 * n_cols + 1.2, 3.1 * len(rows) + 0.5), squeeze=False)
+    size = (3.3 * n_cols + 1.0, 3.4 * len(rows) + 0.4)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=size, squeeze=False, layout="constrained")
     image = None
     for r, (label, grids) in enumerate(rows.items()):
         held_out = np.asarray(grids["held_out"], dtype=bool)
@@ -72,10 +73,13 @@ def heatmap_png(rows: Mapping[str, Mapping[str, Any]], title: str) -> bytes:
             ax.set_title(f"{prefix}{variant}\nmean {np.nanmean(values):.2f}, held out {unseen:.2f}", fontsize=8)
             for (i, j), value in np.ndenumerate(values):
                 if held_out[i, j]:
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white"))
+                    ax.add_patch(
+                        plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.85", lw=0)
+                    )
                 if not np.isnan(value):
-                    colour = "black" if value > 0.6 else "white"
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=colour)
+                    colour = "black" if value > 0.6 and not held_out[i, j] else "white"
+                    box = {"boxstyle": "square,pad=0.1", "fc": "none" if not held_out[i, j] else "0.3", "lw": 0}
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=colour, bbox=box)
         for ax in axes[r][len(grids["accuracy"]) :]:
             ax.axis("off")
     fig.suptitle(f"{title}; hatched: combinations held out of the human pairs", fontsize=9)
