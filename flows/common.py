@@ -13,7 +13,8 @@ from synth2 import tracking
 from synth2.errors import Synth2Error
 from synth2.params import Params, load_params
 
-KEY_METRICS_PER_FILE = 8
+# The headline columns of the summary: (subset, metric, heading); a profile without a metric skips it.
+HEADLINE = (("overall", "cider", "overall CIDEr"), ("unseen", "attr_colour_shape", "unseen colour+shape"))
 
 
 class _KnownFailureFilter(logging.Filter):
@@ -146,32 +147,73 @@ class TrackedRun:
         self.message = result.message
 
 
+def read_evaluation(root: Path, rev: str | None = None) -> dict[str, Any] | None:
+    """metrics/evaluate.json of the workspace (or of a DVC experiment `rev`); None when there is none."""
+    import json
+
+    from synth2 import dvc_runner, paths
+
+    try:
+        if rev:
+            return json.loads(dvc_runner.read_file(root, paths.EVAL_METRICS, rev))
+        return json.loads((root / paths.EVAL_METRICS).read_text())
+    except Exception:  # not produced (yet), or unreadable: the summary says what it has
+        return None
+
+
+def headline_markdown(evaluation: dict[str, Any]) -> list[str]:
+    """The numbers a person opens the run for: per variant the test headline metrics and the gain over the
+    baseline, then the champion and why (from metrics/evaluate.json)."""
+    test, gains = evaluation.get("test") or {}, (evaluation.get("gain_over_baseline") or {}).get("test", {})
+    columns = [c for c in HEADLINE if any(c[1] in (v.get(c[0]) or {}) for v in test.values())]
+    if not test or not columns:
+        return []
+    lines = ["## Headline (test)", "", "| variant | " + " | ".join(f"{h} | vs baseline" for *_, h in columns) + " |"]
+    lines.append("|---|" + "---:|---:|" * len(columns))
+    for variant, scores in test.items():
+        cells = []
+        for subset, metric, _ in columns:
+            value = (scores.get(subset) or {}).get(metric)
+            gain = gains.get(variant, {}).get(f"{subset}.{metric}")
+            cells += ["n/a" if value is None else f"{value:.3f}", "—" if gain is None else f"{gain:+.1%}"]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    champion = evaluation.get("champion")
+    if champion:
+        lines += [
+            "",
+            f"Champion, chosen on validation: **{champion['variant']}**, by {champion['metric']} = "
+            f"{champion['value']:.3f}, {champion['margin']:.3f} ahead of the runner-up.",
+        ]
+    return [*lines, ""]
+
+
 def summary_markdown(
     title: str,
     outcomes: list[dict[str, Any]],
-    metrics: dict[str, dict[str, float]],
+    evaluation: dict[str, Any] | None,
     run: TrackedRun | None,
     extra: str = "",
+    report: Path | None = None,
 ) -> str:
-    """The run's markdown artifact; `run` is None when nothing was stale (no MLflow run was opened)."""
+    """The run's markdown artifact: what ran, the headline numbers and the champion, where to look next.
+    `run` is None when nothing was stale (no MLflow run was opened); `evaluation`: metrics/evaluate.json."""
     ran = [o["stage"] for o in outcomes if o["ran"]]
-    lines = [
-        f"# {title}",
-        "",
-        f"**{len(ran)} ran, {len(outcomes) - len(ran)} skipped** (DVC found them unchanged).",
-        "",
-    ]
+    lines = [f"# {title}", ""]
+    if outcomes:
+        lines += [
+            f"**{len(ran)} ran, {len(outcomes) - len(ran)} up to date** (DVC re-runs a stage only when its code, "
+            "inputs or params changed).",
+            "",
+        ]
     if extra:
         lines += [extra, ""]
+    lines += headline_markdown(evaluation or {})
+    if report is not None and report.exists():
+        lines += [f"Report for people: `{report}` ({report.resolve().as_uri()}).", ""]
+    lines += ["All metrics: `dvc metrics show`; the results table: `synth2 results`.", ""]
     if outcomes:
         lines += ["| stage | DVC | seconds |", "|---|---|---:|"]
-        lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'skipped'} | {o['seconds']:.1f} |" for o in outcomes]
-        lines.append("")
-    if metrics:
-        lines += ["## Key metrics", "", "| file | metric | value |", "|---|---|---:|"]
-        for path, values in metrics.items():
-            for key, value in list(values.items())[:KEY_METRICS_PER_FILE]:
-                lines.append(f"| {path} | {key} | {value:.4g} |")
+        lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'up to date'} | {o['seconds']:.1f} |" for o in outcomes]
         lines.append("")
     if run is not None and run.run_id:
         lines += [

@@ -22,7 +22,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
-from flows.common import TrackedRun, dvc_metrics, project_root, quiet_known_failures, summary_markdown
+from flows.common import (
+    TrackedRun,
+    dvc_metrics,
+    project_root,
+    quiet_known_failures,
+    read_evaluation,
+    summary_markdown,
+)
 from synth2 import tracking
 from synth2.errors import terminate_as_interrupt, user_errors
 from synth2.params import Params, parse_params
@@ -89,7 +96,7 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
             summary_markdown(
                 f"synth2 experiment {name}" + ("" if status == "FINISHED" else f" — {status}"),
                 [],
-                metrics,
+                read_evaluation(project, rev=name) if status == "FINISHED" else None,
                 run,
                 extra="Overrides: "
                 + ", ".join(f"`{k}={v}`" for k, v in overrides.items())

@@ -15,7 +15,8 @@ core; `--max-parallel 1` is the serial order).
 One `dvc status` first: when nothing is stale the flow ends in seconds without starting a task, and the
 command line (`make run`) does not start Prefect at all (`up_to_date`): a no-op costs what `dvc status`
 costs. The flow opens the parent MLflow run every stage run nests under, and ends with a markdown
-artifact: stages ran / skipped, key metrics from the DVC metrics files, and the MLflow run to open.
+artifact: what ran and what was up to date, the headline test numbers and the champion, the report
+and the MLflow run to open.
 
 With a DVC remote (`orchestration.pull` / `push`, README "Scaling out") the flow first pulls what its
 stages need, before that `dvc status`, so a fresh clone on a worker machine finds up to date every stage
@@ -42,11 +43,12 @@ from flows.common import (
     load_project_params,
     project_root,
     quiet_known_failures,
+    read_evaluation,
     stage_graph,
     stale_stages,
     summary_markdown,
 )
-from synth2 import tracking
+from synth2 import paths, tracking
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
 from tasks import run_dvc_stage, stop_children, sync_dvc_remote
 
@@ -121,10 +123,11 @@ def synth2_pipeline(
             if run.message:
                 logger.info("MLflow: %s", run.message)
         title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — {status} after {len(ran)} stage(s)")
+        evaluation = read_evaluation(project) if status == "FINISHED" else None
         create_markdown_artifact(
-            summary_markdown(title, ordered, metrics, run),
+            summary_markdown(title, ordered, evaluation, run, report=project / paths.REPORT),
             key="synth2-pipeline-summary",
-            description="Stages ran/skipped, key metrics, MLflow run",
+            description="What ran and what was up to date, the headline numbers, the champion, where to look",
         )
         logger.info("pipeline %s in %.1f s", status.lower(), time.perf_counter() - started)
     return {"stages": ordered, "mlflow_run_id": run.run_id if run else None, "metrics": metrics}

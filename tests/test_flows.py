@@ -121,8 +121,8 @@ def test_pipeline_flow_runs_then_skips_every_stage(project: Path, mlflow_server:
             return [a.data for a in found]
 
     texts = run_async(summaries())
-    assert any("**2 ran, 0 skipped**" in t and first["mlflow_run_id"] in t for t in texts)
-    assert any("**0 ran, 2 skipped**" in t for t in texts)
+    assert any("**2 ran, 0 up to date**" in t and first["mlflow_run_id"] in t for t in texts)
+    assert any("**0 ran, 2 up to date**" in t for t in texts)
 
 
 def test_failed_stage_stops_the_flow_without_retrying(project: Path):
@@ -240,3 +240,32 @@ def test_a_stage_waits_for_dvcs_lock_instead_of_failing(tmp_path: Path):
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(result_file.read_text()) == {"stage": "left", "ran": True}
+
+
+def test_the_summary_leads_with_the_headline_numbers_and_the_champion(tmp_path: Path):
+    from flows.common import summary_markdown
+
+    def scores(cider: float, unseen: float) -> dict:
+        return {
+            "overall": {"cider": cider, "attr_colour_shape": 0.7},
+            "unseen": {"cider": 1.0, "attr_colour_shape": unseen},
+        }
+
+    evaluation = {
+        "test": {"baseline": scores(4.0, 0.25), "synth": scores(5.0, 0.75)},
+        "gain_over_baseline": {"test": {"synth": {"overall.cider": 0.25, "unseen.attr_colour_shape": 2.0}}},
+        "champion": {"variant": "synth", "metric": "val.unseen.attr_all", "value": 0.625, "margin": 0.2},
+    }
+    report = tmp_path / "pipeline.html"
+    report.write_text("<html>")
+    outcomes = [{"stage": "prepare", "ran": True, "seconds": 1.0}, {"stage": "report", "ran": False, "seconds": 0.1}]
+    text = summary_markdown("synth2 pipeline", outcomes, evaluation, None, report=report)
+    assert "**1 ran, 1 up to date**" in text and "| report | up to date |" in text
+    assert "| synth | 5.000 | +25.0% | 0.750 | +200.0% |" in text
+    assert "| baseline | 4.000 | — | 0.250 | — |" in text
+    assert "Champion, chosen on validation: **synth**, by val.unseen.attr_all = 0.625, 0.200 ahead" in text
+    assert report.resolve().as_uri() in text
+    # A profile without colour+shape (coco): the column is left out, not shown as n/a.
+    coco = {"test": {"baseline": {"overall": {"cider": 0.5}}, "synth": {"overall": {"cider": 0.6}}}}
+    assert "unseen colour+shape" not in summary_markdown("t", outcomes, coco, None)
+    assert "| synth | 0.600 | — |" in summary_markdown("t", outcomes, coco, None)
