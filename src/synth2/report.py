@@ -41,6 +41,7 @@ STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}img{max-width:100%}ol li{margin:2px 0}"
+    "table.text td,table.text th{text-align:left}"
 )
 
 
@@ -50,10 +51,11 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    attribute = f' class="{css}"' if css else ""
+    return f"<table{attribute}><tr>{head}</tr>{body}</table>"
 
 
 def _png(png: bytes, alt: str) -> str:
@@ -68,6 +70,7 @@ def _image(path: Path) -> str:
 
 
 def _curves_png() -> bytes:
+    """The training curves in a grid, three per row, each with its title and labelled axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,12 +78,16 @@ def _curves_png() -> bytes:
 
     curves = {name: pd.read_csv(path) for name, path in CURVES.items() if path.exists()}
     curves = {name: frame for name, frame in curves.items() if len(frame)}
-    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(3.2 * max(1, len(curves)), 2.6), squeeze=False)
-    for ax, (name, frame) in zip(axes[0], curves.items()):
+    cols = min(3, max(1, len(curves)))
+    rows = max(1, -(-len(curves) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    for ax, (name, frame) in zip(axes.ravel(), curves.items()):
         ax.plot(frame["step"], frame["loss"])
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-    fig.tight_layout()
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+    for ax in axes.ravel()[len(curves) :]:
+        ax.axis("off")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})  # no version stamp: same bytes
     plt.close(fig)
@@ -97,6 +104,16 @@ def _metrics_section(evaluation: Mapping[str, Any], columns: Iterable[tuple[str,
             for subset, values in evaluation[split][variant].items()
         ]
         parts.append(f"<h3>{split}</h3>" + _table(["variant", "subset", *(h for _, h in columns)], rows))
+    gains = evaluation.get("gain_over_baseline", {}).get("test", {})
+    if gains:
+        keys = [
+            (f"{subset}.{key}", f"{subset} {heading}") for subset in ("overall", "unseen") for key, heading in columns
+        ]
+        keys = [(k, h) for k, h in keys if any(k in g for g in gains.values())]
+        rows = [[variant, *(f"{g[k]:+.1%}" if k in g else "n/a" for k, _ in keys)] for variant, g in gains.items()]
+        parts.append(
+            "<h3>gain over the baseline (test, relative)</h3>" + _table(["variant", *(h for _, h in keys)], rows)
+        )
     champion = evaluation.get("champion")
     if champion:
         parts.append(
@@ -119,7 +136,7 @@ def _markdown_table(path: Path) -> str:
         return "<p>(not produced)</p>"
     lines = [line for line in path.read_text().splitlines() if line.startswith("|") and "---" not in line]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    return _table(rows[0], rows[1:]) if rows else ""
+    return _table(rows[0], rows[1:], css="text") if rows else ""
 
 
 def _json(path: Path, missing: Any) -> Any:

@@ -199,7 +199,10 @@ def plot_efficiency(savings: Mapping[str, Any], path: Path) -> None:
 
 
 def plot(report: Mapping[str, Any], path: Path) -> None:
-    """Per-seed points and the mean with its interval, per variant, for the headline test metrics."""
+    """Per-seed points and the mean with its interval, per variant, for the headline test metrics; one row
+    per configuration, titled with its label (its overrides), labelled axes and a legend."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,23 +211,37 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     panels = [("overall", "cider", "CIDEr, overall"), ("unseen", "attr_colour_shape", "colour+shape, unseen")]
     configurations = report["configurations"]
     fig, axes = plt.subplots(
-        len(configurations), len(panels), figsize=(5 * len(panels), 3.2 * len(configurations)), squeeze=False
+        len(configurations),
+        len(panels),
+        figsize=(5.2 * len(panels), 3.4 * len(configurations) + 0.4),
+        squeeze=False,
+        layout="constrained",
     )
     for row, configuration in enumerate(configurations):
         summary = configuration["summary"]["test"]
+        label = "\n".join(textwrap.wrap(configuration["label"], 70))
         for col, (subset, metric, title) in enumerate(panels):
             ax = axes[row][col]
             for x, variant in enumerate(VARIANTS):
                 entry = summary[variant].get(subset, {}).get(metric)
                 if not entry:
                     continue
-                ax.scatter([x] * len(entry["values"]), entry["values"], color="grey", s=14, zorder=2)
+                ax.scatter([x] * len(entry["values"]), entry["values"], color="grey", s=14, zorder=2, label="one seed")
                 low, high = entry["ci95"]
                 error = [[entry["mean"] - low], [high - entry["mean"]]]
-                ax.errorbar(x, entry["mean"], yerr=error, fmt="o", color="C0", capsize=6, zorder=3)
+                ax.errorbar(
+                    x, entry["mean"], yerr=error, fmt="o", color="C0", capsize=6, zorder=3, label="mean, 95% t-interval"
+                )
             ax.set_xticks(range(len(VARIANTS)), VARIANTS)
-            ax.set_title(f"{configuration['label']}: {title} (test)", fontsize=9)
-    fig.tight_layout()
+            ax.set_xlim(-0.5, len(VARIANTS) - 0.5)
+            ax.set_xlabel("variant")
+            ax.set_ylabel(f"{title} (test)")
+            ax.set_title(f"{label}\n{title}", fontsize=9)
+            handles, names = ax.get_legend_handles_labels()
+            unique = dict(zip(names, handles))
+            if row == 0 and col == 0 and unique:
+                ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    fig.suptitle(f"study {report['name']}: seeds {', '.join(map(str, report['seeds']))}", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
