@@ -116,3 +116,29 @@ def test_fewer_human_pairs_are_a_prefix_and_everything_else_is_identical(tmp_pat
     assert len(tables["small"]) == 60 and len(tables["large"]) == 200
     pd.testing.assert_frame_equal(tables["small"], tables["large"].head(60))
     assert np.array_equal(pixels["small"], pixels["large"][:60])
+
+
+def test_a_stage_failing_between_its_writes_leaves_every_previous_output(workspace: Path, monkeypatch, capsys):
+    """The stage frame's all_or_nothing(): prepare fails on its last write (metrics/prepare.json), after it
+    wrote every image set, the corpus and the concepts of a new seed; every previous output stays
+    byte-identical and no temporary file is left. (With all_or_nothing a no-op, the new seed's tables land.)"""
+    import synth2.stages.prepare as prepare
+    from synth2.stage import run_stage as run_in_process
+
+    run_stage("prepare", workspace)
+    before = digests(workspace)
+    write_params(workspace, {"seed": 1})  # every sampled output of seed 1 differs from seed 0's
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("SYNTH2_TRACKING", "0")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(prepare, "write_json", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        run_in_process("prepare", prepare.run, uses_torch=False, tracked=False)
+    assert exit_info.value.code == 1
+    assert "error: stage 'prepare': unexpected OSError" in capsys.readouterr().err
+    assert digests(workspace) == before
+    leftovers = [p for p in (workspace / "data").rglob("*") if p.name.startswith(".")]
+    assert not leftovers
