@@ -183,7 +183,11 @@ def test_a_forced_gate_rewrites_the_same_report(project: Path):
 # ---------------------------------------------------------------------------------------- tracking
 
 
-def test_an_unreachable_tracking_server_costs_nothing_and_the_spool_replays_later(project: Path, tmp_path: Path):
+def test_an_unreachable_tracking_server_costs_nothing_holds_back_no_other_store_and_replays_later(
+    project: Path, tmp_path: Path
+):
+    from mlflow import MlflowClient
+
     unreachable = "http://127.0.0.1:9"  # the discard port: nothing listens
     started = time.perf_counter()
     result = stage(project, "gate", "captions", SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=unreachable)
@@ -191,17 +195,27 @@ def test_an_unreachable_tracking_server_costs_nothing_and_the_spool_replays_late
     assert time.perf_counter() - started < 120  # no minutes of HTTP retries (not a benchmark: a sanity bound)
     spool = project / ".synth2" / "spool"
     deadline = time.monotonic() + 120
-    while not (spool / "unavailable").exists() and time.monotonic() < deadline:
+    while not (spool / "unavailable.json").exists() and time.monotonic() < deadline:
         time.sleep(1)  # the background sync tried, failed, kept the run
-    assert (spool / "unavailable").exists() and any(p.is_dir() for p in spool.iterdir())
+    assert unreachable in json.loads((spool / "unavailable.json").read_text())
+    assert any(p.is_dir() for p in spool.iterdir())
     second = stage(project, "gate", "balanced", SYNTH2_TRACKING="1", MLFLOW_TRACKING_URI=unreachable)
-    assert "tracking is off for this run" in second.stderr
+    assert f"the last sync could not send to {unreachable}" in second.stderr
+
+    # A stage recording to the project's own store is neither told nor held back: its sync sends it.
+    local = stage(project, "gate", "real", SYNTH2_TRACKING="1")
+    assert local.returncode == 0 and "waits in the spool" not in local.stderr, local.stderr[-2000:]
+    deadline = time.monotonic() + 120
+    while list(spool.glob("*-gate_real")) and time.monotonic() < deadline:
+        time.sleep(1)  # the stage's background sync (asking the store meanwhile would race it creating it)
+    assert not list(spool.glob("*-gate_real")), (spool / "sync.log").read_text()[-2000:]
+    project_store = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    sent = project_store.search_runs([project_store.get_experiment_by_name("synth2").experiment_id])
+    assert [r.data.tags["synth2.stage"] for r in sent] == ["gate_real"]
 
     fresh = f"sqlite:///{tmp_path}/fresh.db"
     sync = run(project, str(BIN / "synth2"), "tracking", "sync", "--tracking-uri", fresh)
     assert sync.returncode == 0, sync.stderr
-    from mlflow import MlflowClient
-
     client = MlflowClient(fresh)
     experiment = client.get_experiment_by_name("synth2")
     stages = {r.data.tags["synth2.stage"] for r in client.search_runs([experiment.experiment_id])}

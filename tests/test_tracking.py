@@ -1,16 +1,27 @@
-"""MLflow tracking written by the stages: URIs and helpers, then a bare `dvc repro` against a real
-`mlflow server` on 127.0.0.1 (lineage tags, datasets, curves, a registered model with its alias)."""
+"""MLflow tracking written by the stages: URIs and helpers; the spool's queues per store, against real
+sqlite stores and a server that is down; then a bare `dvc repro` against a real `mlflow server` on
+127.0.0.1 (lineage tags, datasets, curves, a registered model with its alias)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from synth2 import tracking
+from synth2.errors import Synth2Error
+from synth2.tracking.spool import destination, spool_dir, unavailable
+from synth2.tracking.sync import sync as send
+from tests.conftest import default_params
 from tests.dvc_project import dvc, make_project, project_env
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens
 
 
 def test_tracking_uri_is_absolute_and_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -37,6 +48,133 @@ def test_api_is_a_no_op_outside_a_stage_run():
     assert tracking.log_metrics({"a": 1}) is None
     assert tracking.log_model("/nonexistent", "m") is None
     assert tracking.promote_best({"a": "x"}, {"a": 1.0}, "val.total", "m") is None
+
+
+# ------------------------------------------------------------------------------ the spool, per store
+
+
+def spool_run(
+    root: Path, uri: str, name: str, monkeypatch: pytest.MonkeyPatch, tags: dict | None = None, **run_params
+) -> str:
+    """Record a closed run for `uri` into the spool, as a flow records its own; its key."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = {"seed": 7, **run_params}
+    key = tracking.start_pipeline_run(default_params(), name, run_params=params, root=root)
+    tracking.end_pipeline_run(key, "FINISHED", {"loss": len(name) / 10}, tags, root=root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    return key
+
+
+def runs_in(uri: str) -> dict[str, object]:
+    """{run name: run} of the synth2 experiment in the store at `uri`."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("synth2")
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])} if experiment else {}
+
+
+def kept(root: Path) -> set[str]:
+    return {p.name for p in spool_dir(root).iterdir() if p.is_dir()} if spool_dir(root).is_dir() else set()
+
+
+def sync_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`synth2 tracking sync ARGS` in the project, as a person types it (no MLFLOW_TRACKING_URI)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [str(Path(sys.executable).parent / "synth2"), "tracking", "sync", *args]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_kept_for_an_unreachable_store_holds_back_no_other_store(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    store = f"sqlite:///{workspace}/mlflow.db"
+    blocked = spool_run(workspace, UNREACHABLE, "blocked", monkeypatch)  # the oldest run of the spool
+    spool_run(workspace, store, "first", monkeypatch)
+    spool_run(workspace, store, "second", monkeypatch, note="x")
+
+    result = tracking.send_spool(workspace, timeout=2)
+    runs = runs_in(store)
+    assert set(runs) == {"first", "second"}
+    assert runs["second"].data.params == {"seed": "7", "note": "x"} and runs["second"].data.metrics == {"loss": 0.6}
+    assert kept(workspace) == {blocked}
+    assert result.failed and result.destinations[store].sent == 2 and result.destinations[UNREACHABLE].waiting == 1
+    assert set(unavailable(workspace)) == {UNREACHABLE}
+
+    # A stage is told once that its store is down; a stage recording for another store is not told at all.
+    with caplog.at_level(logging.WARNING, logger="synth2.tracking"):
+        for uri in (store, UNREACHABLE, UNREACHABLE):
+            key = spool_run(workspace, uri, "stage", monkeypatch)
+            tracking.runs._say_once_if_unavailable(workspace, destination(spool_dir(workspace) / key))
+    told = [r.getMessage() for r in caplog.records if "waits in the spool" in r.getMessage()]
+    assert len(told) == 1 and UNREACHABLE in told[0]
+
+
+def test_sync_reports_each_store_and_names_the_way_out_for_one_that_is_down(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
+    other = f"sqlite:///{workspace}/other.db"
+    spool_run(workspace, UNREACHABLE, "blocked", monkeypatch)
+    spool_run(workspace, other, "sent", monkeypatch)
+
+    result = sync_cli(workspace, "--timeout", "2")
+    assert result.returncode == 0, result.stderr[-2000:]  # a store that is down is news, not an error
+    down, sent = result.stdout.splitlines()  # a line per store, the oldest run's first
+    assert sent == f"{other}: 1 run(s) sent"
+    assert down.startswith(f"{UNREACHABLE}: 1 run(s) wait (unreachable: ")
+    project_store = f"sqlite:///{workspace}/mlflow.db"  # params.tracking.tracking_uri: where stages record now
+    assert f"`synth2 tracking sync --from {UNREACHABLE} --to {project_store}`" in down
+    assert f"`synth2 tracking sync --drop {UNREACHABLE}`" in down
+    assert set(runs_in(other)) == {"sent"}
+
+
+def test_sync_from_to_sends_a_dead_stores_runs_to_another_store(workspace: Path, monkeypatch: pytest.MonkeyPatch):
+    spool_run(workspace, UNREACHABLE, "early", monkeypatch, lr=0.1)
+    spool_run(workspace, UNREACHABLE, "later", monkeypatch, lr=0.2)
+    waiting = tracking.send_spool(workspace, timeout=2).message
+    (suggested,) = [part for part in waiting.split("`") if "--to" in part]  # the command the message names
+
+    result = sync_cli(workspace, *shlex.split(suggested)[3:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    store = f"sqlite:///{workspace}/mlflow.db"
+    assert result.stdout.splitlines() == [f"{UNREACHABLE}: 2 run(s) moved to {store}", f"{store}: 2 run(s) sent"]
+    runs = runs_in(store)
+    assert set(runs) == {"early", "later"} and not kept(workspace) and not unavailable(workspace)
+    assert runs["early"].data.params == {"seed": "7", "lr": "0.1"} and runs["early"].data.metrics == {"loss": 0.5}
+    assert runs["later"].data.params["lr"] == "0.2" and runs["later"].info.status == "FINISHED"
+
+
+def test_sync_drop_deletes_a_dead_stores_runs_and_says_how_many(workspace: Path, monkeypatch: pytest.MonkeyPatch):
+    store = f"sqlite:///{workspace}/mlflow.db"
+    spool_run(workspace, UNREACHABLE, "gone-1", monkeypatch)
+    spool_run(workspace, UNREACHABLE, "gone-2", monkeypatch)
+    spool_run(workspace, store, "kept", monkeypatch)
+    with pytest.raises(Synth2Error, match=rf"no runs wait for http://127.0.0.1:99 .*{UNREACHABLE}"):
+        send(workspace, drop=["http://127.0.0.1:99"])  # a typo: nothing dropped, the stores there named
+    assert len(kept(workspace)) == 3
+
+    result = sync_cli(workspace, "--drop", UNREACHABLE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{UNREACHABLE}: 2 run(s) dropped", f"{store}: 1 run(s) sent"]
+    assert not kept(workspace) and set(runs_in(store)) == {"kept"}  # dropped, not sent anywhere
+
+
+def test_a_store_that_refuses_a_run_is_the_error_keeps_its_order_and_the_others_still_get_theirs(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
+    refusing, fine = f"sqlite:///{workspace}/refusing.db", f"sqlite:///{workspace}/fine.db"
+    spool_run(workspace, refusing, "bad-tag", monkeypatch, tags={"bad!key": "v"})  # not a name MLflow takes
+    spool_run(workspace, refusing, "after", monkeypatch)  # a good run, but behind the bad one in its queue
+    spool_run(workspace, fine, "fine", monkeypatch)
+
+    result = sync_cli(workspace)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{fine}: 1 run(s) sent"]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.stderr
+    assert error.startswith(f"error: synth2 tracking: {refusing}: 2 run(s) wait (refused: MlflowException: ")
+    assert set(runs_in(fine)) == {"fine"} and len(kept(workspace)) == 2
+    assert "after" not in runs_in(refusing)  # not sent ahead of the run it followed
 
 
 def lock_md5s(root: Path) -> dict[str, dict[str, str]]:

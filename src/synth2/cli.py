@@ -2,6 +2,7 @@
 
 synth2 world show --n 16 OUT.png    contact sheet of freshly sampled scenes with their captions
 synth2 results                      Markdown table of the evaluated variants (after `make run`)
+synth2 tracking sync                send the tracking spool to MLflow now, a line per store
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
 from synth2.study.arguments import add_arguments as add_study_arguments
+from synth2.tracking.sync import add_arguments as add_sync_arguments
 
 
 def world_show(n: int, out: str, seed: int, style: str, image_size: int) -> None:
@@ -51,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     tracking = commands.add_parser("tracking", help="MLflow tracking").add_subparsers(
         dest="tracking_command", required=True
     )
-    sync = tracking.add_parser("sync", help="send the runs kept in .synth2/spool to the MLflow server now")
-    sync.add_argument("--timeout", type=float, help="seconds per request to the tracking server (default 5)")
-    sync.add_argument("--tracking-uri", help="send to this store instead of the one each run was recorded for")
+    sync = tracking.add_parser(
+        "sync",
+        help="send the runs kept in .synth2/spool to MLflow now; a line per store: sent, or waiting and why",
+        description="See src/synth2/tracking/sync.py.",
+    )
+    add_sync_arguments(sync)
     return parser
 
 
@@ -87,12 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "study":
             study_command(args)
         elif args.command == "tracking":
-            from synth2.tracking.sync import sync
+            from synth2.tracking.sync import sync_command
 
-            result = sync(timeout=args.timeout, tracking_uri=args.tracking_uri)
-            if result.failed:
-                raise Synth2Error(result.message)
-            print(result.message)
+            sync_command(args)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,12 @@ def log_to_mlflow(report: Mapping[str, Any], outputs: Mapping[str, Path], root: 
             parent, "FINISHED", means, root=root, artifacts=list(outputs.values()), artifact_path="study"
         )
         sent = tracking.send_spool(root)
+        store = sent.destinations.get(tracking.resolve_tracking_uri(params.tracking.tracking_uri, root))
     except Exception as exc:  # tracking never fails the study: the reports are written already
         log.warning("mlflow: the study was not logged (%s: %s)", type(exc).__name__, exc)
         return None
-    if sent.failed:
-        log.warning("mlflow: the study's runs wait in the spool (%s)", sent.message)
+    if store is not None and store.waiting:  # another store's outage is no news for the study
+        log.warning("mlflow: the study's runs wait in the spool (%s)", store.line())
     return sent.run_ids.get(parent)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from synth2.tracking.lineage import dvc_invocation, git_state, hashes, load_dvc_stage, pipeline_outs
-from synth2.tracking.spool import SpoolRun, spool_dir
+from synth2.tracking.spool import SpoolRun, destination, first_telling, spool_dir, unavailable
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri, strict
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ def stage_run(name: str, params: Params) -> Iterator[str | None]:
         log.warning("tracking: this stage is not recorded (%s: %s)", type(exc).__name__, exc)
         yield None
         return
-    _say_once_if_unavailable(root, run)
+    store = destination(run.directory)
+    _say_once_if_unavailable(root, store)
     token = _active.set(run)
     status = "FAILED"
     try:
@@ -121,22 +122,24 @@ def stage_run(name: str, params: Params) -> Iterator[str | None]:
             if strict() and status == "FINISHED":
                 raise
             log.warning("tracking: closing the run failed (%s: %s)", type(exc).__name__, exc)
-        start_sync(root)
+        start_sync(root, store)
 
 
-def _say_once_if_unavailable(root: Path, run: SpoolRun) -> None:
-    """When the last sync could not reach the server, say so once per pipeline execution (flow or
-    `dvc repro`), not in every stage: the runs are kept and sent later, nothing is lost."""
-    marker = spool_dir(root) / "unavailable"
-    if not marker.exists():
+def _say_once_if_unavailable(root: Path, store: str | None) -> None:
+    """When the last sync could not send to this run's store, say so once per pipeline execution (flow or
+    `dvc repro`) and store, not in every stage: the runs are kept and sent later, nothing is lost. A store
+    that is down is no news for a run that goes to another one."""
+    why = unavailable(root).get(store or "")
+    if why is None:
         return
     execution = os.environ.get(ENV_PARENT_SPOOL_KEY) or (dvc_invocation() or (str(os.getpid()),))[0]
-    told = marker.with_name("unavailable.told")
-    if execution in (told.read_text().split() if told.exists() else []):
-        return
-    with open(told, "a") as f:
-        f.write(execution + "\n")
-    log.warning("tracking is off for this run: %s", marker.read_text().strip())
+    if first_telling(root, execution, store):
+        log.warning(
+            "tracking: this run waits in the spool: the last sync could not send to %s (%s); "
+            "`synth2 tracking sync` sends it once it is back, or says how to send it elsewhere",
+            store,
+            why,
+        )
 
 
 def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
@@ -385,14 +388,16 @@ def end_pipeline_run(
     run.record("close", status=status)
 
 
-def start_sync(root: Path) -> None:
-    """Send the spool to MLflow: in the background (the stage goes on), or inline in strict mode."""
+def start_sync(root: Path, store: str | None = None) -> None:
+    """Send the spool to MLflow: in the background (the stage goes on), or inline in strict mode, where
+    runs of the stage's own store that could not be sent fail it (another store's outage does not)."""
     if strict():
         from synth2.tracking.sync import sync
 
         result = sync(root)
-        if result.failed:
-            raise RuntimeError(f"tracking sync failed: {result.message}")
+        waiting = [d.line() for d in result.destinations.values() if d.waiting and store in (None, d.uri)]
+        if waiting:
+            raise RuntimeError(f"tracking sync failed: {'; '.join(waiting)}")
         return
     log_file = open(spool_dir(root) / "sync.log", "a")  # the child process writes to it
     subprocess.Popen(

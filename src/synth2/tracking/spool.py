@@ -8,10 +8,14 @@ costs a stage nothing, and nothing is lost: what could not be sent stays in the 
 
     .synth2/spool/<key>/events.jsonl   open, metrics, artifact, model, promote, ..., close
     .synth2/spool/<key>/files/         copies of the artifacts and model directories to log
-    .synth2/spool/<key>/state.json     sync progress: the MLflow run id and how many events were sent
+    .synth2/spool/<key>/state.json     sync progress: the MLflow run id and how many events were sent,
+                                       and the store it goes to when re-targeted
+    .synth2/spool/unavailable.json     {store: why}: the stores the last sync could not send to
 
 A key sorts by creation time, so runs replay in the order they opened (a model is logged by the stage
-that trained it before `evaluate` registers it).
+that trained it before `evaluate` registers it). The order matters within one store only: each store
+(tracking URI) is its own queue, so a run recorded for a store that is down never holds back a run for
+another one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 
 SPOOL = Path(".synth2") / "spool"
 EVENTS, FILES, STATE = "events.jsonl", "files", "state.json"
+UNAVAILABLE, TOLD = "unavailable.json", "unavailable.told"
+_LEGACY_UNAVAILABLE = "unavailable"  # the one-store marker of earlier versions: a plain-text message
 
 
 def spool_dir(root: Path) -> Path:
@@ -99,6 +105,59 @@ def pending_runs(root: Path) -> Iterator[Path]:
     base = spool_dir(root)
     if base.is_dir():
         yield from sorted(p for p in base.iterdir() if p.is_dir() and (p / EVENTS).exists())
+
+
+def destination(directory: Path, events: list[dict[str, Any]] | None = None) -> str | None:
+    """The store (tracking URI) the run goes to: the one it was recorded for, unless it was re-targeted
+    (`synth2 tracking sync --from OLD --to NEW`, kept in state.json); None for a run without an opening."""
+    moved = read_state(directory).get("tracking_uri")
+    if moved:
+        return moved
+    events = read_events(directory) if events is None else events
+    return events[0].get("tracking_uri") if events and events[0]["event"] == "open" else None
+
+
+def retarget(directory: Path, uri: str) -> None:
+    """Send the run to `uri` from now on, from its first event: what an old store got of it stays there."""
+    write_state(directory, {"tracking_uri": uri})
+
+
+def unavailable(root: Path) -> dict[str, str]:
+    """{store: why} for the stores the last sync could not send to."""
+    path = spool_dir(root) / UNAVAILABLE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):  # none, or cut short by a crash: the next sync rewrites it
+        return {}
+
+
+def note_unavailable(root: Path, stores: Mapping[str, str]) -> None:
+    """Record what the last sync could not reach; what was told about a store that is back is forgotten,
+    so that it is told again should it go away again."""
+    base = spool_dir(root)
+    (base / _LEGACY_UNAVAILABLE).unlink(missing_ok=True)
+    told = base / TOLD
+    if not stores:
+        (base / UNAVAILABLE).unlink(missing_ok=True)
+        told.unlink(missing_ok=True)
+        return
+    tmp = base / (UNAVAILABLE + ".tmp")
+    tmp.write_text(json.dumps(dict(stores), indent=1, sort_keys=True))
+    os.replace(tmp, base / UNAVAILABLE)
+    if told.exists():
+        kept = [line for line in told.read_text().splitlines() if line.split("\t", 1)[-1] in stores]
+        told.write_text("".join(line + "\n" for line in kept))
+
+
+def first_telling(root: Path, execution: str, store: str) -> bool:
+    """True once per (pipeline execution, store): whether to say now that the store's runs wait."""
+    told = spool_dir(root) / TOLD
+    line = f"{execution}\t{store}"
+    if line in (told.read_text().splitlines() if told.exists() else []):
+        return False
+    with open(told, "a") as f:
+        f.write(line + "\n")
+    return True
 
 
 def read_state(directory: Path) -> dict[str, Any]:

@@ -39,13 +39,19 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
+    return absolute_uri(configured, root)
+
+
+def absolute_uri(uri: str, root: Path | None = None) -> str:
+    """The same store named from any directory: a relative sqlite path (or a bare path, a sqlite
+    database) made absolute against the root; other URIs as they are."""
     prefix = "sqlite:///"
-    if configured.startswith(prefix) and not configured[len(prefix) :].startswith("/"):
-        return prefix + str((root or project_root()) / configured[len(prefix) :])
-    if "://" not in configured:  # a bare path: a local sqlite database
-        path = Path(configured)
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str((root or project_root()) / uri[len(prefix) :])
+    if "://" not in uri:  # a bare path: a local sqlite database
+        path = Path(uri)
         return prefix + str(path if path.is_absolute() else (root or project_root()) / path)
-    return configured
+    return uri
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

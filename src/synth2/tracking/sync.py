@@ -1,15 +1,22 @@
-"""`synth2 tracking sync`: send the spool (synth2.tracking.spool) to MLflow, oldest run first.
+"""`synth2 tracking sync`: send the spool (synth2.tracking.spool) to MLflow, one queue per store.
 
-Runs replay in the order they opened, each event once: the spool keeps, per run, the MLflow run id and how
-many events were sent, so a sync cut short (a crash, an outage) resumes where it stopped without logging
-anything twice, and a fully sent run's directory is deleted. A run still open is left for a later sync,
-unless the process that opened it is gone (`kill -9`): then it is closed as KILLED, with the time of its
-last event. One sync at a time per project (a file lock); a background sync finding the lock held exits,
-since the holder will pick up its runs.
+Each store (tracking URI) is a queue of its own: its runs replay in the order they opened, each event
+once: the spool keeps, per run, the MLflow run id and how many events were sent, so a sync cut short (a
+crash, an outage) resumes where it stopped without logging anything twice, and a fully sent run's
+directory is deleted. A run still open is left for a later sync, unless the process that opened it is
+gone (`kill -9`): then it is closed as KILLED, with the time of its last event. One sync at a time per
+project (a file lock); a background sync finding the lock held exits, since the holder will pick up its
+runs.
 
-An unreachable server stops the sync after one short attempt: MLflow's HTTP client would otherwise retry
-for minutes per call. The runs stay in the spool, a one-line message says so, and a later `synth2 tracking
-sync` (or the next stage's) sends them. Timeouts: SYNTH2_TRACKING_TIMEOUT seconds per request (default 5).
+A store that cannot take a run stops its own queue only: one run kept for a server that is down (or for
+a one-off MLFLOW_TRACKING_URI that never comes back) must not keep every later run of the project's
+`mlflow.db` in the spool. An unreachable server costs one short attempt: MLflow's HTTP client would
+otherwise retry for minutes per call. The sync says, a line per store, what it sent and what waits and
+why; a store that will never come back is given up on by hand, with the command the line names:
+`--from OLD --to NEW` sends OLD's runs to NEW instead (from their first event), `--drop OLD` deletes
+them. Exit status 0 when every store it reached took its runs (a store that is down is news, not an
+error); 1 when a store answered and refused a run. Timeouts: SYNTH2_TRACKING_TIMEOUT seconds per request
+(default 5).
 """
 
 from __future__ import annotations
@@ -19,45 +26,116 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth2.errors import Synth2Error, user_errors
 from synth2.tracking import registry
 from synth2.tracking.spool import (
     FILES,
+    destination,
+    note_unavailable,
     pending_runs,
     process_alive,
     read_events,
     read_state,
+    retarget,
     spool_dir,
     write_state,
 )
-from synth2.tracking.store import metric_key, project_root
+from synth2.tracking.store import absolute_uri, metric_key, project_root, resolve_tracking_uri
 
 log = logging.getLogger("synth2.tracking")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # opens as a training experiment
 TAG_EXECUTION_ID = "synth2.execution_id"
 OUT_TAG = "dvc.out."
-UNAVAILABLE = "unavailable"  # in the spool while the last sync could not reach the server: its message
+COMMAND = "synth2 tracking sync"
 
 
 class TrackingUnavailable(Exception):
-    """The tracking server cannot be reached or refused a request: stop, keep the spool."""
+    """A store cannot take a run: stop its queue, keep its runs. `refused`: it answered and said no (a
+    store that cannot be reached has not refused anything: waiting is all there is to do)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+@dataclass
+class Destination:
+    """What one sync did for one store (tracking URI)."""
+
+    uri: str
+    sent: int = 0  # runs fully sent
+    open: int = 0  # runs still being recorded (their process is alive)
+    waiting: int = 0  # runs kept: the store could not take them
+    dropped: int = 0  # deleted by --drop
+    moved: int = 0  # re-targeted by --from/--to
+    moved_to: str = ""
+    error: str = ""  # why the runs wait
+    refused: bool = False  # the store answered and refused them, rather than could not be reached
+    instead: str = "URI"  # the store the message suggests for --to
+
+    def line(self) -> str:
+        parts = []
+        if self.dropped:
+            parts.append(f"{self.dropped} run(s) dropped")
+        if self.moved:
+            parts.append(f"{self.moved} run(s) moved to {self.moved_to}")
+        if self.sent or not (parts or self.open or self.waiting):
+            parts.append(f"{self.sent} run(s) sent")
+        if self.open:
+            parts.append(f"{self.open} still open")
+        if self.waiting:
+            uri = shlex.quote(self.uri)
+            why = "refused" if self.refused else "unreachable"
+            parts.append(
+                f"{self.waiting} run(s) wait ({why}: {self.error}); if it will not come back, "
+                f"`{COMMAND} --from {uri} --to {shlex.quote(self.instead)}` sends them to another store, "
+                f"`{COMMAND} --drop {uri}` deletes them"
+            )
+        return f"{self.uri}: " + ", ".join(parts)
 
 
 @dataclass
 class SyncResult:
-    sent: int = 0  # runs fully sent
-    waiting: int = 0  # runs still open (their process is alive)
-    failed: bool = False
-    message: str = ""
+    destinations: dict[str, Destination] = field(default_factory=dict)  # by store, the oldest queue first
+    busy: bool = False  # another sync holds the lock (it sends these runs too)
     run_ids: dict[str, str] = field(default_factory=dict)  # spool key -> MLflow run id
     experiment_ids: dict[str, str] = field(default_factory=dict)  # spool key -> MLflow experiment id
+
+    def destination(self, uri: str) -> Destination:
+        return self.destinations.setdefault(uri, Destination(uri))
+
+    @property
+    def sent(self) -> int:
+        return sum(d.sent for d in self.destinations.values())
+
+    @property
+    def failed(self) -> bool:
+        """Runs wait in the spool because a store could not take them."""
+        return any(d.waiting for d in self.destinations.values())
+
+    @property
+    def refused(self) -> list[Destination]:
+        """The stores that answered and refused runs: what a person has to look at."""
+        return [d for d in self.destinations.values() if d.waiting and d.refused]
+
+    def lines(self) -> list[str]:
+        """One line per store."""
+        if self.busy:
+            return ["another sync is running; it sends these runs too"]
+        return [d.line() for d in self.destinations.values()] or ["nothing to send: the spool is empty"]
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.lines())
 
 
 def _configure_http(timeout: float) -> None:
@@ -92,8 +170,12 @@ class Session:
         self.experiments: dict[tuple[str, str], str] = {}
         self.override_uri = override_uri
 
+    def target(self, uri: str) -> str:
+        """The store a run recorded for `uri` goes to in this sync."""
+        return self.override_uri or uri
+
     def client(self, uri: str):
-        uri = self.override_uri or uri
+        uri = self.target(uri)
         if uri not in self.clients:
             from mlflow import MlflowClient
 
@@ -101,7 +183,7 @@ class Session:
         return self.clients[uri]
 
     def experiment(self, uri: str, name: str, root: Path) -> str:
-        uri = self.override_uri or uri
+        uri = self.target(uri)
         if (uri, name) not in self.experiments:
             from mlflow.exceptions import MlflowException
 
@@ -123,42 +205,129 @@ class Session:
 
 
 def sync(
-    root: Path | None = None, wait: bool = True, timeout: float | None = None, tracking_uri: str | None = None
+    root: Path | None = None,
+    wait: bool = True,
+    timeout: float | None = None,
+    tracking_uri: str | None = None,
+    move: tuple[str, str] | None = None,
+    drop: Sequence[str] = (),
 ) -> SyncResult:
-    """Send every closed run of the spool; with `wait`, queue behind a running sync instead of leaving.
-    `tracking_uri` sends them to another store than the one each run was recorded for (e.g. after the
-    server moved)."""
+    """Send every closed run of the spool, each store's queue on its own; with `wait`, queue behind a
+    running sync instead of leaving. `tracking_uri` sends every run to another store than the one it was
+    recorded for, this time (e.g. after the server moved). Before sending, `move` = (old, new) sends old's
+    runs to new from now on, and `drop` deletes the runs of those stores."""
     root = (root or project_root()).resolve()
     _configure_http(timeout or float(os.environ.get("SYNTH2_TRACKING_TIMEOUT", "5")))
+    move = (absolute_uri(move[0], root), absolute_uri(move[1], root)) if move else None
+    drop = [absolute_uri(uri, root) for uri in drop]
     result = SyncResult()
     with _lock(root, wait) as held:
         if not held:
-            result.message = "another sync is running; it sends these runs too"
+            result.busy = True
             return result
+        _give_up(root, result, move, drop, tracking_uri)
         session = Session(tracking_uri)
-        for directory in list(pending_runs(root)):
-            try:
-                outcome = _send(directory, root, session, result)
-            except TrackingUnavailable as exc:
-                left = len(list(pending_runs(root)))
-                result.failed = True
-                result.message = (
-                    f"tracking server unavailable ({exc}); {left} run(s) kept in {spool_dir(root)}: "
-                    "`synth2 tracking sync` sends them later"
-                )
-                (spool_dir(root) / UNAVAILABLE).write_text(result.message + "\n")
-                return result
-            result.sent += outcome == "sent"
-            result.waiting += outcome == "open"
-    for name in (UNAVAILABLE, UNAVAILABLE + ".told"):
-        (spool_dir(root) / name).unlink(missing_ok=True)
-    result.message = f"{result.sent} run(s) sent" + (f", {result.waiting} still open" if result.waiting else "")
+        for store, directories in _queues(root, session).items():
+            _send_queue(store, directories, root, session, result)
+        note_unavailable(root, {d.uri: d.error for d in result.destinations.values() if d.waiting})
     return result
 
 
+def _give_up(
+    root: Path, result: SyncResult, move: tuple[str, str] | None, drop: Sequence[str], tracking_uri: str | None
+) -> None:
+    """`--from OLD --to NEW` and `--drop OLD`: the runs of a store that will never come back go to another
+    store, or away. A run still being recorded is not dropped: its process still writes to it."""
+    if not (move or drop):
+        return
+    if move and tracking_uri:
+        raise Synth2Error("--tracking-uri sends every run elsewhere this time; --from/--to moves one store's runs")
+    if move and move[0] == move[1]:
+        raise Synth2Error(f"--from and --to name the same store ({move[0]})")
+    if move and move[0] in drop:
+        raise Synth2Error(f"--from and --drop name the same store ({move[0]}): move its runs, or drop them")
+    stores: dict[str, list[Path]] = {}
+    for directory in pending_runs(root):
+        stores.setdefault(destination(directory) or "", []).append(directory)
+    stores.pop("", None)
+    for uri in [*([move[0]] if move else []), *drop]:
+        if uri not in stores:
+            there = ", ".join(sorted(stores)) or "none"
+            raise Synth2Error(f"no runs wait for {uri} in {spool_dir(root)} (the stores they wait for: {there})")
+    if move:
+        report = result.destination(move[0])
+        report.moved_to = move[1]
+        for directory in stores[move[0]]:
+            retarget(directory, move[1])
+            report.moved += 1
+    for uri in drop:
+        report = result.destination(uri)
+        for directory in stores[uri]:
+            if not _recording(read_events(directory)):
+                shutil.rmtree(directory, ignore_errors=True)
+                report.dropped += 1
+
+
+def _recording(events: list[dict[str, Any]]) -> bool:
+    """Whether the run's process is still recording it."""
+    return bool(events) and events[-1]["event"] != "close" and process_alive(events[0].get("pid", -1))
+
+
+def _queues(root: Path, session: Session) -> dict[str, list[Path]]:
+    """The spool's runs by the store they go to, each queue oldest first, the oldest run's queue first."""
+    queues: dict[str, list[Path]] = {}
+    for directory in pending_runs(root):
+        store = destination(directory)
+        if store is None:
+            shutil.rmtree(directory, ignore_errors=True)  # a run whose opening never reached the disk
+            continue
+        queues.setdefault(session.target(store), []).append(directory)
+    return queues
+
+
+def _send_queue(store: str, directories: list[Path], root: Path, session: Session, result: SyncResult) -> None:
+    """Send one store's runs in order; the first the store cannot take stops this queue, and only it."""
+    report = result.destination(store)
+    for index, directory in enumerate(directories):
+        try:
+            outcome = _send(directory, root, session, result)
+        except TrackingUnavailable as exc:
+            report.waiting = sum(d.is_dir() for d in directories[index:])
+            report.error, report.refused = str(exc), exc.refused
+            report.instead = _instead(root, store)
+            return
+        report.sent += outcome == "sent"
+        report.open += outcome == "open"
+
+
+def _instead(root: Path, store: str) -> str:
+    """The store to suggest for runs that wait: the one a stage would record to now, if it is another."""
+    try:
+        from synth2.params import load_params
+
+        now = resolve_tracking_uri(load_params(root / "params.yaml").tracking.tracking_uri, root)
+    except Exception:  # no params.yaml, or not a valid one: the user names the store
+        return "URI"
+    return now if now != store else "URI"
+
+
 def _unavailable(exc: Exception) -> TrackingUnavailable:
-    detail = " ".join(str(exc).split())[:200]
-    return TrackingUnavailable(f"{type(exc).__name__}: {detail}")
+    cause = _network_cause(exc)
+    shown = cause or exc  # "ConnectionRefusedError: [Errno 111] Connection refused", not three wrappers of it
+    detail = " ".join(str(shown).split())[:200]
+    return TrackingUnavailable(f"{type(shown).__name__}: {detail}", refused=cause is None)
+
+
+def _network_cause(exc: BaseException | None) -> OSError | None:
+    """The innermost OSError behind the failure (a refused connection, a timeout, an unknown host;
+    requests' errors are OSErrors too): the store could not be reached. None: it answered, and refused."""
+    found, seen = None, set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            found = exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return found
 
 
 def _send(directory: Path, root: Path, session: Session, result: SyncResult) -> str:
@@ -167,7 +336,7 @@ def _send(directory: Path, root: Path, session: Session, result: SyncResult) -> 
     if not events or events[0]["event"] != "open":
         shutil.rmtree(directory, ignore_errors=True)  # a run whose opening never reached the disk
         return "sent"
-    opening = events[0]
+    opening = _opening(directory, events)
     if events[-1]["event"] != "close":
         if process_alive(opening["pid"]):
             state = read_state(directory)
@@ -190,6 +359,11 @@ def _send(directory: Path, root: Path, session: Session, result: SyncResult) -> 
     return "sent"
 
 
+def _opening(directory: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's opening event, naming the store it goes to now (it may have been re-targeted)."""
+    return {**events[0], "tracking_uri": destination(directory, events)}
+
+
 def _ensure_run(directory: Path, opening: dict, root: Path, session: Session, result: SyncResult) -> str:
     """The run's MLflow id, creating the run (and its parent) on first sight."""
     state = read_state(directory)
@@ -209,7 +383,7 @@ def _ensure_run(directory: Path, opening: dict, root: Path, session: Session, re
             tags["mlflow.parentRunId"] = parent_id
         run = client.create_run(experiment_id, start_time=opening["time"], tags=tags, run_name=opening["name"])
         run_id = run.info.run_id
-        write_state(directory, {"run_id": run_id, "done": 1, "parent_id": parent_id})
+        write_state(directory, {**state, "run_id": run_id, "done": 1, "parent_id": parent_id})
         params = [Param(k, v) for k, v in opening["params"].items()]
         for start in range(0, len(params), 100):
             client.log_batch(run_id, params=params[start : start + 100])
@@ -231,7 +405,7 @@ def _parent_id(parent, root, session, result, uri, experiment_id, opening) -> st
         directory = spool_dir(root) / parent["spool_key"]
         if directory.is_dir():
             events = read_events(directory)
-            return _ensure_run(directory, events[0], root, session, result) if events else None
+            return _ensure_run(directory, _opening(directory, events), root, session, result) if events else None
         return result.run_ids.get(parent["spool_key"])  # sent and deleted already in this sync
     client = session.client(uri)
     key = parent["execution_id"]
@@ -314,17 +488,46 @@ def _variant_metrics(client, experiment_id: str, parent_id: str | None, variant:
     client.log_batch(run_id, metrics=metrics, tags=[RunTag("synth2.variant", variant)])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="synth2 tracking sync", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--background", action="store_true", help="leave when another sync holds the lock")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `synth2 tracking sync` (and of `python -m synth2.tracking.sync`)."""
     parser.add_argument("--timeout", type=float, help="seconds per request to the tracking server (default 5)")
-    parser.add_argument("--tracking-uri", help="send to this store instead of the one each run was recorded for")
+    parser.add_argument(
+        "--tracking-uri", metavar="URI", help="send every run to this store, this time, instead of its own"
+    )
+    parser.add_argument("--from", dest="move_from", metavar="URI", help="with --to: the store whose runs move")
+    parser.add_argument(
+        "--to", dest="move_to", metavar="URI", help="send the runs of the store --from names here instead, for good"
+    )
+    parser.add_argument(
+        "--drop", action="append", default=[], metavar="URI", help="delete the runs waiting for this store"
+    )
+
+
+def sync_command(args: argparse.Namespace, wait: bool = True) -> None:
+    """Run a sync as the options ask and print a line per store; a store that refused runs is the
+    error (after the other lines), one that could not be reached is not."""
+    if bool(args.move_from) != bool(args.move_to):
+        raise Synth2Error("--from and --to go together: `--from OLD --to NEW` sends the runs waiting for OLD to NEW")
+    move = (args.move_from, args.move_to) if args.move_to else None
+    result = sync(wait=wait, timeout=args.timeout, tracking_uri=args.tracking_uri, move=move, drop=args.drop)
+    for report in result.destinations.values():
+        if not (report.waiting and report.refused):
+            print(report.line())
+    if not result.destinations:
+        print(result.message)  # another sync holds the lock, or the spool is empty
+    if result.refused:
+        raise Synth2Error("; ".join(d.line() for d in result.refused))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synth2.tracking.sync", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--background", action="store_true", help="leave when another sync holds the lock")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    result = sync(wait=not args.background, timeout=args.timeout, tracking_uri=args.tracking_uri)
-    stream = sys.stderr if result.failed else sys.stdout
-    print(("error: " if result.failed else "") + result.message, file=stream)
-    return 1 if result.failed else 0
+    with user_errors(COMMAND):
+        sync_command(args, wait=not args.background)
+    return 0
 
 
 if __name__ == "__main__":
