@@ -60,6 +60,7 @@ class Study:
     jobs: int = 2
     root: Path = field(default_factory=Path.cwd)
     sweep: Sweep | None = None
+    commit: str = "unknown"  # HEAD when planned: the experiments hang off it, the report names it
 
     def experiments(self) -> dict[str, tuple[Configuration, int]]:
         return {c.experiment(self.name, s): (c, s) for c in self.configurations for s in self.seeds}
@@ -109,7 +110,7 @@ def plan(arguments: StudyArguments, root: Path | None = None) -> Study:
         configurations = [Configuration(f"{sweep.key}={v}", base | {sweep.key: v}, v) for v in sweep.values]
     else:
         configurations = [Configuration("default" if not overrides else _label(overrides), base)]
-    return Study(name, list(seeds), configurations, arguments.jobs, root, sweep)
+    return Study(name, list(seeds), configurations, arguments.jobs, root, sweep, head_commit(root))
 
 
 def head_commit(root: Path) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from synth2 import dvc_runner, paths
-from synth2.study.plan import Study, StudyError, head_commit
+from synth2.study.plan import Study, StudyError
 
 log = logging.getLogger("synth2")
 
@@ -28,7 +28,7 @@ POLL_SECONDS = 5.0
 def run_experiments(study: Study) -> None:
     """Queue the experiments the study lacks, run them with `study.jobs` workers and wait for them."""
     root, wanted = study.root, study.experiments()
-    baseline = head_commit(root)  # experiments hang off the commit they were queued on, whatever HEAD is later
+    baseline = study.commit  # experiments hang off the commit they were queued on, whatever HEAD is later
     done = dvc_runner.experiment_names(root, baseline) & set(wanted)
     todo = [name for name in wanted if name not in done]
     log.info("study %s: %d experiments, %d already done, %d to run", study.name, len(wanted), len(done), len(todo))

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from synth2.study.mlflow_runs import log_to_mlflow
-from synth2.study.plan import Study, head_commit
+from synth2.study.plan import Study
 from synth2.study.report import write_reports
 from synth2.study.run import read_results, run_experiments
 from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
@@ -35,7 +35,7 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
     report = {
         "name": study.name,
         "seeds": study.seeds,
-        "commit": head_commit(study.root),
+        "commit": study.commit,  # what the experiments ran, even if HEAD moved while they did
         "wall_seconds": wall_seconds,
         "sweep": asdict(study.sweep) if study.sweep else None,
         "configurations": configurations,
