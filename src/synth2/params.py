@@ -278,8 +278,11 @@ class CocoPrepareParams(Section):
 
 
 class CocoCaptionLMParams(Section):
-    # The caption LLM (local directory or hub id), validated and snapshotted to models/caption_lm.
+    # The caption LLM (local directory, hub id, or a local .gguf file), validated and snapshotted to
+    # models/caption_lm as a plain Hugging Face folder.
     pretrained: str
+    # A GGUF file inside `pretrained` (directory or hub repo), dequantised on load; null: not GGUF.
+    gguf_file: str | None
 
 
 class CocoCaptionsParams(Section):
