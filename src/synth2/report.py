@@ -110,7 +110,11 @@ def _metrics_section(evaluation: Mapping[str, Any], columns: Iterable[tuple[str,
             (f"{subset}.{key}", f"{subset} {heading}") for subset in ("overall", "unseen") for key, heading in columns
         ]
         keys = [(k, h) for k, h in keys if any(k in g for g in gains.values())]
-        rows = [[variant, *(f"{g[k]:+.1%}" if k in g else "n/a" for k, _ in keys)] for variant, g in gains.items()]
+        # None: the baseline scored 0, so no relative gain exists (evaluate.relative_gains).
+        rows = [
+            [variant, *(f"{g[k]:+.1%}" if g.get(k) is not None else "n/a" for k, _ in keys)]
+            for variant, g in gains.items()
+        ]
         parts.append(
             "<h3>gain over the baseline (test, relative)</h3>" + _table(["variant", *(h for _, h in keys)], rows)
         )

@@ -1,15 +1,13 @@
-"""A pretrained vision encoder (CLIPVisionModelWithProjection or any class with its interface) and its
-image processor: PIL images -> `image_embeds`, in batches. The coco profile's image encoder, used by the
-image_encoder stage (snapshotted), by embed_images on the real images and by synthesize to re-encode
-decoded pixels."""
+"""A pretrained transformers vision encoder (CLIPVisionModelWithProjection or any class with its interface)
+and its image processor as an ImageBackbone (synth2.models.image_backbone): PIL images -> `image_embeds`;
+and `open_rgb`, how every coco stage opens an image file."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from synth2.errors import Synth2Error
@@ -26,44 +24,52 @@ def vision_class(name: str, param: str):
     return model_class
 
 
-def load_vision_model(model_dir: Path, model_class: str, processor_dir: Path, device: torch.device, dtype: torch.dtype,
-                      param: str = "image_encoder.model", source: str | None = None):
-    """(model in eval mode on `device`, image processor)."""
-    from transformers import AutoImageProcessor
+class TransformersVision:
+    """An ImageBackbone (synth2.models.image_backbone): a transformers model whose output has `image_embeds`."""
 
-    cls = vision_class(model_class, "image_encoder.model_class")
-    with quiet_loading():
-        model = load_or_explain(param, source or str(model_dir), model_class, lambda: cls.from_pretrained(model_dir, dtype=dtype))
-        processor = load_or_explain(param, str(processor_dir), "an image processor",
-                                    lambda: AutoImageProcessor.from_pretrained(processor_dir))
-    return model.to(device).eval(), processor
+    kind = "transformers"
 
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+        self.device, self.dtype = model.device, model.dtype
+        self.embed_dim = model.config.projection_dim
 
-def load_saved_vision_model(directory: Path, device: torch.device, dtype: torch.dtype):
-    """A snapshot written by `save_vision_model`: its class comes from its own config."""
-    architectures = json.loads((directory / "config.json").read_text()).get("architectures") or ["CLIPVisionModelWithProjection"]
-    return load_vision_model(directory, architectures[0], directory, device, dtype, param=str(directory))
+    @classmethod
+    def load(cls, model_dir: Path, model_class: str, processor_dir: Path, device: torch.device, dtype: torch.dtype,
+             param: str = "coco.image_encoder.model", source: str | None = None) -> TransformersVision:
+        """The model in eval mode on `device`, with its image processor."""
+        from transformers import AutoImageProcessor
 
+        model_class_ = vision_class(model_class, "coco.image_encoder.model_class")
+        with quiet_loading():
+            model = load_or_explain(param, source or str(model_dir), model_class,
+                                    lambda: model_class_.from_pretrained(model_dir, dtype=dtype))
+            processor = load_or_explain(param, str(processor_dir), "an image processor",
+                                        lambda: AutoImageProcessor.from_pretrained(processor_dir))
+        return cls(model.to(device).eval(), processor)
 
-def save_vision_model(model, processor, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    @classmethod
+    def load_saved(cls, directory: Path, device: torch.device, dtype: torch.dtype) -> TransformersVision:
+        """A snapshot written by `save`: its class comes from its own config."""
+        config = json.loads((directory / "config.json").read_text())
+        architecture = (config.get("architectures") or ["CLIPVisionModelWithProjection"])[0]
+        return cls.load(directory, architecture, directory, device, dtype, param=str(directory))
 
+    def save(self, directory: Path) -> None:
+        with atomic_path(directory) as tmp:
+            self.model.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
 
-@torch.inference_mode()
-def embed_images(model, processor, images: Sequence, batch_size: int) -> np.ndarray:
-    """float32 [N, D]: the model's `image_embeds` of each PIL image."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = [image.convert("RGB") for image in images[start : start + batch_size]]
-        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-        embeds = getattr(model(pixel_values=pixels), "image_embeds", None)
+    def preprocess(self, images: Sequence) -> torch.Tensor:
+        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.dtype)
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        embeds = getattr(self.model(pixel_values=pixels), "image_embeds", None)
         if embeds is None:
-            raise Synth2Error(f"image_encoder.model_class: {type(model).__name__} returns no image_embeds; "
+            raise Synth2Error(f"coco.image_encoder.model_class: {type(self.model).__name__} returns no image_embeds; "
                               "use CLIPVisionModelWithProjection or a class with its interface")
-        out.append(embeds.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
+        return embeds
 
 
 def open_rgb(path: Path | str):
@@ -82,13 +88,3 @@ def open_rgb(path: Path | str):
             f"cannot read image '{path}' ({type(exc).__name__}: {exc}); it read when prepare ran, so it changed "
             "since: restore it, or run `dvc repro -f prepare` to check the image folder again"
         ) from None
-
-
-def embed_files(model, processor, files: Iterable[Path], batch_size: int) -> np.ndarray:
-    """Like `embed_images`, opening only one batch of files at a time."""
-    files = list(files)
-    out = []
-    for start in range(0, len(files), batch_size):
-        images = [open_rgb(path) for path in files[start : start + batch_size]]
-        out.append(embed_images(model, processor, images, batch_size))
-    return np.concatenate(out) if out else embed_images(model, processor, [], batch_size)

@@ -1,4 +1,5 @@
-"""check_params hooks (coco): a caption LLM is named, and the champion metric is one coco can score."""
+"""check_params hooks (coco): a caption LLM is named, the champion metric is one coco can score, and the
+image encoder's keys fit its backbone."""
 
 from __future__ import annotations
 
@@ -19,3 +20,9 @@ def check_params(params: Params) -> None:
             "(a local model directory or a Hugging Face hub id, e.g. Qwen/Qwen2.5-1.5B-Instruct)"
         )
     check_champion_metric(params.tracking.champion_metric, None)
+    encoder = params.coco.image_encoder
+    if encoder.backbone != "transformers" and encoder.image_processor:
+        raise ParamsError(
+            f"coco.image_encoder.image_processor: '{encoder.image_processor}' is only read by the transformers "
+            f"backbone; {encoder.backbone} preprocesses by itself: set it to null"
+        )

@@ -1,4 +1,4 @@
-"""embed_images hooks (coco): the snapshotted vision model embeds the real, validation and test images."""
+"""embed_images hooks (coco): the snapshotted image backbone embeds the real, validation and test images."""
 
 from __future__ import annotations
 
@@ -26,21 +26,21 @@ def _thumbnails(files: list[str], size: int = 48) -> np.ndarray:
 
 def embed_images(params: Params) -> EmbeddedImages:
     """In batches on `device`, in `coco.image_encoder.dtype`; a sheet of real images with a caption each."""
-    from synth2.models.vision import embed_files, load_saved_vision_model
+    from synth2.models.image_backbone import embed_files, load_saved_backbone
     from synth2.pretrained import resolve_device, resolve_dtype
 
     p = params.coco.image_encoder
     device = resolve_device(params.device)
     directory = require_dir(paths.IMAGE_ENCODER)
-    load = lambda: load_saved_vision_model(directory, device, resolve_dtype(p.dtype, device))  # noqa: E731
-    model, processor = load_output(directory, "vision model", load)
+    load = lambda: load_saved_backbone(directory, device, resolve_dtype(p.dtype, device))  # noqa: E731
+    backbone = load_output(directory, "image encoder", load)
     embeddings = {}
     for path, table_path in EMBEDDED.items():
         table = read_parquet(table_path, columns=["image_id", "image_path"])
         images = table.drop_duplicates("image_id")  # real_train has one row per caption
         embeddings[path] = (
             images["image_id"].to_numpy(),
-            embed_files(model, processor, images["image_path"].tolist(), p.batch_size),
+            embed_files(backbone, images["image_path"].tolist(), p.batch_size),
         )
     real = read_parquet(paths.REAL_TRAIN, columns=["image_id", "image_path", "caption"])
     sample = real.drop_duplicates("image_id").head(8)

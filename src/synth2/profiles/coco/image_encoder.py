@@ -1,4 +1,4 @@
-"""image_encoder hooks (coco): a pretrained vision model with CLIPVisionModelWithProjection's interface."""
+"""image_encoder hooks (coco): a pretrained image backbone (synth2.models.image_backbone), snapshotted."""
 
 from __future__ import annotations
 
@@ -11,18 +11,22 @@ if TYPE_CHECKING:
 
 
 def make_image_encoder(params: Params) -> ImageEncoder:
-    """`coco.image_encoder.model` (and its image processor) on `device` in its dtype, snapshotted as is."""
-    from synth2.models.vision import load_vision_model, save_vision_model, vision_class
-    from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
+    """`coco.image_encoder`'s backbone (CLIP-like transformers model or EfficientNet-Lite0) on `device` in
+    its dtype, snapshotted as is."""
+    from synth2.models.image_backbone import load_pretrained
+    from synth2.models.vision import vision_class
+    from synth2.pretrained import resolve_device, resolve_dtype
 
     p = params.coco.image_encoder
-    vision_class(p.model_class, "coco.image_encoder.model_class")  # a typo fails before any download
+    if p.backbone == "transformers":
+        vision_class(p.model_class, "coco.image_encoder.model_class")  # a typo fails before any download
     device = resolve_device(params.device)
-    model_dir = resolve_source(p.model, "coco.image_encoder.model")
-    processor_dir = (
-        resolve_source(p.image_processor, "coco.image_encoder.image_processor") if p.image_processor else model_dir
-    )
-    dtype = resolve_dtype(p.dtype, device)
-    model, processor = load_vision_model(model_dir, p.model_class, processor_dir, device, dtype, source=p.model)
-    metrics = {"model": p.model, "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
-    return ImageEncoder(lambda directory: save_vision_model(model, processor, directory), metrics)
+    backbone = load_pretrained(p, device, resolve_dtype(p.dtype, device))
+    metrics = {
+        "model": p.model,
+        "backbone": backbone.kind,
+        "embed_dim": backbone.embed_dim,
+        "device": str(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+    }
+    return ImageEncoder(backbone.save, metrics)

@@ -87,7 +87,7 @@ def _pixel_round_trip(params: Params):
 
     from synth2.io import require_dir
     from synth2.models.decoder import check_embedding_dim, decode_embeddings, load_decoder
-    from synth2.models.vision import embed_images, load_saved_vision_model
+    from synth2.models.image_backbone import embed_images, load_saved_backbone
     from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 
     p, batch_size = params.coco.synthesize, params.synthesize.batch_size
@@ -96,14 +96,14 @@ def _pixel_round_trip(params: Params):
     device = resolve_device(params.device)
     dtype = resolve_dtype(p.dtype, device)
     decoder = load_decoder(resolve_source(p.decoder, "coco.synthesize.decoder"), p.decoder, device, dtype)
-    vision, processor = load_saved_vision_model(require_dir(paths.IMAGE_ENCODER), device, dtype)
+    backbone = load_saved_backbone(require_dir(paths.IMAGE_ENCODER), device, dtype)
     # The unconditional embedding, as Kandinsky's prior makes it: the encoder's view of a black image.
-    negative = embed_images(vision, processor, [Image.new("RGB", (p.decoder_image_size,) * 2)], 1)[0]
+    negative = embed_images(backbone, [Image.new("RGB", (p.decoder_image_size,) * 2)], 1)[0]
     check_embedding_dim(decoder, len(negative), p.decoder)
 
     def round_trip(embeddings: np.ndarray, seed: int) -> tuple[np.ndarray, list]:
         size, steps = p.decoder_image_size, p.decoder_steps
         images = decode_embeddings(decoder, embeddings, negative, size, steps, batch_size, seed)
-        return embed_images(vision, processor, images, batch_size), images
+        return embed_images(backbone, images, batch_size), images
 
     return round_trip
