@@ -32,20 +32,8 @@ from flows.common import (
 )
 from synth2 import tracking
 from synth2.errors import terminate_as_interrupt, user_errors
-from synth2.params import Params, parse_params
+from synth2.params import Params, parse_with_overrides, read_document
 from tasks import run_dvc_experiment
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a copy of the parsed params.yaml."""
-    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
-    for dotted, value in overrides.items():
-        node = merged
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return merged
 
 
 @flow(name="synth2-experiment")
@@ -55,8 +43,9 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
     project = project_root(root)
     params_file = project / "params.yaml"
     before = params_file.read_bytes()
-    # Validate the variant before DVC copies anything: a typo fails here, in one line.
-    params: Params = parse_params(apply_overrides(yaml.safe_load(before), overrides), params_file)
+    # Validate the variant before DVC copies anything: a typo fails here, in one line naming the -S
+    # value at fault (or params.yaml, when the file itself has the mistake).
+    params: Params = parse_with_overrides(read_document(params_file), overrides, params_file)
     name = (
         name
         or f"exp-{time.strftime('%Y%m%d-%H%M%S')}-"
@@ -123,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     terminate_as_interrupt()
     quiet_known_failures()
     with user_errors("synth2 experiment"):
+        params_file = project_root(None) / "params.yaml"  # a mistake is one line, before Prefect starts
+        parse_with_overrides(read_document(params_file), dict(args.sets), params_file)
         result = synth2_experiment(overrides=dict(args.sets), name=args.name)
     print(f"experiment {result['experiment']}: MLflow run {result['mlflow_run_id']}")
     return 0

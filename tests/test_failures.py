@@ -22,9 +22,17 @@ from tests.conftest import write_params
 from tests.tiny_project import BIN, copy_project, dvc, project_env, snapshot
 
 pytestmark = pytest.mark.slow
-# Everything the pipeline wrote, but check_params' own marker (DVC deletes it before the failing check;
-# `dvc checkout` or the next valid run puts it back: it only says "valid").
-ALL_OUTPUTS = ("data", "models", "metrics", "plots", "reports/gates", "reports/evaluate", "dvc.lock")
+# Everything the pipeline wrote, check_params' own marker included (DVC keeps it while the check runs).
+ALL_OUTPUTS = (
+    "data",
+    "models",
+    "metrics",
+    "plots",
+    "reports/gates",
+    "reports/evaluate",
+    "reports/params_check.json",
+    "dvc.lock",
+)
 
 
 @pytest.fixture
@@ -62,10 +70,83 @@ def set_param(root: Path, old: str, new: str) -> None:
 
 def test_a_params_mistake_under_dvc_repro_loses_nothing(project: Path):
     before = snapshot(project, *ALL_OUTPUTS)
+    original = (project / "params.yaml").read_text()
     set_param(project, "target_size: 80", "target_size: -3")
     line = one_error_line(dvc(project, "repro", SYNTH2_TRACKING="0"))
     assert "stage 'check_params'" in line and "'balance.target_size': -3" in line
-    assert snapshot(project, *ALL_OUTPUTS) == before  # DVC never reached a stage with outputs
+    assert snapshot(project, *ALL_OUTPUTS) == before  # the check's own output too (persist)
+    (project / "params.yaml").write_text(original)  # fixed: DVC finds nothing to do, nothing deleted
+    status = dvc(project, "status", SYNTH2_TRACKING="0")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+def flow(root: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m flows.MODULE` on the project in `root`, with this checkout's flows and sources."""
+    checkout = Path(__file__).parents[1]
+    return run(root, sys.executable, "-m", f"flows.{module}", *args, PYTHONPATH=f"{checkout / 'src'}:{checkout}")
+
+
+def params_mistake_under_every_entry_point(project: Path) -> dict[str, subprocess.CompletedProcess]:
+    """The same broken params.yaml under a stage module, the flow (`make run`) and `dvc repro`."""
+    return {
+        "stage": stage(project, "gate", "real"),
+        "flow": flow(project, "pipeline"),
+        "dvc": dvc(project, "repro", SYNTH2_TRACKING="0"),
+    }
+
+
+def test_a_duplicated_key_is_named_with_both_lines_and_nothing_changes(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    params = project / "params.yaml"
+    first = params.read_text().splitlines().index("seed: 0") + 1
+    last = len(params.read_text().splitlines()) + 1
+    params.write_text(params.read_text() + "seed: 3\n")  # silently the seed, to PyYAML
+    results = params_mistake_under_every_entry_point(project)
+    expected = f"params.yaml: duplicate key 'seed' at line {last} (first at line {first}); keep one of the two"
+    assert one_error_line(results["stage"]) == f"error: stage 'gate_real': {expected}"
+    assert one_error_line(results["flow"]) == f"error: synth2 pipeline: {project}/{expected}"
+    dvc_says = results["dvc"].stderr  # DVC reads params.yaml itself, before any stage: its own words
+    assert results["dvc"].returncode != 0 and 'duplicate key "seed"' in dvc_says and f"(line: {first})" in dvc_says
+    assert snapshot(project, *ALL_OUTPUTS) == before
+
+
+def test_a_missing_params_yaml_is_named_under_every_entry_point(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    (project / "params.yaml").unlink()
+    results = params_mistake_under_every_entry_point(project)
+    expected = "params.yaml not found: run from the project root, or copy params.yaml from the repository"
+    assert one_error_line(results["stage"]) == f"error: stage 'gate_real': {expected}"
+    assert one_error_line(results["flow"]) == f"error: synth2 pipeline: {project}/{expected}"
+    # dvc.yaml names params.yaml in `vars`, so DVC says which file is missing (not "Could not find 'profile'").
+    assert results["dvc"].returncode != 0
+    assert results["dvc"].stderr.strip() == "ERROR: failed to parse 'vars' in 'dvc.yaml': 'params.yaml' does not exist"
+    assert snapshot(project, *ALL_OUTPUTS) == before
+
+
+def test_an_unknown_profile_is_named_with_its_choices_under_every_entry_point(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    set_param(project, "profile: world", "profile: bogus")
+    results = params_mistake_under_every_entry_point(project)
+    expected = "params.yaml: invalid value for 'profile': 'bogus' (Input should be 'world' or 'coco')"
+    assert one_error_line(results["stage"]) == f"error: stage 'gate_real': {expected}"
+    assert one_error_line(results["flow"]) == f"error: synth2 pipeline: {project}/{expected}"
+    # No dep of check_params names ${profile}: the check runs and says it (not DVC's missing-file error).
+    assert one_error_line(results["dvc"]) == f"error: stage 'check_params': {expected}"
+    assert snapshot(project, *ALL_OUTPUTS) == before
+
+
+def test_a_bad_override_is_blamed_on_the_override_not_on_params_yaml(project: Path):
+    before = snapshot(project, *ALL_OUTPUTS)
+    bad = flow(project, "experiment", "-S", "train_vlm.steps=-1")
+    assert one_error_line(bad) == (
+        "error: synth2 experiment: -S train_vlm.steps=-1: invalid value for 'train_vlm.steps': -1 "
+        "(Input should be greater than 0)"
+    )
+    typo = flow(project, "experiment", "-S", "train_vlm.stepz=5")
+    assert one_error_line(typo) == (
+        "error: synth2 experiment: -S 'train_vlm.stepz': params.yaml has no such key; check its spelling"
+    )
+    assert snapshot(project, *ALL_OUTPUTS) == before
 
 
 def test_a_params_mistake_under_the_flow_is_one_line_before_prefect_starts(project: Path):
@@ -117,10 +198,13 @@ def test_null_captions_in_balance_leave_every_output_as_it_was(project: Path):
     outputs = ("data/selections", "metrics/diversity.json")
     before = snapshot(project, *outputs)
     prompted = pd.read_parquet(project / paths.PROMPTED_CAPTIONS)
-    prompted.loc[:, "caption"] = None  # nothing left to balance: fails after nothing was replaced
+    prompted.loc[[1, 4], "caption"] = None  # two captions with no text among good ones
     prompted.to_parquet(project / paths.PROMPTED_CAPTIONS, index=False)
     line = one_error_line(stage(project, "balance"))
-    assert "no captions survive balancing" in line
+    assert line == (
+        f"error: stage 'balance': {paths.PROMPTED_CAPTIONS}: 2 of {len(prompted)} rows have no 'caption' "
+        "(first rows [1, 4]); re-run 'dvc repro captions' or fix its input"
+    )
     assert snapshot(project, *outputs) == before
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from synth2.params import Params, ParamsError, Section, load_params
+from synth2.params import Params, ParamsError, Section, load_params, parse_with_overrides, read_document
 from tests.conftest import ROOT, run_stage, write_params
 
 
@@ -68,6 +68,29 @@ def test_malformed_yaml_names_line(tmp_path: Path):
     path.write_text("seed: 0\nworld:\n  pool_size: [1, 2\n")
     with pytest.raises(ParamsError, match=r"not valid YAML at line \d+"):
         load_params(path)
+
+
+def test_a_duplicated_key_is_refused_naming_both_lines_at_any_depth(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nbalance:\n  target_size: 5\n  n_clusters: 2\n  target_size: 7\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == (f"{path}: duplicate key 'target_size' at line 5 (first at line 3); keep one of the two")
+
+
+def test_an_override_mistake_names_the_override_and_a_file_mistake_the_file():
+    document = read_document(ROOT / "params.yaml")
+    assert parse_with_overrides(document, {"balance.target_size": 9}).balance.target_size == 9
+    with pytest.raises(ParamsError) as bad_value:
+        parse_with_overrides(document, {"seed": 1, "balance.target_size": -3})
+    assert str(bad_value.value) == (
+        "-S balance.target_size=-3: invalid value for 'balance.target_size': -3 (Input should be greater than 0)"
+    )
+    with pytest.raises(ParamsError, match=r"^--sweep 'balance.target_sise': params.yaml has no such key"):
+        parse_with_overrides(document, {"balance.target_sise": 9}, origin="--sweep")
+    broken = document | {"seed": -1}  # the file's own mistake stays the file's, whatever the overrides
+    with pytest.raises(ParamsError, match=r"^params.yaml: invalid value for 'seed': -1"):
+        parse_with_overrides(broken, {"balance.target_size": 9})
 
 
 def test_top_level_must_be_mapping(tmp_path: Path):

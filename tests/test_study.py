@@ -317,5 +317,5 @@ def test_a_study_refuses_a_typo_before_queueing_anything(tiny_pipeline: Path, tm
     result = subprocess.run(command, cwd=project, env=project_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: synth2 study: override 'balance.target_sise': params.yaml has no such key; check its spelling"
+        "error: synth2 study: -S 'balance.target_sise': params.yaml has no such key; check its spelling"
     )

@@ -51,6 +51,13 @@ HEADER = """\
 # one. The coco profile's data and checkpoints enter through params (coco.*): after changing those files
 # in place, run `dvc repro -f prepare`.
 """
+# DVC reads params.yaml for `${profile}` by itself when the file is there; named here, a missing params.yaml
+# is DVC's "'params.yaml' does not exist" instead of "Could not find 'profile'".
+VARS = """\
+vars:
+- params.yaml  # every ${...} below comes from it; restore it (git checkout params.yaml) if it is missing
+
+"""
 
 
 # ----------------------------------------------------------------------------------- import analysis
@@ -144,13 +151,16 @@ def untracked(path: str) -> bool:
     return path.endswith("__init__.py") and inert
 
 
-def code_deps(stage: Stage) -> list[str]:
-    """The stage's code deps in every profile: its hook modules as `${profile}`, the rest by path."""
+def code_deps(stage: Stage, every_profile: bool = False) -> list[str]:
+    """The stage's code deps in every profile: its hook modules as `${profile}`, the rest by path
+    (`every_profile`: the hook modules of each profile by path, so no dep depends on `profile`'s value)."""
     module = f"synth2.stages.{stage.module}"
     reached: set[str] = set()
     for profile in PROFILES:
         reached |= {relative(m) for m in closure(module, profile)}
     hook_dirs = tuple(f"src/synth2/profiles/{p}/" for p in PROFILES)
+    if every_profile:
+        return sorted(p for p in reached if not untracked(p))
     hooks = {f"src/synth2/profiles/${{profile}}/{Path(p).name}" for p in reached if p.startswith(hook_dirs)}
     plain = {p for p in reached if not p.startswith(hook_dirs) and not untracked(p)}
     return sorted(plain) + sorted(hooks)
@@ -159,7 +169,7 @@ def code_deps(stage: Stage) -> list[str]:
 # -------------------------------------------------------------------------------------------- output
 
 
-def _out(path: Path | str, cache: bool = True, **options: str | None) -> str | dict:
+def _out(path: Path | str, cache: bool = True, **options: str | bool | None) -> str | dict:
     settings = ({} if cache else {"cache": False}) | {k: v for k, v in options.items() if v is not None}
     return {str(path): settings} if settings else str(path)
 
@@ -167,12 +177,16 @@ def _out(path: Path | str, cache: bool = True, **options: str | None) -> str | d
 def stage_entry(stage: Stage) -> dict:
     args = " ".join(stage.args)
     body: dict = {"cmd": f"PYTHONPATH=src python -m synth2.stages.{stage.module}" + (f" {args}" if args else "")}
-    # Every stage waits for the params check (synth2.stages.check_params says why).
-    check = [] if paths.PARAMS_CHECK in stage.outs else [str(paths.PARAMS_CHECK)]
-    body["deps"] = check + [str(d) for d in stage.deps] + code_deps(stage)
+    # Every stage waits for the params check (synth2.stages.check_params says why). The check itself must
+    # get to run and fail in its own words whatever params.yaml says: no dep of it names `${profile}` (a
+    # bogus profile would be DVC's missing-file error), and DVC keeps its previous output while it runs
+    # (persist), so a params mistake changes nothing on disk.
+    checks_params = paths.PARAMS_CHECK in stage.outs
+    check = [] if checks_params else [str(paths.PARAMS_CHECK)]
+    body["deps"] = check + [str(d) for d in stage.deps] + code_deps(stage, every_profile=checks_params)
     if stage.params:
         body["params"] = list(stage.params)
-    body["outs"] = [str(o) for o in stage.outs]
+    body["outs"] = [_out(o, persist=True) if checks_params else str(o) for o in stage.outs]
     if stage.metrics:
         body["metrics"] = [_out(m, cache=False) for m in stage.metrics]
     if stage.plots:
@@ -182,7 +196,7 @@ def stage_entry(stage: Stage) -> dict:
 
 def render() -> str:
     """dvc.yaml's text: the header, then each stage under a comment of its doc."""
-    parts = [HEADER, "stages:\n"]
+    parts = [HEADER, VARS, "stages:\n"]
     for stage in STAGES:
         comment = textwrap.wrap(stage.doc, width=104)
         entry = yaml.safe_dump({stage.name: stage_entry(stage)}, sort_keys=False, width=120)

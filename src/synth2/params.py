@@ -14,6 +14,8 @@ the check_params stage through the profile's hooks, so parsing params runs no pr
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -372,7 +374,7 @@ class Params(Section):
     compute: ComputeParams
 
 
-def _describe(error: dict, path: Path) -> str:
+def _describe(error: dict, path: Path | str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "<top level>"
     given = error.get("input")
     if not error["loc"] and error["type"] == "value_error":  # a check across sections names its keys itself
@@ -385,8 +387,9 @@ def _describe(error: dict, path: Path) -> str:
     return f"{path}: invalid value for '{key}': {given!r} ({allowed})"
 
 
-def parse_params(raw: object, path: Path = PARAMS_FILE) -> Params:
-    """Validate an already-parsed YAML document."""
+def parse_params(raw: object, path: Path = PARAMS_FILE, blame: Callable[[str], str] | None = None) -> Params:
+    """Validate an already-parsed YAML document. A mistake is reported against `path`, or against what
+    `blame(dotted key)` names (an override rather than the file)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -396,19 +399,75 @@ def parse_params(raw: object, path: Path = PARAMS_FILE) -> Params:
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ParamsError(_describe(errors[0], path) + more) from None
+        where = blame(".".join(str(part) for part in errors[0]["loc"])) if blame else path
+        raise ParamsError(_describe(errors[0], where) + more) from None
     return params
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; every failure is a one-line `ParamsError`."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader keeps the last of two equal keys without a word; a duplicated key in
+    params.yaml is a mistake whose value the user cannot tell (DVC, reading the same file, refuses it)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                first, again = seen[key] + 1, key_node.start_mark.line + 1
+                raise ParamsError(f"duplicate key '{key}' at line {again} (first at line {first}); keep one of the two")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_document(path: Path | str = PARAMS_FILE) -> object:
+    """params.yaml as parsed YAML, unvalidated; a missing file, bad YAML or a duplicated key is one line."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the project root, or copy params.yaml from the repository")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_params(raw, path)
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; every failure is a one-line `ParamsError`."""
+    return parse_params(read_document(path), Path(path))
+
+
+def with_overrides(document: object, overrides: dict[str, object], origin: str = "-S") -> dict:
+    """A copy of params.yaml's document with dotted keys set (`-S train_vlm.steps=100`); a key the file
+    lacks fails naming `origin` (the option it came from), since params.yaml itself is not at fault."""
+    merged = json.loads(json.dumps(document if isinstance(document, dict) else {}))
+    for dotted, value in overrides.items():
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"{origin} '{dotted}': params.yaml has no section '{part}'")
+            node = node[part]
+        if leaf not in node:
+            raise ParamsError(f"{origin} '{dotted}': params.yaml has no such key; check its spelling")
+        node[leaf] = value
+    return merged
+
+
+def parse_with_overrides(
+    document: object, overrides: dict[str, object], path: Path | str = PARAMS_FILE, origin: str = "-S"
+) -> Params:
+    """Validate params.yaml, then params.yaml with `overrides`: a mistake is blamed on the file when the
+    file alone has it, else on the override (`-S train_vlm.steps=-1: invalid value for ...`)."""
+    path = Path(path)
+    params = parse_params(document, path)
+    if not overrides:
+        return params
+    given = ", ".join(f"{origin} {key}={value!r}" for key, value in overrides.items())
+
+    def blame(key: str) -> str:
+        return f"{origin} {key}={overrides[key]!r}" if key in overrides else f"{path} with {given}"
+
+    return parse_params(with_overrides(document, overrides, origin), path, blame)

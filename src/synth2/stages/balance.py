@@ -56,8 +56,9 @@ def embed_shard(model, texts: list[str]) -> np.ndarray:
 def run(params: Params) -> None:
     prompted = read_parquet(paths.PROMPTED_CAPTIONS, columns=["caption", "concept"])
     unprompted = read_parquet(paths.UNPROMPTED_CAPTIONS, columns=["caption"])
-    require_rows(prompted, paths.PROMPTED_CAPTIONS)
-    require_rows(unprompted, paths.UNPROMPTED_CAPTIONS)
+    # A caption with no text would fail deep inside labelling, after the embedding work: stop first.
+    require_rows(prompted, paths.PROMPTED_CAPTIONS, ["caption", "concept"])
+    require_rows(unprompted, paths.UNPROMPTED_CAPTIONS, ["caption"])
     labels = load_hooks(params, "balance").caption_labellers(params)
     with shard_pool(params.compute, ShardWork(load_model, ()), "balance") as encoders:
         embed = CachedEmbedder(lambda texts: encoders.map(embed_shard, texts))

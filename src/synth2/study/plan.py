@@ -138,38 +138,16 @@ def _require_committed(root: Path) -> None:
 
 
 def _validate(root: Path, overrides: Mapping[str, Any], sweep: Sweep | None) -> None:
-    """Every configuration must be valid params before anything is queued: a typo fails in one line, and
-    a bad swept value fails naming the value."""
-    import yaml
-
-    from synth2.params import ParamsError, parse_params
+    """Every configuration must be valid params before anything is queued: a typo fails in one line naming
+    the -S or --sweep value at fault, or params.yaml when the file itself has the mistake."""
+    from synth2.params import parse_with_overrides, read_document
 
     params_file = root / "params.yaml"
     if not params_file.is_file() or not (root / "dvc.yaml").is_file():
         raise StudyError(f"{root} is not the synth2 project root (no params.yaml and dvc.yaml); run from there")
-    raw = yaml.safe_load(params_file.read_text())
-    parse_params(_merged(raw, overrides, "override"), params_file)
+    document = read_document(params_file)
+    parse_with_overrides(document, dict(overrides), params_file)
     if sweep is None:
         return
-    _merged(raw, {sweep.key: None}, "--sweep")  # the key first, with the same message as an -S key
     for value in sweep.values:
-        try:
-            parse_params(_merged(raw, dict(overrides) | {sweep.key: value}, "--sweep"), params_file)
-        except ParamsError as exc:
-            raise StudyError(f"--sweep {sweep.key}={value!r}: {exc}") from None
-
-
-def _merged(raw: Mapping[str, Any], overrides: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    """A copy of params.yaml's document with the dotted overrides set; a key it lacks fails naming `origin`."""
-    document = json.loads(json.dumps(raw))
-    for dotted, value in overrides.items():
-        node = document
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise StudyError(f"{origin} '{dotted}': params.yaml has no section '{part}'")
-            node = node[part]
-        if leaf not in node:
-            raise StudyError(f"{origin} '{dotted}': params.yaml has no such key; check its spelling")
-        node[leaf] = value
-    return document
+        parse_with_overrides(document, dict(overrides) | {sweep.key: value}, params_file, origin="--sweep")
