@@ -251,3 +251,42 @@ def test_the_pipeline_page_gates_section_links_each_gate_page_and_lists_failures
     assert "<td>captions</td><td>FAILED</td><td>prompted, unprompted</td><td>11</td>" in section
     assert "<td>pool</td><td>not run</td>" in section
     assert "captions: prompted: expect_column_values_to_not_be_null(caption): 1 of 2 rows unexpected" in section
+
+
+@pytest.mark.slow  # two stage processes and a new MLflow store: about a minute
+def test_the_gate_page_is_an_artifact_of_the_gate_run_passed_or_failed(tmp_path: Path):
+    """Through the stage's entry point, in a DVC project, recording into a real MLflow store."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dvc.repo import Repo
+    from mlflow import MlflowClient
+
+    from tests.conftest import ROOT, stage_env
+
+    write_params(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)  # the stage's outs: what its run records on success
+    Repo.init(str(tmp_path), no_scm=True)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    env = stage_env() | {"SYNTH2_TRACKING": "1", "SYNTH2_TRACKING_STRICT": "1", "MLFLOW_TRACKING_URI": store}
+
+    def gate_run(prompted: pd.DataFrame) -> subprocess.CompletedProcess:
+        os.chdir(tmp_path)
+        try:
+            write_captions(prompted)
+        finally:
+            os.chdir(ROOT)
+        command = [sys.executable, "-m", "synth2.stages.gate", "captions"]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    assert gate_run(good_captions()).returncode == 0
+    assert gate_run(pd.DataFrame({"caption": [None, "zz"], "concept": ["a", None]})).returncode == 1
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("synth2").experiment_id], order_by=["start_time"])
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
+    for run in runs:
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports/gates")}
+        assert artifacts == {"reports/gates/captions.json", "reports/gates/captions.html"}, run.info.status
+    failed_page = Path(client.download_artifacts(runs[1].info.run_id, "reports/gates/captions.html", str(tmp_path)))
+    assert "Gate captions: FAILED" in page_text(failed_page.read_text())
