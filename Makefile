@@ -114,7 +114,8 @@ PIPELINE_OUTS := reports/params_check.json data/prepared/unlabeled_pool data/pre
 	data/embeddings/test.safetensors data/synthetic models/caption_lm models/image_encoder models/prior \
 	models/vlm/baseline models/vlm/synth models/vlm/synth_unbalanced reports/gates/pool.json \
 	reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json reports/gates/synthetic.json \
-	reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
+	reports/gates/pool.html reports/gates/real.html reports/gates/captions.html reports/gates/balanced.html \
+	reports/gates/synthetic.html reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
 
 clean:
 	rm -rf $(PIPELINE_OUTS)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from itertools import product
 from pathlib import Path
 
@@ -173,3 +175,118 @@ def test_gate_stage_exits_nonzero_with_one_line(tmp_path: Path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "gate 'captions' failed" in errors[0]
     assert (tmp_path / paths.gate_report("captions")).exists()
+
+
+# ------------------------------------------------------------------------------------ the pages people read
+
+
+def page_text(page: str) -> str:
+    """What a person reads on a page: its text, tags dropped, entities decoded, whitespace collapsed."""
+    text = re.sub(r"<(style|script)>.*?</\1>", " ", page, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
+
+
+def expectation_row(page: str, table: str, expectation: str, column: str | None = None) -> tuple[str, str]:
+    """(the row's class, its text) of one expectation (on `column`) in one table's section of a gate page."""
+    section = page.split(f'<h2 id="{table}">')[1].split("<h2")[0]
+    on_column = f"<code>column</code> = <code>&quot;{column}&quot;</code>" if column else ""
+    # An expectation's row is anchored (`<tr id="table-n"`); a nested table of offending rows is not.
+    rows = [row for row in section.split('<tr id="')[1:] if f"<code>{expectation}</code>" in row and on_column in row]
+    assert len(rows) == 1, f"{table}: {expectation} is on the page {len(rows)} times"
+    return rows[0].split(">")[0], page_text('<tr id="' + rows[0])
+
+
+def test_a_gate_page_lists_every_expectation_in_gx_words_and_is_deterministic(project: Path):
+    write_captions(good_captions())
+    check("captions", load_params())
+    report = json.loads((project / paths.gate_report("captions")).read_text())
+    page_path = project / paths.gate_page("captions")
+    page = page_path.read_text()
+    assert "Gate captions: passed" in page_text(page)
+    for name, table in report["tables"].items():
+        for result in table["results"]:
+            config = result["expectation_config"]
+            row_class, _ = expectation_row(page, name, config["type"], config["kwargs"].get("column"))
+            assert "failed" not in row_class
+    n_expectations = sum(len(t["results"]) for t in report["tables"].values())
+    assert n_expectations == 11 and f"{n_expectations} expectations checked on 2 table(s)" in page_text(page)
+    _, row = expectation_row(page, "prompted", "expect_column_values_to_be_between")
+    # GX's own sentence, as its Data Docs print it, and the arguments it was given
+    assert "n_words values must be greater than or equal to" in row and "mostly = " in row
+    assert "caption_min_words" in page_text(page)  # the thresholds the gate used
+    check("captions", load_params())
+    assert page_path.read_text() == page  # a DVC out: the same validation gives the same bytes
+
+
+def test_a_failing_gate_page_shows_the_failure_its_unexpected_values_and_rows_escaped(project: Path):
+    markup = "<script>alert(1)</script> a red circle"
+    garbage = pd.DataFrame({"caption": [markup, None, *[f"<unk>#{i}$$@@" for i in range(3)]], "concept": "red circle"})
+    write_captions(pd.concat([garbage, good_captions().head(3)], ignore_index=True))
+    with pytest.raises(GateError) as failure:
+        check("captions", load_params())
+    assert str(paths.gate_page("captions")) in str(failure.value)  # the one line points at the page
+    page = (project / paths.gate_page("captions")).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page  # a caption's markup is shown, never run
+    assert "Gate captions: FAILED" in page_text(page)
+    row_class, row = expectation_row(page, "prompted", "expect_column_values_to_match_regex")
+    assert "failed" in row_class and "FAILED" in row
+    assert "4 of 7 rows unexpected (57.14%); 1 of 8 rows null, not checked" in row  # as GX counts them
+    assert f'"{markup}" × 1' in row and '"<unk>#0$$@@" × 1' in row  # GX's unexpected values and counts
+    assert "offending rows:" in row and '"red circle"' in row  # and the rows they sit in
+    row_class, row = expectation_row(page, "unprompted", "expect_column_values_to_match_regex")
+    assert "failed" not in row_class and "0 of" in row
+    assert "prompted: expect_column_values_to_not_be_null(caption): 1 of 8 rows unexpected" in page_text(page)
+
+
+def test_the_pipeline_page_gates_section_links_each_gate_page_and_lists_failures(project: Path):
+    from synth2.pipeline import GATES
+    from synth2.report import _gates_section
+
+    write_captions(pd.DataFrame({"caption": [None, "zz"], "concept": ["a", None]}))
+    with pytest.raises(GateError):
+        check("captions", load_params())
+    section = _gates_section()
+    assert section.count("<tr>") == 1 + len(GATES)
+    assert '<a href="gates/captions.html">gates/captions.html</a>' in section
+    assert "<td>captions</td><td>FAILED</td><td>prompted, unprompted</td><td>11</td>" in section
+    assert "<td>pool</td><td>not run</td>" in section
+    assert "captions: prompted: expect_column_values_to_not_be_null(caption): 1 of 2 rows unexpected" in section
+
+
+@pytest.mark.slow  # two stage processes and a new MLflow store: about a minute
+def test_the_gate_page_is_an_artifact_of_the_gate_run_passed_or_failed(tmp_path: Path):
+    """Through the stage's entry point, in a DVC project, recording into a real MLflow store."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dvc.repo import Repo
+    from mlflow import MlflowClient
+
+    from tests.conftest import ROOT, stage_env
+
+    write_params(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)  # the stage's outs: what its run records on success
+    Repo.init(str(tmp_path), no_scm=True)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    env = stage_env() | {"SYNTH2_TRACKING": "1", "SYNTH2_TRACKING_STRICT": "1", "MLFLOW_TRACKING_URI": store}
+
+    def gate_run(prompted: pd.DataFrame) -> subprocess.CompletedProcess:
+        os.chdir(tmp_path)
+        try:
+            write_captions(prompted)
+        finally:
+            os.chdir(ROOT)
+        command = [sys.executable, "-m", "synth2.stages.gate", "captions"]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    assert gate_run(good_captions()).returncode == 0
+    assert gate_run(pd.DataFrame({"caption": [None, "zz"], "concept": ["a", None]})).returncode == 1
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("synth2").experiment_id], order_by=["start_time"])
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
+    for run in runs:
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports/gates")}
+        assert artifacts == {"reports/gates/captions.json", "reports/gates/captions.html"}, run.info.status
+    failed_page = Path(client.download_artifacts(runs[1].info.run_id, "reports/gates/captions.html", str(tmp_path)))
+    assert "Gate captions: FAILED" in page_text(failed_page.read_text())

@@ -82,6 +82,18 @@ def test_stage_outputs_are_complete(pipeline: Path):
     assert not leftovers
 
 
+def test_the_report_links_every_gate_page_and_says_each_passed(pipeline: Path):
+    from synth2.pipeline import GATES
+
+    report = (pipeline / paths.REPORT).read_text()
+    section = report.split("<h2>Data-quality gates (Great Expectations)</h2>")[1]
+    for gate in GATES:
+        link = f'<a href="gates/{gate}.html">'
+        assert f"<td>{gate}</td><td>passed</td>" in section and link in section, gate
+        page = (pipeline / paths.REPORT).parent / "gates" / f"{gate}.html"  # where the link leads
+        assert f"Gate <code>{gate}</code>: " in page.read_text(), gate
+
+
 def test_rerun_is_a_no_op(pipeline: Path):
     status = dvc(pipeline, "status")
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout

@@ -2,16 +2,18 @@
 
 Each gate turns its inputs into pandas frames (one per table, plus derived columns such as word counts
 or embedding norms), validates each frame against a suite built here in code with thresholds from
-`params.gates`, and writes the whole validation result to `reports/gates/<gate>.json`. A failed gate
+`params.gates`, and writes the whole validation result to `reports/gates/<gate>.json` and, for people, a
+page of it to `reports/gates/<gate>.html` (synth2.gate_page: every expectation in GX's words, what was
+observed, the unexpected values and offending rows). A failed gate
 raises `GateError` (`GateResult.error()`: its stage, synth2.stages.gate, raises it after recording the
 result in MLflow), one line naming every failed expectation with a few offending rows, so `dvc repro`
 and the Prefect flow stop before anything downstream runs.
 
 Gates (synth2.pipeline.GATES): `pool` and `real` (the prepared tables; the profile's hooks define them),
 `captions` (raw LM samples), `balanced` (the balanced selection), `synthetic` (synthesised image
-embeddings against the real ones). Reports
-hold what was validated and found, never when: they are DVC outs, and a timestamp would make dvc.lock
-differ from run to run.
+embeddings against the real ones). Reports and
+pages hold what was validated and found, never when: they are DVC outs, and a timestamp would make
+dvc.lock differ from run to run.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth2 import paths
+from synth2 import gate_page, paths
 from synth2.errors import Synth2Error
-from synth2.io import landing_now, read_parquet, read_tensors, write_json
+from synth2.io import atomic_path, landing_now, read_parquet, read_tensors, write_json
 from synth2.params import GateParams
 
 log = logging.getLogger("synth2")
@@ -36,7 +38,8 @@ log = logging.getLogger("synth2")
 # A caption is made of words and ordinary punctuation; LM garbage (markup, control characters, runs of
 # symbols) is not.
 CAPTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ,.;:'!?()\-]*$"
-N_SAMPLES = 3
+N_SAMPLES = 3  # offending rows in the one-line error
+N_PAGE_ROWS = 20  # offending rows on the gate's page (as many as GX lists unexpected values)
 
 
 class GateError(Synth2Error):
@@ -59,6 +62,8 @@ class GateResult:
     success: bool
     report: dict[str, Any]
     failures: list[str]
+    # {table: {expectation index: offending rows}}, for the page: the report keeps GX's row indices only
+    offending_rows: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -70,7 +75,7 @@ class GateResult:
         return GateError(
             f"gate '{self.gate}' failed {len(self.failures)} expectation(s): "
             + "; ".join(self.failures)
-            + f" (report: {paths.gate_report(self.gate)})"
+            + f" (see {paths.gate_page(self.gate)})"
         )
 
 
@@ -97,6 +102,7 @@ def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None =
     source = context.data_sources.add_pandas(f"gate_{gate}")
     report: dict[str, Any] = {"gate": gate, "thresholds": thresholds or {}, "tables": {}}
     failures: list[str] = []
+    offending: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for table in tables:
         suite = gx.ExpectationSuite(name=f"{gate}.{table.name}", expectations=table.expectations)
         batch = (
@@ -107,6 +113,9 @@ def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None =
         result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
         report["tables"][table.name] = _clean(_without_load_time(result.to_json_dict()))
         failures += [_describe(table, r) for r in result.results if not r.success]
+        offending[table.name] = {
+            i: rows for i, r in enumerate(result.results) if (rows := _offending_rows(table, r, N_PAGE_ROWS))
+        }
     report["success"] = not failures
     report["failures"] = failures
     log.info(
@@ -116,7 +125,7 @@ def validate(gate: str, tables: list[Table], thresholds: dict[str, Any] | None =
         len(failures),
         time.perf_counter() - started,
     )
-    return GateResult(gate, not failures, report, failures)
+    return GateResult(gate, not failures, report, failures, offending)
 
 
 def _describe(table: Table, result: Any) -> str:
@@ -130,12 +139,9 @@ def _describe(table: Table, result: Any) -> str:
         seen = f"raised {result.exception_info.get('exception_message')}"
     elif "unexpected_count" in res:
         seen = f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected"
-        rows = res.get("partial_unexpected_index_list") or []
-        if rows and table.show:
-            sample = table.frame.loc[rows[:N_SAMPLES], [c for c in table.show if c in table.frame]]
-            seen += ", e.g. " + " | ".join(
-                " ".join(f"{k}={_short(v)}" for k, v in row.items()) for row in sample.to_dict("records")
-            )
+        sample = _offending_rows(table, result, N_SAMPLES)
+        if sample:
+            seen += ", e.g. " + " | ".join(" ".join(f"{k}={_short(v)}" for k, v in row.items()) for row in sample)
         elif res.get("partial_unexpected_list"):
             seen += ", e.g. " + ", ".join(_short(v) for v in res["partial_unexpected_list"][:N_SAMPLES])
     else:
@@ -144,6 +150,17 @@ def _describe(table: Table, result: Any) -> str:
             top = table.frame[column].value_counts().head(N_SAMPLES)
             seen += ", most repeated: " + ", ".join(f"{_short(v)}×{n}" for v, n in top.items())
     return f"{table.name}: {config.type}({args}): {seen}"
+
+
+def _offending_rows(table: Table, result: Any, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` rows GX found unexpected, in the columns that identify a row."""
+    rows = (result.result or {}).get("partial_unexpected_index_list") or []
+    if not rows or not table.show:
+        return []
+    sample = table.frame.loc[rows[:limit], [c for c in table.show if c in table.frame]]
+    return [
+        {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()} for row in sample.to_dict("records")
+    ]
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -302,11 +319,15 @@ def synthetic_tables(g: GateParams) -> list[Table]:
 
 
 def run_gate(gate: str, tables: list[Table], thresholds: dict[str, Any]) -> GateResult:
-    """Validate and write the report (with the thresholds used) to `paths.gate_report(gate)`; the caller
-    records `result.metrics` and, when `not result.success`, raises `result.error()`."""
+    """Validate and write the report (with the thresholds used) to `paths.gate_report(gate)` and its page
+    to `paths.gate_page(gate)`; the caller records `result.metrics` and, when `not result.success`, raises
+    `result.error()`."""
     result = validate(gate, tables, thresholds)
-    # The report is the gate's one output, and after a failure what the user reads next: it lands at
-    # once, not with the stage's other writes (which a failure discards).
+    page = gate_page.render(result.report, result.offending_rows)
+    # The report and its page are the gate's outputs, and after a failure what the user reads next: they
+    # land at once, not with the stage's other writes (which a failure discards).
     with landing_now():
         write_json(result.report, paths.gate_report(gate))
+        with atomic_path(paths.gate_page(gate)) as tmp:
+            tmp.write_text(page)
     return result

@@ -102,12 +102,16 @@ def synthetic_captions(selection: str) -> Path:
 # train_vlm (one directory per variant; synth2.pipeline.VARIANTS says what each trains on)
 VLM = MODELS / "vlm"
 
-# gates (one validation report per gate)
+# gates (one validation report per gate, and its page for people)
 GATES = REPORTS / "gates"
 
 
 def gate_report(name: str) -> Path:
     return GATES / f"{name}.json"
+
+
+def gate_page(name: str) -> Path:
+    return GATES / f"{name}.html"
 
 
 # evaluate

@@ -106,7 +106,7 @@ GATES = {
 
 def _gate(name: str, doc: str, deps: tuple[Path, ...], params: tuple[str, ...] = ()) -> Stage:
     keys = params + tuple(f"gates.{key}" for key in GATES[name])
-    return Stage(f"gate_{name}", doc, "gate", (name,), deps, keys, (paths.gate_report(name),))
+    return Stage(f"gate_{name}", doc, "gate", (name,), deps, keys, (paths.gate_report(name), paths.gate_page(name)))
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -313,7 +313,8 @@ STAGES = (
     ),
     Stage(
         "report",
-        "One HTML page of the run for people: metrics, curves, diversity, decoded synthetic samples, examples.",
+        "One HTML page of the run for people: metrics, curves, diversity, decoded synthetic samples, examples, "
+        "the gates (linked to their pages).",
         "report",
         deps=(
             paths.EVAL_METRICS,
@@ -324,6 +325,7 @@ STAGES = (
             paths.vlm_loss("baseline").parent,
             paths.SYNTHETIC_SHEET.parent,
             paths.EVAL_DIR,
+            *(paths.gate_report(gate) for gate in GATES),
         ),
         params=("seed", "profile"),
         outs=(paths.REPORT,),

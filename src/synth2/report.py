@@ -2,7 +2,8 @@
 
 Metrics of every VLM variant (test, and validation where the champion was chosen), the champion, the
 training curves, diversity of the captions before and after balancing, the synthetic contact sheet with
-its captions written out in full, and example captions per variant. Built from the stages' DVC outputs
+its captions written out in full, example captions per variant, and the data-quality gates (each gate's
+verdict and failures, linked to its own page, synth2.gate_page). Built from the stages' DVC outputs
 only (no timestamps), so the same outputs give the same bytes.
 """
 
@@ -12,15 +13,16 @@ import base64
 import html
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from synth2 import paths
+from synth2 import gate_page, paths
 from synth2.io import read_json
-from synth2.pipeline import VARIANT_NAMES
+from synth2.pipeline import GATES, VARIANT_NAMES
 
 CURVES = {
     "caption LM": paths.CAPTION_LM_LOSS,
@@ -134,6 +136,36 @@ def _diversity_section(diversity: Mapping[str, Any]) -> str:
     return _table(["", *sets], rows)
 
 
+def _gates_section() -> str:
+    """Per gate: its verdict, what it checked, its failures with their examples, and a link to its page."""
+    rows, failures = [], []
+    for gate in GATES:
+        report = _json(paths.gate_report(gate), None)
+        if report is None:
+            rows.append([gate, "not run", "", "", "", ""])
+            continue
+        summary = gate_page.summary(report)
+        page = os.path.relpath(paths.gate_page(gate), paths.REPORT.parent)
+        rows.append(
+            [
+                gate,
+                "passed" if summary.success else "FAILED",
+                ", ".join(summary.tables),
+                summary.expectations,
+                summary.failed,
+                f'<a href="{html.escape(page)}">{html.escape(page)}</a>',
+            ]
+        )
+        failures += [f"{gate}: {failure}" for failure in summary.failures]
+    head = "".join(f"<th>{h}</th>" for h in ("gate", "result", "tables", "expectations", "failed", "page"))
+    # Cells are escaped here, not by _table: the page cell is a link.
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if i == 5 else _cell(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows
+    )
+    listed = "<ol>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures) + "</ol>" if failures else ""
+    return f'<table class="text"><tr>{head}</tr>{body}</table>' + (f"<h3>Failures</h3>{listed}" if listed else "")
+
+
 def _markdown_table(path: Path) -> str:
     """A Markdown table written by a stage (| a | b |) as HTML."""
     if not path.exists():
@@ -167,6 +199,10 @@ def build_report(result_columns: Iterable[tuple[str, str]], title: str, figures:
         "<ol>" + "".join(f"<li>{html.escape(c)}</li>" for c in sheet_captions) + "</ol>",
         "<h2>Example captions (test)</h2>",
         _markdown_table(paths.EVAL_EXAMPLES),
+        "<h2>Data-quality gates (Great Expectations)</h2>",
+        "<p>Each gate validated its stage's data before the next stage ran; its page shows every expectation, "
+        "what was observed and the unexpected values.</p>",
+        _gates_section(),
     ]
     body = "\n".join(sections)
     head = f'<meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style>'

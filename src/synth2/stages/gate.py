@@ -2,8 +2,9 @@
 
 NAME is one of pool, real, captions, balanced, synthetic (synth2.pipeline.GATES, which also names the
 params.gates thresholds each one checks); the profile's gate hooks supply what differs (the prepared
-tables to check, the labels balancing must have filled). A failed gate writes its report and exits 1 with
-one line naming the failed expectations, which stops `dvc repro` and the flow.
+tables to check, the labels balancing must have filled). Every gate writes its report and its page for people
+(reports/gates/NAME.json and .html), both MLflow artifacts of the stage's run. A failed gate exits 1 with
+one line naming the failed expectations and the page, which stops `dvc repro` and the flow.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ def gate_tables(gate: str, params: Params) -> list[Table]:
 
 
 def check(gate: str, params: Params) -> GateResult:
-    """Run the gate: validate its tables, write its report, record it in MLflow, raise GateError when it fails."""
+    """Run the gate: validate its tables, write its report and page, record them in MLflow, raise GateError when
+    it fails."""
     thresholds = {key: getattr(params.gates, key) for key in GATES[gate]}
     result = run_gate(gate, gate_tables(gate, params), thresholds)
     tracking.log_metrics(result.metrics)
     if not result.success:
-        tracking.log_artifact(paths.gate_report(gate), "reports/gates")  # a failed stage's outs are not auto-logged
+        # A failed stage's outs are not logged with its run's close: the report and its page go now.
+        tracking.log_artifact(paths.gate_report(gate), "reports/gates")
+        tracking.log_artifact(paths.gate_page(gate), "reports/gates")
         raise result.error()
     return result
 
