@@ -91,6 +91,9 @@ def mlflow_ui_args(port: int, backend_store_uri: str) -> list[str]:
         HOST,
         "--port",
         str(port),
+        # One user's browser: one uvicorn worker serves it (MLflow's default of 4 starts 4 copies of its app).
+        "--workers",
+        "1",
         "--allowed-hosts",
         ",".join(hosts),
         "--cors-allowed-origins",
