@@ -69,7 +69,11 @@ def make_serve(
         make = subprocess.Popen(
             ["make", "serve", f"PREFECT_PORT={port}", f"PREFECT_HOME={prefect_home}"],
             cwd=checkout,
-            env=service_env(PREFECT_WORKER_QUERY_SECONDS="2"),  # the worker picks a flow run up sooner
+            # The password of the checkout's .env, not one of the caller's environment; the worker picks a
+            # flow run up sooner.
+            env={
+                k: v for k, v in service_env(PREFECT_WORKER_QUERY_SECONDS="2").items() if k != "PREFECT_API_AUTH_STRING"
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
