@@ -84,23 +84,25 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
 # A local Prefect server (SQLite under .prefect/), the deployments of prefect.yaml and a worker on
-# their pool (one flow run at a time), so the schedules fire. The server accepts only its own origin,
-# with CSRF protection; PREFECT_API_AUTH_STRING=user:password in the environment adds a password.
-# Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make's process group, stops worker and server (flows/serve.py).
-serve: $(STAMP)
+# their pool (one flow run at a time), so the schedules fire. The server wants the password
+# PREFECT_API_AUTH_STRING (user:password) of .env, written here once if there is no .env (the
+# environment's wins), accepts only its own origin, with CSRF protection (flows/serve.py).
+# Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make's process group, stops worker and server.
+serve: $(STAMP) .env
 	$(BIN)/python -m flows.serve --port $(PREFECT_PORT)
 
-# .env for docker compose (README: Docker): your UID/GID, fresh random secrets, the example's other
-# values; readable by you only. An existing .env is never overwritten.
+# .env for docker compose and `make serve` (README: Docker): your UID/GID, fresh random secrets, the
+# example's other values; readable by you only. An existing .env is never overwritten.
 env: .env
 .env:
 	@umask 077 && python3 docker/make_env.py .env.example > .env.tmp && mv .env.tmp .env
-	@echo "wrote .env (mode 600); next: docker compose up -d"
+	@echo "wrote .env (mode 600): the secrets of make serve and docker compose (README: Docker)"
 
-# The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT).
+# The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT). It answers its own
+# origin and host only: no page served by another port or host name can write or read (flows/ui.py).
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-		--host 127.0.0.1 --port $(MLFLOW_PORT)
+	$(BIN)/python -m flows.ui --port $(MLFLOW_PORT) \
+		--backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
 
 # Pipeline outputs only: every out dvc.yaml declares except metrics/ and plots/, which are committed (the
 # README's results are read from them; the next `dvc repro` or `make run` rewrites them). Never user data:

@@ -2,10 +2,15 @@
 
     python -m flows.serve --port 4200
 
-The server accepts cross-origin requests from no other origin and wants a CSRF token on every
-state-changing request, so a web page open in the user's browser cannot create a flow run that the
-worker would run as the user. With PREFECT_API_AUTH_STRING ("user:password") in the environment
-the server requires that password too, and the worker and its flow runs send it.
+The server wants a password on every request but the health check: PREFECT_API_AUTH_STRING
+("user:password") from the environment or, as docker compose reads it, from the checkout's .env
+(which `make serve` writes once with a random one, mode 600, as `make env` does); the worker and its
+flow runs send it, and the UI asks for it. It also accepts cross-origin requests from no other origin
+and wants a CSRF token on every state-changing request. The CSRF check alone stops a page of another
+origin, not one that rebinds its own host name to 127.0.0.1: the browser then counts it as the
+server's own origin (Prefect does not check the Host header), and it could read a CSRF token and
+start a flow run that the worker would run as the user. Without the password it gets 401: the UI
+keeps the password in its own origin's storage and the browser never offers it to another name.
 
 Server and worker run in sessions of their own: a Ctrl-C, or a signal to make's process group,
 reaches only this supervisor, which stops the worker first (SIGTERM, then SIGKILL after
@@ -32,13 +37,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
+
+from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "synth2-local"
 WORKER_LOCK = ".synth2-worker.lock"
+ENV_FILE = ".env"
 WORKER_GRACE_S = 10
 SERVER_GRACE_S = 10
 STARTUP_TIMEOUT_S = 180
@@ -58,15 +67,25 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise Stop(signum)
 
 
-def server_environment(port: int, environ: dict[str, str]) -> dict[str, str]:
-    """What the server needs on top of `environ` to accept only its own origin (and the password)."""
+def api_auth_string(root: Path, environ: Mapping[str, str]) -> str | None:
+    """The server's "user:password": the environment's PREFECT_API_AUTH_STRING, else the one in
+    `root`/.env (the environment wins, as with docker compose); None if neither has one."""
+    if environ.get("PREFECT_API_AUTH_STRING"):
+        return environ["PREFECT_API_AUTH_STRING"]
+    env_file = root / ENV_FILE
+    # python-dotenv: the parser Prefect itself reads .env with (compose's syntax: quotes, comments).
+    return (dotenv_values(env_file).get("PREFECT_API_AUTH_STRING") or None) if env_file.exists() else None
+
+
+def server_environment(port: int, auth_string: str | None) -> dict[str, str]:
+    """What the server needs to accept only its own origin and, with `auth_string`, only that password."""
     env = {
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
         # The UI is served from this origin and calls the API from it; no other origin may.
         "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
     }
-    if environ.get("PREFECT_API_AUTH_STRING"):
-        env["PREFECT_SERVER_API_AUTH_STRING"] = environ["PREFECT_API_AUTH_STRING"]
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     return env
 
 
@@ -122,13 +141,14 @@ def wait_healthy(api_url: str, server: subprocess.Popen) -> None:
             time.sleep(0.5)
 
 
-def serve(port: int, children: list[subprocess.Popen]) -> int:
+def serve(port: int, auth_string: str, children: list[subprocess.Popen]) -> int:
     """Start server, deployments and worker; return when the worker exits (a signal raises Stop)."""
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_API_URL": api_url, "SYNTH2_ROOT": str(ROOT)}
+    # The worker hands its environment to the flow runs it starts: they send the password too.
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_API_AUTH_STRING": auth_string, "SYNTH2_ROOT": str(ROOT)}
     prefect = str(BIN / "prefect")
     server_cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    children.append(start(server_cmd, env | server_environment(port, env)))
+    children.append(start(server_cmd, env | server_environment(port, auth_string)))
     wait_healthy(api_url, children[0])
     for args in (["work-pool", "create", POOL, "--type", "process", "--overwrite"], ["--no-prompt", "deploy", "--all"]):
         children.append(start([prefect, *args], env))
@@ -147,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1")
     args = parser.parse_args(argv)
+    auth_string = api_auth_string(ROOT, os.environ)
+    if auth_string is None:
+        print(
+            f"error: no password for the Prefect server: set PREFECT_API_AUTH_STRING=user:password in "
+            f"{ROOT / ENV_FILE} (.env.example says how to generate one) or in the environment",
+            file=sys.stderr,
+        )
+        return 1
     for signum in STOP_SIGNALS:  # installed over SIG_IGN too: Python may, a shell may not
         signal.signal(signum, _raise_stop)
     lock = take_worker_lock(ROOT)
@@ -160,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     children: list[subprocess.Popen] = []
     received: int | None = None
     try:
-        return serve(args.port, children)
+        return serve(args.port, auth_string, children)
     except Stop as stop_signal:
         received = stop_signal.signum
         return 128 + received

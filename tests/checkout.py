@@ -1,8 +1,8 @@
-"""A workspace of its own that `make` treats as this checkout, for tests that run `make serve` or
-`make run`: the Makefile, the dependency files, prefect.yaml, flows/ and tasks/ copied (with their
-times, so the install stamp stays fresh), and .venv linked to this checkout's environment, or to
-`portable_environment`, the same packages for a test that runs as another user; and that user, a
-UID with no passwd entry (`unused_ids`, `run_as`, `chown_tree`)."""
+"""A workspace of its own that `make` treats as this checkout, for tests that run `make serve`, `make ui`
+or `make run`: the Makefile, the dependency files, prefect.yaml, .env.example and docker/make_env.py,
+flows/ and tasks/ copied (with their times, so the install stamp stays fresh), and .venv linked to
+this checkout's environment, or to `portable_environment`, the same packages for a test that runs as
+another user; and that user, a UID with no passwd entry (`unused_ids`, `run_as`, `chown_tree`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
-FILES = ("Makefile", "pyproject.toml", "requirements.lock", "prefect.yaml")
+# .env.example and docker/make_env.py: `make serve` writes .env from them when there is none.
+FILES = ("Makefile", "pyproject.toml", "requirements.lock", "prefect.yaml", ".env.example", "docker/make_env.py")
 PACKAGES = ("flows", "tasks")
 
 
@@ -24,6 +25,7 @@ def copy_checkout(dst: Path, venv: Path = VENV) -> Path:
     """Copy the entry points into `dst` (which may already hold a project); return `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in FILES:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dst / name)
     for name in PACKAGES:
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)

@@ -170,11 +170,11 @@ def assert_refuses_other_origins(api_url: str, auth_string: str | None = None) -
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1, SQLite under its own PREFECT_HOME, hardened as `make serve`
     hardens its server (CSRF on, no other origin), so every flow test runs through the CSRF checks;
-    yields the API URL."""
+    without its password, which tests/test_serve.py checks on `make serve` itself; yields the API URL."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     env = service_env(PREFECT_HOME=str(home))
-    env.update(server_environment(port, env))
+    env.update(server_environment(port, auth_string=None))
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with background(cmd, env, f"http://127.0.0.1:{port}/api/health", home / "server.log") as proc:
         assert listening_addresses(proc.pid) <= {"127.0.0.1"}, listening_addresses(proc.pid)
