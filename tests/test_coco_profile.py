@@ -423,7 +423,17 @@ def test_mlflow_records_every_stage_with_lineage_models_and_the_champion(tracked
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert {"caption_lm", "prior"} <= {m.name for m in logged}
     champion = client.get_model_version_by_alias("synth2-vlm", "champion")
-    assert champion.tags["variant"] in VARIANT_NAMES
+    assert champion.tags["variant"] == json.loads((workspace / paths.EVAL_METRICS).read_text())["champion"]["variant"]
+    # The first registration sets the alias; evaluate's run keeps every variant's per-image validation
+    # scores for the next run to bootstrap its margin over this champion.
+    evaluate = runs["evaluate"]
+    assert evaluate.data.tags["synth2.champion.reason"].endswith("is the first champion of synth2-vlm")
+    assert champion.tags["synth2.validation_scores.run"] == evaluate.info.run_id
+    path = client.download_artifacts(evaluate.info.run_id, "champion/validation_scores.json")
+    evidence = json.loads(Path(path).read_text())
+    val = pd.read_parquet(workspace / paths.VAL)
+    assert evidence["metric"] == "val.overall.cider" and set(evidence["scores"]) == set(VARIANT_NAMES)
+    assert all(set(s) == {str(i) for i in val["image_id"]} for s in evidence["scores"].values())
 
 
 # ------------------------------------------------------------------------------------ one-line errors

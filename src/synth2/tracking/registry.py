@@ -147,7 +147,7 @@ def promote_best(
     ranked = [v for v in versions if v in scores and math.isfinite(scores[v])]
     if not ranked:
         return versions
-    best = max(ranked, key=lambda v: scores[v])
+    best = max(ranked, key=lambda v: (scores[v], v))  # ties as evaluate breaks them (choose_champion)
     decision = champion.decide(client, registered_name, current, versions, best, evidence)
     if decision.moves:
         client.set_registered_model_alias(registered_name, alias, versions[best])
