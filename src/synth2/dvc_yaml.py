@@ -129,6 +129,8 @@ def closure(module: str, profile: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
+        if untracked(relative(name)):
+            continue  # what only the tracking code runs (e.g. the champion's bootstrap) cannot change an out either
         todo += sorted(imports_of(name) - seen)
         for hook in hooks_called(name):
             hook_module = f"synth2.profiles.{profile}.{hook}"

@@ -1,4 +1,5 @@
-"""Which champion metrics the coco profile can score: SUBSET.METRIC, CIDEr and BLEU-4 only."""
+"""Which champion metrics the coco profile can score: SUBSET.cider only. The champion takes the registry
+alias on a bootstrap over validation images, which needs a score per image: BLEU-4 is a corpus score."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 from synth2.params import ParamsError
 from synth2.pipeline import SUBSETS
 
-METRICS = ("bleu4", "cider")  # what the coco profile's `score` returns for each subset of images
+METRICS = ("cider",)  # what the coco profile's `score` returns for each image of a subset
 
 
 def subsets_with_images(seen: np.ndarray) -> list[str]:
@@ -17,8 +18,9 @@ def subsets_with_images(seen: np.ndarray) -> list[str]:
 
 
 def check_champion_metric(key: str, val: pd.DataFrame | None) -> None:
-    """`tracking.champion_metric` must be SUBSET.METRIC as evaluate scores it on validation: no attribute
-    accuracy (that needs the shapes world), and, once the data exist, no subset without validation images.
+    """`tracking.champion_metric` must be SUBSET.cider as evaluate scores it per validation image: no BLEU-4
+    (a corpus score), no attribute accuracy (that needs the shapes world), and, once the data exist, no
+    subset without validation images.
     "unseen" images name a class no training caption names; with thousands of COCO training images every
     class is named, so `unseen.*` is usually empty."""
     subsets = SUBSETS if val is None else subsets_with_images(val["seen"].to_numpy(bool))
@@ -29,6 +31,7 @@ def check_champion_metric(key: str, val: pd.DataFrame | None) -> None:
     why = (
         f"the validation split has no '{subset}' images"
         if subset in SUBSETS and metric in METRICS
-        else "the coco profile scores CIDEr and BLEU-4 only (attribute accuracy needs the shapes world)"
+        else "the coco profile scores CIDEr per image, which the champion's bootstrap needs (BLEU-4 is a corpus "
+        "score; attribute accuracy needs the shapes world)"
     )
     raise ParamsError(f"tracking.champion_metric: '{key}': {why}; pick one of {', '.join(available)}")

@@ -3,9 +3,12 @@
 Greedy captions are scored by the profile, overall, on seen and on unseen concepts: CIDEr and BLEU-4
 (pycocoevalcap) against the human references, plus, in the shapes world, exact attribute accuracy
 through the world parser. Validation decides, test reports: the variant best on
-`tracking.champion_metric` over the *validation* split gets the registry alias `champion`, and the
-choice, its metric and its margin over the runner-up are recorded. Per-image scores of both splits go to
-`reports/evaluate/per_image.parquet`, from which `synth2 study` bootstraps over images. In the coco
+`tracking.champion_metric` over the *validation* split is this run's champion, and the choice, its metric
+and its margin over the runner-up are recorded; it takes the registry alias `champion` from the current
+holder only when its margin, paired by validation image, has a 95% bootstrap interval above 0
+(synth2.tracking.champion), so the metric must be one scored per image (CIDEr, attribute accuracy).
+Per-image scores of both splits go to `reports/evaluate/per_image.parquet`, from which `synth2 study`
+bootstraps over images. In the coco
 profile "unseen" means an image whose references name a concept no human training caption names.
 
 Captioning is sharded (`compute.shards`, synth2.compute): in this process, or on Ray workers that each
@@ -73,6 +76,23 @@ def choose_champion(scores: dict, key: str) -> dict:
         ) from None
     (best, variant), (runner_up, _) = ranked[0], ranked[1]
     return {"variant": variant, "metric": f"val.{key}", "value": best, "margin": best - runner_up}
+
+
+def champion_evidence(per_image: pd.DataFrame, key: str) -> dict[str, dict[int, float]]:
+    """Each variant's per-image validation scores of `key` (SUBSET.METRIC), {variant: {image id: score}}:
+    what the registry bootstraps the new champion's margin over the current one from."""
+    subset, _, metric = key.partition(".")
+    rows = per_image[(per_image["split"] == "val") & (per_image["subset"] == subset)]
+    if metric not in rows or rows[metric].isna().all():
+        per_image_metrics = [c for c in ("cider", *sorted(c for c in per_image if c.startswith("attr_"))) if c in rows]
+        raise Synth2Error(
+            f"tracking.champion_metric: '{key}' has no per-image scores, so the champion's margin cannot be "
+            f"bootstrapped over images; pick one of {', '.join(f'{subset}.{m}' for m in per_image_metrics)}"
+        )
+    return {
+        variant: dict(zip(group["image_id"].tolist(), group[metric].astype(float).tolist()))
+        for variant, group in rows.groupby("variant", sort=False)
+    }
 
 
 class VariantCaptioner:
@@ -145,27 +165,34 @@ def run(params: Params) -> None:
     }
     champion = choose_champion(metrics, params.tracking.champion_metric)
     metrics["champion"] = champion
+    per_image_table = pd.concat(per_image, ignore_index=True)
+    evidence = champion_evidence(per_image_table, params.tracking.champion_metric)
 
     test_table = splits["test"][0]
     test_captions = captions["test"].assign(reference=test_table["references"].str[0].to_numpy())
     write_json(metrics, paths.EVAL_METRICS)
     write_csv(plot_table(metrics["test"]), paths.EVAL_PLOT)
     write_parquet(test_captions, paths.EVAL_CAPTIONS)
-    write_parquet(pd.concat(per_image, ignore_index=True), paths.EVAL_PER_IMAGE)
+    write_parquet(per_image_table, paths.EVAL_PER_IMAGE)
     write_examples(test_captions, params.evaluate.n_examples, params.seed, profile.EXAMPLE_KEY)
-    log.info("champion on validation: %s (%s = %.4g, margin %.4g)", *champion.values())
+    log.info(
+        "champion on validation: %s (%s = %.4g, margin %.4g over the runner-up); the registry alias "
+        "`champion` moves to it only if its margin over the current champion has a 95%% bootstrap interval "
+        "over validation images above 0 (the tracking sync decides and says why)",
+        *champion.values(),
+    )
 
     flat = {
         v: {f"{split}.{key}": value for split in splits for key, value in tracking.flatten(metrics[split][v]).items()}
         for v in VARIANT_NAMES
     }
     tracking.log_variant_metrics({v: paths.vlm_dir(v) for v in VARIANT_NAMES}, flat)
-    key = params.tracking.champion_metric
     tracking.promote_best(
         {v: paths.vlm_dir(v) for v in VARIANT_NAMES},
-        {v: lookup(metrics["val"][v], key) for v in VARIANT_NAMES},
-        f"val.{key}",
+        evidence,
+        f"val.{params.tracking.champion_metric}",
         params.tracking.registered_model,
+        paths.VAL,
     )
 
 

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from synth2.study.stats import BOOTSTRAP_SAMPLES, CONFIDENCE, t_interval
+from synth2.bootstrap import BOOTSTRAP_SAMPLES, CONFIDENCE
+from synth2.study.stats import t_interval
 
 HUMAN_PAIRS_KEY = "world.prepare.real_train_size"
 SPLIT = "test"

@@ -12,12 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synth2.bootstrap import CONFIDENCE, hierarchical_bootstrap
 from synth2.pipeline import COMPARISONS as DIFFERENCES  # (name, variant, minus variant)
 from synth2.pipeline import SPLITS, SUBSETS
 from synth2.pipeline import VARIANT_NAMES as VARIANTS
-
-BOOTSTRAP_SAMPLES = 2000
-CONFIDENCE = 0.95
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -36,25 +34,6 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     low, high = t_interval(values)
     std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
     return {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "n": len(values), "values": values}
-
-
-def hierarchical_bootstrap(
-    per_seed: Sequence[tuple[np.ndarray, np.ndarray]], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
-) -> tuple[float, float]:
-    """95% interval of mean(a) - mean(b) over seeds, resampling seeds, then images within each seed.
-
-    `per_seed[i]` holds the per-image values (a, b) of seed i, paired by image.
-    """
-    rng = np.random.default_rng(seed)
-    differences = [a - b for a, b in per_seed]
-    estimates = np.empty(samples)
-    for k in range(samples):
-        chosen = rng.integers(len(differences), size=len(differences))
-        estimates[k] = np.mean(
-            [differences[i][rng.integers(len(differences[i]), size=len(differences[i]))].mean() for i in chosen]
-        )
-    low, high = np.quantile(estimates, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return float(low), float(high)
 
 
 def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 A model is logged as a pyfunc "model from code" (saved_model.py) carrying its `save_pretrained`
 directory as an artifact: no pickling, no torch.export, no input example. It is tagged with the
 directory's DVC md5, so the registry keeps one version per content and a registered version can be
-traced back to the DVC out it came from. `promote_best` registers the VLM variants and points the
-`champion` alias at the best one.
+traced back to the DVC out it came from. `promote_best` registers the VLM variants and moves the
+`champion` alias to the best one only on evidence over validation images (champion.py).
 """
 
 from __future__ import annotations
@@ -116,20 +116,46 @@ def promote_best(
     metric: str,
     registered_name: str,
     alias: str = "champion",
+    evidence: Mapping | None = None,
 ) -> dict[str, str]:
-    """Register every variant ({variant: (directory, md5)}) and alias the best-scoring one; {variant: version}."""
+    """Register every variant ({variant: (directory, md5)}) and point `alias` at the best-scoring one when
+    the evidence says it beats the current holder (synth2.tracking.champion); {variant: version}.
+
+    `evidence`: {"metric", "validation_set" (md5 of the validation table), "scores": {variant: {image id:
+    value}}}, logged to the run as champion/validation_scores.json before any version points at it."""
+    from mlflow.exceptions import MlflowException
+
+    from synth2.tracking import champion
+
+    try:
+        current = client.get_model_version_by_alias(registered_name, alias)
+    except MlflowException:  # no such model or alias yet
+        current = None
+    tags: dict[str, str] = {}
+    if evidence:
+        client.log_dict(run_id, dict(evidence), champion.SCORES_ARTIFACT)
+        tags[champion.TAG_SCORES_RUN] = run_id
     versions = {
         variant: register(
             client,
             _logged_model_uri(client, run_id, experiment_id, directory, md5),
             registered_name,
-            {"variant": variant, metric: scores.get(variant, "n/a")},
+            {champion.TAG_VARIANT: variant, metric: scores.get(variant, "n/a"), **tags},
         )
         for variant, (directory, md5) in models.items()
     }
     ranked = [v for v in versions if v in scores and math.isfinite(scores[v])]
-    if ranked:
-        best = max(ranked, key=lambda v: scores[v])
+    if not ranked:
+        return versions
+    best = max(ranked, key=lambda v: (scores[v], v))  # ties as evaluate breaks them (choose_champion)
+    decision = champion.decide(client, registered_name, current, versions, best, evidence)
+    if decision.moves:
         client.set_registered_model_alias(registered_name, alias, versions[best])
-        client.set_tag(run_id, f"synth2.{alias}", f"{best} (v{versions[best]}, {metric}={scores[best]:.4g})")
+    holder = next((v for v in versions if versions[v] == decision.holder), None)
+    client.set_tag(run_id, f"synth2.{alias}", f"v{decision.holder}" + (f" ({holder} of this run)" if holder else ""))
+    client.set_tag(run_id, f"synth2.{alias}.moved", str(decision.moves).lower())
+    client.set_tag(run_id, f"synth2.{alias}.reason", decision.reason)
+    for key, value in decision.metrics(metric).items():
+        client.log_metric(run_id, key, value)
+    champion.log.info("%s: %s", alias, decision.reason)
     return versions

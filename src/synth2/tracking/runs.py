@@ -294,26 +294,45 @@ def log_model(run: SpoolRun, directory: str | Path, name: str) -> None:
 
 @guarded
 def promote_best(
-    run: SpoolRun, variants: Mapping[str, str | Path], scores: Mapping[str, float], metric: str, registered_model: str
+    run: SpoolRun,
+    variants: Mapping[str, str | Path],
+    per_image: Mapping[str, Mapping[Any, float]],
+    metric: str,
+    registered_model: str,
+    validation_set: str | Path,
 ) -> None:
-    """Register every variant's model directory and alias the best-scoring one `champion`.
+    """Register every variant's model directory and move the alias `champion` to the best one, on evidence.
 
-    evaluate calls it with the validation scores of `tracking.champion_metric`. The models are looked up
-    by their DVC md5 among the logged models (the train stages logged them); a copy travels along for a
-    model no run logged (e.g. DVC restored it from its cache instead of training it).
+    evaluate calls it with each variant's per-image validation scores of `tracking.champion_metric`
+    ({variant: {image id: score}}; the metric is their mean) and the validation table they were taken on.
+    The best variant takes the alias only when its margin over the current champion, paired by image, has
+    a 95% bootstrap interval above 0 (synth2.tracking.champion); the decision is made when the run reaches
+    MLflow, and the run's tags say why. The models are looked up by their DVC md5 among the logged models
+    (the train stages logged them); a copy travels along for a model no run logged (e.g. DVC restored it
+    from its cache instead of training it).
     """
+    import hashlib
+
     from synth2.io import current_path
     from synth2.tracking.lineage import dvc_md5
 
     directories = {v: current_path(d) for v, d in variants.items()}  # this stage's own are not renamed yet
     models = {v: {"dir": run.keep(d), "md5": dvc_md5(d)} for v, d in directories.items()}
+    scores = {v: {str(i): float(x) for i, x in values.items()} for v, values in per_image.items()}
+    evidence = {
+        "metric": metric,
+        # Scores pair across runs only on the same images: the md5 of the table that lists them.
+        "validation_set": hashlib.md5(Path(validation_set).read_bytes()).hexdigest(),
+        "scores": scores,
+    }
     run.record(
         "promote",
         models=models,
-        scores=dict(scores),
+        scores={v: sum(s.values()) / len(s) if s else float("nan") for v, s in scores.items()},
         metric=metric,
         registered_model=registered_model,
         alias="champion",
+        evidence=evidence,
     )
 
 

@@ -448,7 +448,8 @@ def _replay(event: dict, run_id: str, opening: dict, directory: Path, root: Path
         experiment_id = session.experiment(opening["tracking_uri"], opening["experiment"], root)
         models = {v: (directory / FILES / m["dir"], m["md5"]) for v, m in event["models"].items()}
         scores, metric, registered = event["scores"], event["metric"], event["registered_model"]
-        registry.promote_best(client, run_id, experiment_id, models, scores, metric, registered, event["alias"])
+        alias, evidence = event["alias"], event.get("evidence")  # none in runs spooled before it was recorded
+        registry.promote_best(client, run_id, experiment_id, models, scores, metric, registered, alias, evidence)
     elif kind == "variants":
         experiment_id = session.experiment(opening["tracking_uri"], opening["experiment"], root)
         parent_id = read_state(directory).get("parent_id")
@@ -525,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("synth2.tracking.champion").setLevel(logging.INFO)  # why the alias moved or stayed
     with user_errors(COMMAND):
         sync_command(args, wait=not args.background)
     return 0
