@@ -61,8 +61,11 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
 	@echo "Outputs: data/, models/, metrics/, plots/, reports/ (README: 'What make run produces'); results: $(BIN)/synth2 results; MLflow: make ui"
 
+# The suite on TEST_WORKERS pytest-xdist workers, a test file per worker at a time (its module fixtures,
+# servers and pipelines, are built once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # dvc.yaml is generated from the pipeline's description (src/synth2/pipeline.py) and the stages' imports:
 # edit the description, run this, commit both (tests/test_dvc_yaml.py fails while they differ).

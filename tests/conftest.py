@@ -14,6 +14,11 @@ from synth2.presets import TINY, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# pytest-xdist (`make test` runs the suite on several workers): each worker's flows get a Prefect home of
+# their own, so two temporary Prefect servers never share one SQLite database.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"])
+
 # Sizes small enough that every stage runs in seconds on 2 cores; real behaviour, tiny data.
 TINY_PARAMS = TINY
 
@@ -85,16 +90,27 @@ from tests.services import mlflow_server, prefect_server  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory) -> Path:
+def tiny_pipeline(tmp_path_factory, worker_id: str) -> Path:
     """The project on the tiny world, reproduced once by `dvc repro` (untracked) and committed: tests read
-    it; a test that changes it works on `tests.tiny_project.copy_project`."""
+    it; a test that changes it works on `tests.tiny_project.copy_project`.
+
+    Reproduced once per test run: under pytest-xdist the first worker to need it builds it in the run's
+    shared temporary directory while the others wait on a file lock; each worker then reads its own copy,
+    so two workers' DVC commands never meet on one repository lock."""
+    from filelock import FileLock
+
     from tests.tiny_project import commit_all, copy_project, dvc, make_tiny_project
 
     reuse = os.environ.get("SYNTH2_TESTS_TINY_PIPELINE")  # development: a project reproduced by an earlier session
     if reuse:
         return copy_project(Path(reuse), tmp_path_factory.mktemp("tiny") / "project")
-    root = make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
-    result = dvc(root, "repro", SYNTH2_TRACKING="0")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    commit_all(root, "tiny pipeline reproduced")
-    return root
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    built, done = shared / "tiny-pipeline", shared / "tiny-pipeline.done"
+    with FileLock(str(built) + ".lock"):
+        if not done.is_file():
+            root = make_tiny_project(built)
+            result = dvc(root, "repro", SYNTH2_TRACKING="0")
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            commit_all(root, "tiny pipeline reproduced")
+            done.touch()
+    return copy_project(built, tmp_path_factory.mktemp("tiny") / "project")
