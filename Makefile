@@ -97,9 +97,10 @@ env: .env
 	@umask 077 && python3 docker/make_env.py .env.example > .env.tmp && mv .env.tmp .env
 	@echo "wrote .env (mode 600); next: docker compose up -d"
 
-# The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT).
+# The MLflow UI on the project's tracking store; it prints the address of the synth2 training runs
+# (src/synth2/tracking/ui.py passes every option on to `mlflow ui`).
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	$(BIN)/python -m synth2.tracking.ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # Pipeline outputs only: every out dvc.yaml declares except metrics/ and plots/, which are committed (the
