@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from synth2 import tracking
+from synth2.errors import Synth2Error
 from synth2.tracking.relink import relink
 from synth2.tracking.variants import VARIANT_COLOURS
 from tests.conftest import default_params
@@ -288,6 +289,6 @@ def test_a_copied_checkout_relinks_itself_and_leaves_the_original_alone(
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(original / "mlflow.db", lone / "mlflow.db")
-    with pytest.raises(Exception, match=f"{lone / 'mlartifacts'} does not exist; move or copy the artifacts"):
+    with pytest.raises(Synth2Error, match=f"{lone / 'mlartifacts'} does not exist; move or copy the artifacts"):
         relink(f"sqlite:///{lone}/mlflow.db")
     assert client_of(lone).get_run(first).info.artifact_uri.startswith((original / "mlartifacts").as_uri())
