@@ -101,8 +101,9 @@ env: .env
 	@umask 077 && python3 docker/make_env.py .env.example > .env.tmp && mv .env.tmp .env
 	@echo "wrote .env (mode 600): the secrets of make serve and docker compose (README: Docker)"
 
-# The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT). It answers its own
-# origin and host only: no page served by another port or host name can write or read (flows/ui.py).
+# The MLflow UI on the project's tracking store, http://127.0.0.1:$(MLFLOW_PORT); it prints the address of
+# the synth2 training runs. It answers its own origin and host only: no page served by another port or
+# host name can write or read (flows/ui.py).
 ui: $(STAMP)
 	$(BIN)/python -m flows.ui --port $(MLFLOW_PORT) \
 		--backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}

@@ -15,6 +15,9 @@ from synth2.params import Params, load_params
 
 # The headline columns of the summary: (subset, metric, heading); a profile without a metric skips it.
 HEADLINE = (("overall", "cider", "overall CIDEr"), ("unseen", "attr_colour_shape", "unseen colour+shape"))
+# What the parent MLflow run carries of metrics/evaluate.json, per split and variant, so that pipeline
+# runs compare side by side: captioning (CIDEr) and attribute accuracy, on every subset of the test set.
+RUN_HEADLINE_METRICS = ("cider", "attr_colour_shape", "attr_all")
 
 
 class _KnownFailureFilter(logging.Filter):
@@ -135,11 +138,18 @@ class TrackedRun:
             env[tracking.ENV_FLOW_RUN] = flow_run_id
         return env
 
-    def finish(self, status: str, metrics: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> None:
-        """Close the run and send the spool (this run and its stages' runs); never raises."""
+    def finish(
+        self,
+        status: str,
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        artifacts: list[Path] | None = None,
+    ) -> None:
+        """Close the run, logging `artifacts` under `reports/`, and send the spool (this run and its
+        stages' runs); never raises."""
         if not self.key:
             return
-        tracking.end_pipeline_run(self.key, status, metrics, tags, self.root)
+        tracking.end_pipeline_run(self.key, status, metrics, tags, self.root, artifacts or [], "reports")
         result = tracking.send_spool(self.root)
         self.run_id = result.run_ids.get(self.key)
         self.experiment_id = result.experiment_ids.get(self.key)
@@ -159,6 +169,27 @@ def read_evaluation(root: Path, rev: str | None = None) -> dict[str, Any] | None
         return json.loads((root / paths.EVAL_METRICS).read_text())
     except Exception:  # not produced (yet), or unreadable: the summary says what it has
         return None
+
+
+def headline_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The parent run's metrics from metrics/evaluate.json: `SPLIT.VARIANT.SUBSET.METRIC` for both
+    splits and every variant, `gain.SPLIT.VARIANT.SUBSET.METRIC` (relative to the baseline, as
+    evaluate.json has it), and the champion's validation score and margin."""
+    metrics: dict[str, float] = {}
+    for split in ("test", "val"):
+        for variant, scores in (evaluation.get(split) or {}).items():
+            for subset, values in scores.items():
+                for metric in RUN_HEADLINE_METRICS:
+                    if isinstance(values, dict) and metric in values:
+                        metrics[f"{split}.{variant}.{subset}.{metric}"] = values[metric]
+        for variant, gains in ((evaluation.get("gain_over_baseline") or {}).get(split) or {}).items():
+            for key, gain in gains.items():
+                if key.rpartition(".")[2] in RUN_HEADLINE_METRICS:
+                    metrics[f"gain.{split}.{variant}.{key}"] = gain
+    champion = evaluation.get("champion") or {}
+    if champion:
+        metrics |= {"champion.value": champion["value"], "champion.margin": champion["margin"]}
+    return metrics
 
 
 def headline_markdown(evaluation: dict[str, Any]) -> list[str]:

@@ -40,6 +40,7 @@ from prefect.runtime import flow_run
 from flows.common import (
     TrackedRun,
     dvc_metrics,
+    headline_metrics,
     load_project_params,
     project_root,
     quiet_known_failures,
@@ -114,16 +115,12 @@ def synth2_pipeline(
         metrics = dvc_metrics(project) if status == "FINISHED" else {}
         ordered = [outcomes[s] for s in graph if s in outcomes]
         ran = [o["stage"] for o in ordered if o["ran"]]
+        evaluation = read_evaluation(project) if status == "FINISHED" else None
         if run is not None:
-            run.finish(
-                status,
-                {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(ordered) - len(ran)}},
-                {"synth2.stages_ran": ",".join(ran) or "none"},
-            )
+            run.finish(status, *_parent_record(ordered, ran, graph, evaluation, project))
             if run.message:
                 logger.info("MLflow: %s", run.message)
         title = "synth2 pipeline" + ("" if status == "FINISHED" else f" — {status} after {len(ran)} stage(s)")
-        evaluation = read_evaluation(project) if status == "FINISHED" else None
         create_markdown_artifact(
             summary_markdown(title, ordered, evaluation, run, report=project / paths.REPORT),
             key="synth2-pipeline-summary",
@@ -131,6 +128,21 @@ def synth2_pipeline(
         )
         logger.info("pipeline %s in %.1f s", status.lower(), time.perf_counter() - started)
     return {"stages": ordered, "mlflow_run_id": run.run_id if run else None, "metrics": metrics}
+
+
+def _parent_record(ordered, ran, graph, evaluation, project) -> tuple[dict, dict, list]:
+    """(metrics, tags, artifacts) of the parent run: what ran, and, when this run covers them, the
+    headline numbers of the evaluation (per variant, test and validation, and the gains over the
+    baseline) and the HTML report, so that two pipeline runs compare side by side in MLflow."""
+    metrics: dict[str, Any] = {"pipeline": {"stages_ran": len(ran), "stages_skipped": len(ordered) - len(ran)}}
+    tags = {"synth2.stages_ran": ",".join(ran) or "none"}
+    if evaluation is not None and "evaluate" in graph:
+        metrics |= headline_metrics(evaluation)
+        if evaluation.get("champion"):
+            tags["synth2.champion"] = evaluation["champion"]["variant"]
+    report = project / paths.REPORT
+    artifacts = [report] if evaluation is not None and "report" in graph and report.is_file() else []
+    return metrics, tags, artifacts
 
 
 def _run_stages(graph, stale, forced, root, env, limit, params) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,8 @@ a dev server, a compromised package's server) could create, edit and delete expe
 So the UI runs through MLflow's plugin hook for server apps (--app-name, as MLflow's own basic-auth
 app does): `create_app` wraps MLflow's ASGI app in OwnOriginOnly, which refuses every request whose
 Origin is not one of --cors-allowed-origins, localhost ones included. Everything else (stores, the
-uvicorn workers, their signals) is `mlflow ui` itself, run in this process.
+uvicorn workers, their signals) is `mlflow ui` itself, run in this process. First it prints the address
+to open: the synth2 experiment's training runs (synth2.tracking.ui).
 
 The app lives in flows/, importable from the checkout's root only (where make and MLflow's uvicorn
 workers run), not in the installed package; so its `mlflow.app` entry point is declared by this
@@ -28,6 +29,9 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+
+from synth2.errors import user_errors
+from synth2.tracking.ui import landing_address
 
 APP_NAME = "synth2-ui"
 APP = "flows.ui:create_app"  # a factory: uvicorn (--factory) calls it in each worker
@@ -132,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=5000, help="the UI's port on 127.0.0.1")
     parser.add_argument("--backend-store-uri", required=True, help="the tracking store, e.g. sqlite:///mlflow.db")
     args = parser.parse_args(argv)
+    with user_errors("make ui"):
+        address = landing_address(args.backend_store_uri, HOST, args.port)
+    print(f"MLflow UI, the synth2 training runs: {address}", flush=True)
     sys.meta_path.append(AppEntryPoint())  # before mlflow.cli, which lists the apps when imported
     from mlflow.cli import cli
 

@@ -29,6 +29,8 @@ def copy_checkout(dst: Path, venv: Path = VENV) -> Path:
         shutil.copy2(ROOT / name, dst / name)
     for name in PACKAGES:
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    if not (dst / "params.yaml").exists():  # a project's own params stay; `make ui` reads the experiment's name
+        shutil.copy2(ROOT / "params.yaml", dst / "params.yaml")
     (dst / ".venv").symlink_to(venv)
     return dst
 

@@ -3,6 +3,7 @@
 synth2 world show --n 16 OUT.png    contact sheet of freshly sampled scenes with their captions
 synth2 results                      Markdown table of the evaluated variants (after `make run`)
 synth2 tracking sync                send the tracking spool to MLflow now, a line per store
+synth2 tracking relink              point the MLflow store at its artifacts after the checkout moved
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="See src/synth2/tracking/sync.py.",
     )
     add_sync_arguments(sync)
+    relink = tracking.add_parser(
+        "relink",
+        help="point the project's MLflow store at the artifacts beside it, after the checkout moved",
+        description="See src/synth2/tracking/relink.py.",
+    )
+    relink.add_argument("--tracking-uri", metavar="URI", help="the store (default: the one the stages record to)")
     return parser
 
 
@@ -91,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
             print(results_table(args.split))
         elif args.command == "study":
             study_command(args)
+        elif args.command == "tracking" and args.tracking_command == "relink":
+            from synth2.tracking.relink import relink_command
+
+            relink_command(args.tracking_uri)
         elif args.command == "tracking":
             from synth2.tracking.sync import sync_command
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from synth2.tracking.lineage import dvc_invocation, git_state, hashes, load_dvc_stage, pipeline_outs
 from synth2.tracking.spool import SpoolRun, destination, first_telling, spool_dir, unavailable
 from synth2.tracking.store import enabled, flatten, lookup, numeric_metrics, project_root, resolve_tracking_uri, strict
+from synth2.tracking.variants import variant_of_stage, variant_tags
 
 if TYPE_CHECKING:
     from synth2.params import Params
@@ -152,6 +153,9 @@ def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
     parent, execution = _parent(commit, dirty)
     tags = {TAG_STAGE: stage_name, TAG_EXECUTION: execution, **_commit_tags(commit, dirty)}
+    variant = variant_of_stage(stage_name)
+    if variant:  # a variant's training run: named and coloured as the variant from its start
+        tags |= variant_tags(variant)
     if os.environ.get(ENV_FLOW_RUN):
         tags[TAG_FLOW_RUN] = os.environ[ENV_FLOW_RUN]
     if os.environ.get("DVC_EXP_NAME"):

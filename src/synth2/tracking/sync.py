@@ -37,6 +37,7 @@ from typing import Any
 
 from synth2.errors import Synth2Error, user_errors
 from synth2.tracking import registry
+from synth2.tracking.relink import artifact_root, relink_if_moved
 from synth2.tracking.spool import (
     FILES,
     destination,
@@ -50,6 +51,7 @@ from synth2.tracking.spool import (
     write_state,
 )
 from synth2.tracking.store import absolute_uri, metric_key, project_root, resolve_tracking_uri
+from synth2.tracking.variants import variant_tags
 
 log = logging.getLogger("synth2.tracking")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # opens as a training experiment
@@ -180,6 +182,7 @@ class Session:
             from mlflow import MlflowClient
 
             self.clients[uri] = MlflowClient(uri)
+            relink_if_moved(uri)  # a moved checkout's store: new artifacts go beside it, not to the old place
         return self.clients[uri]
 
     def experiment(self, uri: str, name: str, root: Path) -> str:
@@ -190,8 +193,9 @@ class Session:
             client = self.client(uri)
             found = client.get_experiment_by_name(name)
             if found is None:
-                # A local store would put artifacts under ./mlruns of the current process: pin them.
-                location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+                # A local store would put artifacts under ./mlruns of the current process: pin them
+                # beside the database, where `synth2 tracking relink` finds them after a move.
+                location = artifact_root(uri)
                 try:
                     experiment_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
                 except MlflowException:  # created meanwhile by another process
@@ -480,13 +484,13 @@ def _variant_metrics(client, experiment_id: str, parent_id: str | None, variant:
     if found:
         run_id = found[0].info.run_id
     else:
-        tags = {"synth2.variant": variant, tag: entry["md5"] or "unknown"}
+        tags = {tag: entry["md5"] or "unknown"}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         run_id = client.create_run(experiment_id, start_time=stamp, tags=tags, run_name=f"vlm {variant}").info.run_id
         client.set_terminated(run_id, "FINISHED", end_time=stamp)
     metrics = [Metric(metric_key(k), float(v), stamp, 0) for k, v in entry["metrics"].items()]
-    client.log_batch(run_id, metrics=metrics, tags=[RunTag("synth2.variant", variant)])
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in variant_tags(variant).items()])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
