@@ -57,8 +57,9 @@ lock:
 	mv "$$tmp/lock" $(LOCK) && echo "$(LOCK): $$(grep -vc '^#' $(LOCK)) packages pinned"
 
 # The Prefect flow over the DVC stages (ephemeral Prefect: no server needed); MLflow records the run.
+# With nothing stale, one `dvc status` and a line saying so: Prefect is not even imported (flows/run.py).
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.run
 	@echo "Outputs: data/, models/, metrics/, plots/, reports/ (README: 'What make run produces'); results: $(BIN)/synth2 results; MLflow: make ui"
 
 # The suite on TEST_WORKERS pytest-xdist workers, a test file per worker at a time (its module fixtures,

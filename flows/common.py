@@ -260,3 +260,22 @@ def summary_markdown(
     elif run is not None and run.key:
         lines += ["## MLflow", "", f"Not sent yet: {run.message}.", ""]
     return "\n".join(lines)
+
+
+def up_to_date(targets: list[str] | None, force: list[str] | None) -> list[str] | None:
+    """The stages, when a run would do nothing: none forced, no DVC remote to pull from or push to, and
+    `dvc status` finds every stage up to date. Then there is no work for Prefect's temporary server to
+    start for (it is most of a no-op's time); else None, and the flow runs."""
+    project = project_root(None)
+    params = load_project_params(project)
+    if force or params.orchestration.pull or params.orchestration.push:
+        return None
+    graph = stage_graph(project, targets)
+    return None if stale_stages(project, graph, set()) else list(graph)
+
+
+def nothing_ran(stages: list[str]) -> str:
+    return (
+        f"synth2 pipeline: all {len(stages)} stage(s) up to date (dvc status), nothing ran; "
+        "results: synth2 results, reports/pipeline.html; MLflow: make ui"
+    )

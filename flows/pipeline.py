@@ -13,10 +13,10 @@ prior; the VLM variants) then run at the same time, up to `orchestration.max_par
 core; `--max-parallel 1` is the serial order).
 
 One `dvc status` first: when nothing is stale the flow ends in seconds without starting a task, and the
-command line (`make run`) does not start Prefect at all (`up_to_date`): a no-op costs what `dvc status`
-costs. The flow opens the parent MLflow run every stage run nests under, and ends with a markdown
-artifact: what ran and what was up to date, the headline test numbers and the champion, the report
-and the MLflow run to open.
+command line does not start Prefect (`up_to_date`); `make run` (flows.run) does not even import it: a
+no-op costs what `dvc status` costs. The flow opens the parent MLflow run every stage run nests under,
+and ends with a markdown artifact: what ran and what was up to date, the headline test numbers and the
+champion, the report and the MLflow run to open.
 
 With a DVC remote (`orchestration.pull` / `push`, README "Scaling out") the flow first pulls what its
 stages need, before that `dvc status`, so a fresh clone on a worker machine finds up to date every stage
@@ -42,12 +42,14 @@ from flows.common import (
     dvc_metrics,
     headline_metrics,
     load_project_params,
+    nothing_ran,
     project_root,
     quiet_known_failures,
     read_evaluation,
     stage_graph,
     stale_stages,
     summary_markdown,
+    up_to_date,
 )
 from synth2 import paths, tracking
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
@@ -173,19 +175,8 @@ def _run_stages(graph, stale, forced, root, env, limit, params) -> dict[str, dic
     return done
 
 
-def up_to_date(targets: list[str] | None, force: list[str] | None) -> list[str] | None:
-    """The stages, when a run would do nothing: none forced, no DVC remote to pull from or push to, and
-    `dvc status` finds every stage up to date. Then there is no work for Prefect's temporary server to
-    start for (it is most of a no-op's time); else None, and the flow runs."""
-    project = project_root(None)
-    params = load_project_params(project)
-    if force or params.orchestration.pull or params.orchestration.push:
-        return None
-    graph = stage_graph(project, targets)
-    return None if stale_stages(project, graph, set()) else list(graph)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, checked: bool = False) -> int:
+    """The command line; `checked`: flows.run has just found stale stages (no second `dvc status`)."""
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", action="append", dest="targets", help="stage to reproduce (repeatable)")
     parser.add_argument("--force", action="append", help="stage to re-run even if unchanged (repeatable)")
@@ -195,12 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_known_failures()
     with user_errors("synth2 pipeline"):
         load_project_params(project_root(None))  # a params mistake is one line, before Prefect starts
-        current = up_to_date(args.targets, args.force)
+        current = None if checked else up_to_date(args.targets, args.force)
         if current is not None:
-            print(
-                f"synth2 pipeline: all {len(current)} stage(s) up to date (dvc status), nothing ran; "
-                "results: synth2 results, reports/pipeline.html; MLflow: make ui"
-            )
+            print(nothing_ran(current))
             return 0
         result = synth2_pipeline(targets=args.targets, force=args.force, max_parallel=args.max_parallel)
     ran = sum(o["ran"] for o in result["stages"])
