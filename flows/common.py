@@ -51,9 +51,9 @@ def load_project_params(root: Path) -> Params:
     return load_params(root / "params.yaml")
 
 
-def stage_graph(root: Path, targets: list[str] | None = None) -> dict[str, set[str]]:
+def stage_graph(root: Path, targets: list[str] | None = None, repo: Any = None) -> dict[str, set[str]]:
     """{stage: the stages it depends on}, in DVC's dependency order (ties broken by dvc.yaml order),
-    limited to `targets` and everything upstream of them."""
+    limited to `targets` and everything upstream of them (`repo`: an open DVC Repo of `root`)."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -62,7 +62,7 @@ def stage_graph(root: Path, targets: list[str] | None = None) -> dict[str, set[s
         dvcfile = os.path.relpath(stage.path, root)
         return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
 
-    with Repo(str(root)) as repo:
+    with contextlib.nullcontext(repo) if repo is not None else Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         by_name = {address(stage): stage for stage in graph.nodes}
         position = {name: i for i, name in enumerate(by_name)}
@@ -78,15 +78,16 @@ def stage_graph(root: Path, targets: list[str] | None = None) -> dict[str, set[s
         return {address(s): {address(u) for u in graph.successors(s)} for s in ordered}
 
 
-def stale_stages(root: Path, graph: dict[str, set[str]], forced: set[str]) -> set[str]:
+def stale_stages(root: Path, graph: dict[str, set[str]], forced: set[str], repo: Any = None) -> set[str]:
     """The stages DVC would run: what `dvc status` reports changed (one call for the whole pipeline),
-    the forced ones, and everything downstream of them (their inputs are about to change)."""
+    the forced ones, and everything downstream of them (their inputs are about to change). `repo`: an open
+    DVC Repo of `root`, opened with `root` as the working directory."""
     from dvc.repo import Repo
 
     # DVC resolves stage names against the working directory (the flow may run elsewhere, e.g. in tests);
     # no task runs yet, so changing it briefly is safe. One status of the whole project, then the graph's
     # stages: status with the stages as targets resolves each one apart (5.1 s against 1.2 s for 19 stages).
-    with contextlib.chdir(root), Repo(".") as repo:
+    with contextlib.chdir(root), contextlib.nullcontext(repo) if repo is not None else Repo(".") as repo:
         changed = set(repo.status()) & set(graph)
     stale: set[str] = set()
     for stage in graph:  # dependency order: upstream stages are decided first
@@ -270,8 +271,11 @@ def up_to_date(targets: list[str] | None, force: list[str] | None) -> list[str] 
     params = load_project_params(project)
     if force or params.orchestration.pull or params.orchestration.push:
         return None
-    graph = stage_graph(project, targets)
-    return None if stale_stages(project, graph, set()) else list(graph)
+    from dvc.repo import Repo
+
+    with contextlib.chdir(project), Repo(".") as repo:  # one Repo for both: a no-op costs what DVC costs
+        graph = stage_graph(project, targets, repo)
+        return None if stale_stages(project, graph, set(), repo) else list(graph)
 
 
 def nothing_ran(stages: list[str]) -> str:

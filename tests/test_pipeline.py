@@ -164,24 +164,32 @@ def test_fewer_human_pairs_re_embed_but_never_re_train_the_image_encoder(tiny_pi
     assert pool == [o for o in before["prepare"]["outs"] if o["path"] == "data/prepared/unlabeled_pool"]
 
 
-def test_make_run_with_nothing_stale_says_so_without_starting_prefect(pipeline: Path):
-    """A no-op `make run` (python -m flows.pipeline) is one `dvc status`: no Prefect server, no flow run."""
+def test_make_run_with_nothing_stale_says_so_without_importing_prefect(pipeline: Path):
+    """A no-op `make run` (python -m flows.run) is one `dvc status`: no Prefect server, no flow run, and
+    Prefect not even imported (its import was most of a no-op's time); `python -m flows.pipeline` too
+    answers without starting Prefect's server."""
     import sys
 
+    from synth2.pipeline import STAGES
     from tests.tiny_project import project_env
 
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.pipeline"],
-        cwd=pipeline,
-        env=project_env(PYTHONPATH=str(Path(__file__).resolve().parents[1]), SYNTH2_TRACKING="0"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    from synth2.pipeline import STAGES
-
+    checkout = Path(__file__).resolve().parents[1]
+    env = project_env(PYTHONPATH=f"{checkout / 'src'}:{checkout}", SYNTH2_TRACKING="0")
     n_stages = sum(len(stage.addresses()) for stage in STAGES)
-    assert f"all {n_stages} stage(s) up to date (dvc status), nothing ran" in output
-    assert "temporary server" not in output and "Beginning flow run" not in output
+    # `python -m flows.run`, telling afterwards whether Prefect was imported.
+    probe = (
+        "import runpy, sys\n"
+        "try:\n    runpy.run_module('flows.run', run_name='__main__')\n"
+        "except SystemExit as done:\n    assert not done.code, done.code\n"
+        "print('prefect imported:', 'prefect' in sys.modules)\n"
+    )
+    outputs = {}
+    for name, command in (("make run", ["-c", probe]), ("flows.pipeline", ["-m", "flows.pipeline"])):
+        result = subprocess.run(
+            [sys.executable, *command], cwd=pipeline, env=env, capture_output=True, text=True, timeout=300
+        )
+        outputs[name] = result.stdout + result.stderr
+        assert result.returncode == 0, outputs[name][-3000:]
+        assert f"all {n_stages} stage(s) up to date (dvc status), nothing ran" in outputs[name]
+        assert "temporary server" not in outputs[name] and "Beginning flow run" not in outputs[name]
+    assert "prefect imported: False" in outputs["make run"]
