@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors("make ui"):
         address = landing_address(args.backend_store_uri, HOST, args.port)
     print(f"MLflow UI, the synth2 training runs: {address}", flush=True)
+    # No job runner (huey consumers for MLflow's GenAI judges and trace rollups): synth2 runs none, and
+    # it is three more processes to start.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     sys.meta_path.append(AppEntryPoint())  # before mlflow.cli, which lists the apps when imported
     from mlflow.cli import cli
 

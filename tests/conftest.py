@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # pytest-xdist (`make test` runs the suite on several workers): each worker's flows get a Prefect home of
 # their own, so two temporary Prefect servers never share one SQLite database.
 if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
-    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"])
+    _prefect_home = Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"]
+    _prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's server opens its database there, not makes it
+    os.environ["PREFECT_HOME"] = str(_prefect_home)
 
 # Sizes small enough that every stage runs in seconds on 2 cores; real behaviour, tiny data.
 TINY_PARAMS = TINY

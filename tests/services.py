@@ -43,6 +43,8 @@ def service_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         MLFLOW_DISABLE_TELEMETRY="true",
+        # MLflow's server job runner (huey consumers, for GenAI judges and trace rollups): unused here.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         HF_HUB_OFFLINE="1",
         GX_ANALYTICS_ENABLED="false",

@@ -273,5 +273,6 @@ def test_make_ui_answers_its_own_origin_and_host_only(checkout: Path):
             == 200
         )
         names = {e.name for e in MlflowClient(url).search_experiments()}
-        assert names == {"Default", "from-the-ui", "from-the-ui-as-localhost"}
+        # synth2: the experiment `make ui` lands on, created before it serves.
+        assert names == {"Default", "synth2", "from-the-ui", "from-the-ui-as-localhost"}
     assert (checkout / "mlflow.db").exists()  # the project's own store, as `make ui` serves it

@@ -140,14 +140,15 @@ def _require_committed(root: Path) -> None:
 def _validate(root: Path, overrides: Mapping[str, Any], sweep: Sweep | None) -> None:
     """Every configuration must be valid params before anything is queued: a typo fails in one line naming
     the -S or --sweep value at fault, or params.yaml when the file itself has the mistake."""
-    from synth2.params import parse_with_overrides, read_document
+    from synth2.params import ParamsError, parse_with_overrides, read_document
 
     params_file = root / "params.yaml"
     if not params_file.is_file() or not (root / "dvc.yaml").is_file():
         raise StudyError(f"{root} is not the synth2 project root (no params.yaml and dvc.yaml); run from there")
-    document = read_document(params_file)
-    parse_with_overrides(document, dict(overrides), params_file)
-    if sweep is None:
-        return
-    for value in sweep.values:
-        parse_with_overrides(document, dict(overrides) | {sweep.key: value}, params_file, origin="--sweep")
+    try:
+        document = read_document(params_file)
+        parse_with_overrides(document, dict(overrides), params_file)
+        for value in sweep.values if sweep else []:
+            parse_with_overrides(document, dict(overrides) | {sweep.key: value}, params_file, origin="--sweep")
+    except ParamsError as exc:  # the study's own kind of error, the same one line
+        raise StudyError(str(exc)) from None
