@@ -42,7 +42,10 @@ def test_every_variant_is_scored_on_every_split(pipeline: Path):
         for variant in VARIANT_NAMES:
             for subset in ("overall", "seen", "unseen"):
                 assert set(metrics[split][variant][subset]) == keys
-                assert all(0.0 <= metrics[split][variant][subset][k] <= 10.0 for k in keys)
+                scores = metrics[split][variant][subset]
+                # All attributes right implies colour and shape right, which implies each of them right.
+                colour_shape = scores["attr_colour_shape"]
+                assert scores["attr_all"] <= colour_shape <= min(scores["attr_colour"], scores["attr_shape"])
         assert set(metrics["gain_over_baseline"][split]) == {"synth", "synth_unbalanced"}
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().count("\n") > 3
 
@@ -69,7 +72,11 @@ def test_per_image_scores_average_to_the_reported_ones(pipeline: Path):
 
 def test_stage_outputs_are_complete(pipeline: Path):
     synthesize = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())
-    assert synthesize["balanced"]["pairs"] > 0 and synthesize["balanced"]["held_out_pairs"] >= 0
+    balanced = pd.read_parquet(pipeline / paths.BALANCED)
+    seen = set(pd.read_parquet(pipeline / paths.REAL_TRAIN, columns=["combo"])["combo"])
+    assert synthesize["balanced"]["pairs"] == len(balanced) > 0
+    held_out = ~balanced["concept"].isin(seen)  # combinations no human pair shows
+    assert synthesize["balanced"]["held_out_pairs"] == held_out.sum()
     diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
     # Balancing evens out the concepts the LM over-samples.
     assert diversity["balanced"]["concept_entropy"] > diversity["unbalanced"]["concept_entropy"]
