@@ -278,6 +278,47 @@ def test_a_sync_killed_mid_run_and_run_again_sends_each_run_and_point_once(
         assert [(step, value) for step, value, _ in loss] == [(s, 1 / (s + 1)) for s in range(points)]
 
 
+def test_each_variants_evaluation_lands_on_the_run_that_trained_it(workspace: Path, monkeypatch: pytest.MonkeyPatch):
+    """evaluate's `log_variant_metrics`: a variant's scores go to the run whose `dvc.out.` tag has its model's
+    md5 (the compare view lines the variants up); a model no run trained (restored from DVC's cache) gets a
+    run of its own named after the variant. The evaluating run itself gets none of them."""
+    from dvc.repo import Repo
+
+    from synth2.tracking.lineage import dvc_md5
+    from synth2.tracking.runs import _active
+
+    Repo.init(str(workspace), no_scm=True).close()  # models are found by DVC's md5 of their directory
+    monkeypatch.chdir(workspace)  # the stages' paths are relative to the project
+    store = f"sqlite:///{workspace}/mlflow.db"
+    models = {"synth": "models/vlm/synth", "baseline": "models/vlm/baseline"}
+    for variant, directory in models.items():
+        Path(directory).mkdir(parents=True)
+        (Path(directory) / "weights.txt").write_text(variant)
+    synth_md5 = dvc_md5(models["synth"])
+    spool_run(workspace, store, "older synth", monkeypatch, tags={"dvc.out.models/vlm/synth": "an older model"})
+    spool_run(workspace, store, "train synth", monkeypatch, tags={"dvc.out.models/vlm/synth": synth_md5})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    key = tracking.start_pipeline_run(default_params(), "evaluate", root=workspace)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    evaluating = _active.set(SpoolRun(spool_dir(workspace) / key))
+    try:
+        scores = {"synth": {"val": {"cider": 0.5}}, "baseline": {"val": {"cider": 0.25}}}
+        tracking.log_variant_metrics(models, scores)
+    finally:
+        _active.reset(evaluating)
+    tracking.end_pipeline_run(key, "FINISHED", root=workspace)
+    send(workspace)
+
+    runs = runs_in(store)
+    assert set(runs) == {"older synth", "train synth", "evaluate", "vlm baseline"}
+    trained, restored = runs["train synth"], runs["vlm baseline"]
+    assert trained.data.metrics == {"loss": 1.1, "val.cider": 0.5} and trained.data.tags["synth2.variant"] == "synth"
+    assert restored.data.metrics == {"val.cider": 0.25} and restored.data.tags["synth2.variant"] == "baseline"
+    assert restored.data.tags["dvc.out.models/vlm/baseline"] == dvc_md5(models["baseline"])
+    assert "val.cider" not in runs["older synth"].data.metrics and "val.cider" not in runs["evaluate"].data.metrics
+
+
 def lock_md5s(root: Path) -> dict[str, dict[str, str]]:
     """{stage: {path: md5}} for deps and outs, as DVC recorded them in dvc.lock."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
