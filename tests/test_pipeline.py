@@ -89,6 +89,36 @@ def test_stage_outputs_are_complete(pipeline: Path):
     assert not leftovers
 
 
+def test_the_captions_are_sampled_in_the_annotators_style(pipeline: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default configuration trains the caption LM with the human captions behind a style token
+    (world.caption_lm.human_style_fraction > 0), and the captions stage asks for that style: the snapshot
+    records the token as its prompt prefix, and the stage's captions are what the LM writes after it, not
+    what it writes without it."""
+    from synth2.models.caption_lm import generate_captions, load_caption_lm, prompt_prefix
+    from synth2.params import load_params
+    from synth2.profiles.world.caption_lm import STYLE_TOKEN
+
+    monkeypatch.chdir(pipeline)
+    params = load_params()
+    assert params.world.caption_lm.human_style_fraction > 0 and params.compute.shards == 1
+    model, tokenizer = load_caption_lm(paths.CAPTION_LM)
+    assert prompt_prefix(model) == f"{STYLE_TOKEN} " and tokenizer.tokenize(STYLE_TOKEN) == [STYLE_TOKEN]
+    prompted = pd.read_parquet(paths.PROMPTED_CAPTIONS)
+    assert set(prompted["prompt_prefix"]) == {f"{STYLE_TOKEN} "}
+
+    p = params.captions
+
+    def sample(prefix: str) -> list[str]:
+        prompts = [prefix + prompt for prompt in prompted["prompt"]]
+        return generate_captions(
+            model, tokenizer, prompts, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, params.seed
+        )
+
+    assert sample(f"{STYLE_TOKEN} ") == prompted["caption"].tolist()
+    unstyled = sample("")
+    assert sum(a == b for a, b in zip(unstyled, prompted["caption"])) < len(prompted) / 4
+
+
 def test_the_report_links_every_gate_page_and_says_each_passed(pipeline: Path):
     from synth2.pipeline import GATES
 
