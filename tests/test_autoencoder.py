@@ -103,11 +103,16 @@ def test_rejects_bad_pixels():
 
 
 def test_gradient_loss_sees_edges_mse_barely_sees():
-    target = torch.zeros(1, 3, 8, 8)
-    target[..., 3:5, 3:5] = 1.0
-    shifted = torch.roll(target, shifts=1, dims=-1)
-    assert gradient_loss(target, target).item() == 0.0
-    assert gradient_loss(shifted, target).item() > 0.0
+    """A blurred square is the better reconstruction to MSE, a uniformly brighter one with its edges intact
+    the worse: the gradient loss ranks them the other way round, which is why training adds it."""
+    target = torch.zeros(1, 3, 16, 16)
+    target[..., 5:11, 5:11] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    brighter = target + 0.3
+    mse = torch.nn.functional.mse_loss
+    assert mse(blurred, target) < mse(brighter, target) / 4
+    assert gradient_loss(brighter, target).item() == pytest.approx(0.0, abs=1e-9)
+    assert gradient_loss(blurred, target).item() > 0.05
 
 
 def test_linear_probe_reads_linear_attributes():

@@ -9,15 +9,18 @@ round-trips the session's tiny pipeline with DVC alone.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.dvc_project import GIT, dvc, make_project
 from tests.tiny_project import dvc as tiny_dvc
+from tests.tiny_project import snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +71,8 @@ def test_a_fresh_clone_pulls_what_the_flow_pushed_and_reruns_nothing(prefect, tm
 
 def test_the_tiny_pipeline_round_trips_through_a_dvc_remote(tiny_pipeline: Path, tmp_path: Path):
     """Every stage of the real pipeline, pushed from one clone and pulled into a fresh one, is up to date
-    there (`dvc status` clean) without re-running anything."""
+    there: `dvc status` is clean, and `dvc repro` runs no stage and leaves dvc.lock and every out as the
+    clone that produced them has them, byte for byte."""
     source = tmp_path / "head"
     shutil.copytree(tiny_pipeline, source, symlinks=True)
     remote = tmp_path / "remote"
@@ -85,4 +89,14 @@ def test_the_tiny_pipeline_round_trips_through_a_dvc_remote(tiny_pipeline: Path,
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     status = tiny_dvc(worker, "status")
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout[-2000:]
-    assert (worker / "dvc.lock").read_bytes() == (source / "dvc.lock").read_bytes()  # nothing re-ran
+
+    lock = yaml.safe_load((source / "dvc.lock").read_text())["stages"]
+    outs = sorted({out["path"] for entry in lock.values() for out in entry.get("outs", [])})
+    before = snapshot(worker, "dvc.lock", *outs)
+    assert before == snapshot(source, "dvc.lock", *outs)  # the pull brought every out, cached or not
+    repro = tiny_dvc(worker, "repro")
+    assert repro.returncode == 0, repro.stderr[-2000:]
+    assert "Running stage" not in repro.stdout, repro.stdout[-2000:]
+    skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", repro.stdout))
+    assert skipped == set(lock), repro.stdout[-2000:]  # DVC looked at every stage and ran none
+    assert snapshot(worker, "dvc.lock", *outs) == before

@@ -42,7 +42,10 @@ def test_every_variant_is_scored_on_every_split(pipeline: Path):
         for variant in VARIANT_NAMES:
             for subset in ("overall", "seen", "unseen"):
                 assert set(metrics[split][variant][subset]) == keys
-                assert all(0.0 <= metrics[split][variant][subset][k] <= 10.0 for k in keys)
+                scores = metrics[split][variant][subset]
+                # All attributes right implies colour and shape right, which implies each of them right.
+                colour_shape = scores["attr_colour_shape"]
+                assert scores["attr_all"] <= colour_shape <= min(scores["attr_colour"], scores["attr_shape"])
         assert set(metrics["gain_over_baseline"][split]) == {"synth", "synth_unbalanced"}
     assert (pipeline / paths.EVAL_EXAMPLES).read_text().count("\n") > 3
 
@@ -69,7 +72,11 @@ def test_per_image_scores_average_to_the_reported_ones(pipeline: Path):
 
 def test_stage_outputs_are_complete(pipeline: Path):
     synthesize = json.loads((pipeline / paths.SYNTHESIZE_METRICS).read_text())
-    assert synthesize["balanced"]["pairs"] > 0 and synthesize["balanced"]["held_out_pairs"] >= 0
+    balanced = pd.read_parquet(pipeline / paths.BALANCED)
+    seen = set(pd.read_parquet(pipeline / paths.REAL_TRAIN, columns=["combo"])["combo"])
+    assert synthesize["balanced"]["pairs"] == len(balanced) > 0
+    held_out = ~balanced["concept"].isin(seen)  # combinations no human pair shows
+    assert synthesize["balanced"]["held_out_pairs"] == held_out.sum()
     diversity = json.loads((pipeline / paths.DIVERSITY_REPORT).read_text())
     # Balancing evens out the concepts the LM over-samples.
     assert diversity["balanced"]["concept_entropy"] > diversity["unbalanced"]["concept_entropy"]
@@ -80,6 +87,36 @@ def test_stage_outputs_are_complete(pipeline: Path):
     # No temporary siblings (atomic writes) left behind; DVC's own .gitignore files are expected.
     leftovers = [p for d in ("data", "models", "reports") for p in (pipeline / d).rglob(".*") if p.name != ".gitignore"]
     assert not leftovers
+
+
+def test_the_captions_are_sampled_in_the_annotators_style(pipeline: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default configuration trains the caption LM with the human captions behind a style token
+    (world.caption_lm.human_style_fraction > 0), and the captions stage asks for that style: the snapshot
+    records the token as its prompt prefix, and the stage's captions are what the LM writes after it, not
+    what it writes without it."""
+    from synth2.models.caption_lm import generate_captions, load_caption_lm, prompt_prefix
+    from synth2.params import load_params
+    from synth2.profiles.world.caption_lm import STYLE_TOKEN
+
+    monkeypatch.chdir(pipeline)
+    params = load_params()
+    assert params.world.caption_lm.human_style_fraction > 0 and params.compute.shards == 1
+    model, tokenizer = load_caption_lm(paths.CAPTION_LM)
+    assert prompt_prefix(model) == f"{STYLE_TOKEN} " and tokenizer.tokenize(STYLE_TOKEN) == [STYLE_TOKEN]
+    prompted = pd.read_parquet(paths.PROMPTED_CAPTIONS)
+    assert set(prompted["prompt_prefix"]) == {f"{STYLE_TOKEN} "}
+
+    p = params.captions
+
+    def sample(prefix: str) -> list[str]:
+        prompts = [prefix + prompt for prompt in prompted["prompt"]]
+        return generate_captions(
+            model, tokenizer, prompts, p.temperature, p.top_p, p.max_new_tokens, p.batch_size, params.seed
+        )
+
+    assert sample(f"{STYLE_TOKEN} ") == prompted["caption"].tolist()
+    unstyled = sample("")
+    assert sum(a == b for a, b in zip(unstyled, prompted["caption"])) < len(prompted) / 4
 
 
 def test_the_report_links_every_gate_page_and_says_each_passed(pipeline: Path):

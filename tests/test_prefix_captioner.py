@@ -105,3 +105,25 @@ def test_freeze_lm_keeps_lm_weights_and_trains_mapper(lm_dir):
     model.train()
     assert not model.lm.training  # a frozen LM keeps dropout off even while the mapper trains
     assert losses[-1] < losses[0]  # only the mapper can have lowered it
+
+
+def test_source_tags_tell_real_from_synthetic_pairs_of_the_same_embeddings(lm_dir):
+    """With source tags (the default configuration), the same embeddings paired with one caption as real
+    and another as synthetic are both learned, each under its own tag; generation asks for the real one.
+    Without the tag the two targets conflict and neither tag can prefer its own caption."""
+    from synth2.models.pair_sampler import REAL, SYNTHETIC
+
+    shared = embeddings(2, seed=3)
+    real, synthetic = (shared, CAPTIONS[:2]), (shared, SYNTHETIC_CAPTIONS)
+    training = replace(OVERFIT, steps=300)  # the tag starts at zero: it takes longer than one caption per input
+    model, _ = train_prefix_captioner(lm_dir, real, synthetic, replace(CONFIG, source_tags=True), training, 0.5, seed=0)
+
+    def loss(captions: list[str], source: int) -> float:
+        ids, mask = model.encode_captions(captions)
+        tags = torch.full((len(captions),), source, dtype=torch.long)
+        with torch.no_grad():
+            return model(torch.as_tensor(shared), ids, mask, tags).item()
+
+    assert loss(CAPTIONS[:2], REAL) < 0.2 * loss(CAPTIONS[:2], SYNTHETIC)
+    assert loss(SYNTHETIC_CAPTIONS, SYNTHETIC) < 0.2 * loss(SYNTHETIC_CAPTIONS, REAL)
+    assert model.generate(shared, max_new_tokens=16) == CAPTIONS[:2]

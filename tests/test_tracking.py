@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,9 @@ import yaml
 
 from synth2 import tracking
 from synth2.errors import Synth2Error
-from synth2.tracking.spool import destination, spool_dir, unavailable
+from synth2.tracking.spool import SpoolRun, destination, read_state, spool_dir, unavailable
 from synth2.tracking.sync import sync as send
-from tests.conftest import default_params
+from tests.conftest import ROOT, default_params
 from tests.dvc_project import dvc, make_project, project_env
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens
@@ -175,6 +176,147 @@ def test_a_store_that_refuses_a_run_is_the_error_keeps_its_order_and_the_others_
     assert error.startswith(f"error: synth2 tracking: {refusing}: 2 run(s) wait (refused: MlflowException: ")
     assert set(runs_in(fine)) == {"fine"} and len(kept(workspace)) == 2
     assert "after" not in runs_in(refusing)  # not sent ahead of the run it followed
+
+
+# ------------------------------------------------------------------------------ replay: each event once
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float, int]]:
+    """The metric's history in the store as (step, value, timestamp), in the order the store returns it."""
+    from mlflow import MlflowClient
+
+    return sorted((m.step, m.value, m.timestamp) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def spool_curve_run(root: Path, uri: str, name: str, monkeypatch: pytest.MonkeyPatch, points: int) -> str:
+    """An open run with a loss curve of `points` steps, each point its own event, as a long training logs it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    key = tracking.start_pipeline_run(default_params(), name, root=root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    run = SpoolRun(spool_dir(root) / key)
+    for step in range(points):
+        run.record("curves", curves={"loss": [[step, 1 / (step + 1)]]})
+    return key
+
+
+def test_a_sync_cut_short_and_resumed_then_run_again_sends_each_event_once(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{workspace}/mlflow.db"
+    key = spool_curve_run(workspace, store, "cut", monkeypatch, points=5)
+    model = workspace / "tiny-model"
+    model.mkdir()
+    (model / "weights.txt").write_text("1")
+    run = SpoolRun(spool_dir(workspace) / key)
+    run.record("model", name="tiny", dir=run.keep(model), md5="0123456789abcdef0123456789abcdef")
+    report = workspace / "report.txt"
+    report.write_text("the report")
+    tracking.end_pipeline_run(key, "FINISHED", {"final": 0.25}, root=workspace, artifacts=[report])
+    # The failure, at a real boundary: the artifact's spooled copy is gone when the sync reaches it (as a
+    # file system that went away would), so the sync stops after the events before it.
+    (spooled,) = (run.directory / "files").glob("*/report.txt")
+    hidden = spooled.rename(workspace / "hidden.txt")
+
+    cut = send(workspace)
+    assert cut.destinations[store].waiting == 1 and kept(workspace) == {key}
+    (partial,) = runs_in(store).values()
+    run_id = partial.info.run_id
+    assert partial.data.metrics["final"] == 0.25  # sent before the cut
+    assert not MlflowClient(store).list_artifacts(run_id)
+
+    hidden.rename(spooled)
+    resumed = send(workspace)
+    again = send(workspace)  # nothing left: a second sync sends nothing twice
+    assert resumed.destinations[store].sent == 1 and not again.destinations and not kept(workspace)
+
+    client = MlflowClient(store)
+    (finished,) = runs_in(store).values()  # the run of the first sync, completed, and no second one
+    assert finished.info.run_id == run_id and finished.info.status == "FINISHED"
+    loss = history(store, run_id, "loss")
+    assert [(step, value) for step, value, _ in loss] == [(s, 1 / (s + 1)) for s in range(5)]
+    assert len(history(store, run_id, "final")) == 1
+    assert [a.path for a in client.list_artifacts(run_id) if not a.is_dir] == ["report.txt"]
+    experiment = client.get_experiment_by_name("synth2").experiment_id
+    logged = client.search_logged_models(experiment_ids=[experiment])
+    assert [(m.name, m.source_run_id) for m in logged] == [("tiny", run_id)]  # the model event, once
+
+
+def test_a_sync_killed_mid_run_and_run_again_sends_each_run_and_point_once(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = f"sqlite:///{workspace}/mlflow.db"
+    points = 150
+    keys = [spool_curve_run(workspace, store, f"run-{i}", monkeypatch, points) for i in range(3)]
+    for key in keys:
+        tracking.end_pipeline_run(key, "FINISHED", {"final": 1.0}, root=workspace)
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",  # this checkout's synth2, not the venv's editable install
+    }
+    sync = subprocess.Popen([sys.executable, "-m", "synth2.tracking.sync"], cwd=workspace, env=env)
+    second = spool_dir(workspace) / keys[1]
+    # kill -9 once the second run is part-way: created in MLflow, some of its points sent, not all.
+    while sync.poll() is None and read_state(second).get("done", 0) < 10:
+        time.sleep(0.005)
+    sync.kill()
+    sync.wait()
+    assert keys[0] not in kept(workspace) and {keys[1], keys[2]} <= kept(workspace), "not killed mid-run"
+
+    send(workspace)
+    send(workspace)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("synth2").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["run-0", "run-1", "run-2"] and not kept(workspace)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        loss = history(store, run.info.run_id, "loss")
+        assert [(step, value) for step, value, _ in loss] == [(s, 1 / (s + 1)) for s in range(points)]
+
+
+def test_each_variants_evaluation_lands_on_the_run_that_trained_it(workspace: Path, monkeypatch: pytest.MonkeyPatch):
+    """evaluate's `log_variant_metrics`: a variant's scores go to the run whose `dvc.out.` tag has its model's
+    md5 (the compare view lines the variants up); a model no run trained (restored from DVC's cache) gets a
+    run of its own named after the variant. The evaluating run itself gets none of them."""
+    from dvc.repo import Repo
+
+    from synth2.tracking.lineage import dvc_md5
+    from synth2.tracking.runs import _active
+
+    Repo.init(str(workspace), no_scm=True).close()  # models are found by DVC's md5 of their directory
+    monkeypatch.chdir(workspace)  # the stages' paths are relative to the project
+    store = f"sqlite:///{workspace}/mlflow.db"
+    models = {"synth": "models/vlm/synth", "baseline": "models/vlm/baseline"}
+    for variant, directory in models.items():
+        Path(directory).mkdir(parents=True)
+        (Path(directory) / "weights.txt").write_text(variant)
+    synth_md5 = dvc_md5(models["synth"])
+    spool_run(workspace, store, "older synth", monkeypatch, tags={"dvc.out.models/vlm/synth": "an older model"})
+    spool_run(workspace, store, "train synth", monkeypatch, tags={"dvc.out.models/vlm/synth": synth_md5})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    key = tracking.start_pipeline_run(default_params(), "evaluate", root=workspace)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    evaluating = _active.set(SpoolRun(spool_dir(workspace) / key))
+    try:
+        scores = {"synth": {"val": {"cider": 0.5}}, "baseline": {"val": {"cider": 0.25}}}
+        tracking.log_variant_metrics(models, scores)
+    finally:
+        _active.reset(evaluating)
+    tracking.end_pipeline_run(key, "FINISHED", root=workspace)
+    send(workspace)
+
+    runs = runs_in(store)
+    assert set(runs) == {"older synth", "train synth", "evaluate", "vlm baseline"}
+    trained, restored = runs["train synth"], runs["vlm baseline"]
+    assert trained.data.metrics == {"loss": 1.1, "val.cider": 0.5} and trained.data.tags["synth2.variant"] == "synth"
+    assert restored.data.metrics == {"val.cider": 0.25} and restored.data.tags["synth2.variant"] == "baseline"
+    assert restored.data.tags["dvc.out.models/vlm/baseline"] == dvc_md5(models["baseline"])
+    assert "val.cider" not in runs["older synth"].data.metrics and "val.cider" not in runs["evaluate"].data.metrics
 
 
 def lock_md5s(root: Path) -> dict[str, dict[str, str]]:

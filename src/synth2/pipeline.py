@@ -174,7 +174,7 @@ STAGES = (
         params=("seed", "profile", "device", "captions", "${profile}.captions", "compute.shards"),
         outs=(paths.CAPTIONS,),
     ),
-    _gate("captions", "GX: no nulls, length bounds, duplicate share.", (paths.CAPTIONS,)),
+    _gate("captions", "GX: no nulls, length bounds, duplicate share.", (paths.CAPTIONS,), ("profile",)),
     Stage(
         "balance",
         "Normalise, dedupe, label, balance over concepts x MiniLM clusters; an unbalanced selection of the same "
@@ -249,6 +249,7 @@ STAGES = (
         "synthetic",
         "GX: finite, right dimension, norms within the real range.",
         (paths.SYNTHETIC, paths.REAL_EMBEDDINGS),
+        ("profile",),
     ),
     Stage(
         "train_vlm",
