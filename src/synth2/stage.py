@@ -97,11 +97,22 @@ def run_stage(
                     raise torchrun.FollowerDone
         except torchrun.FollowerDone:
             log.info("done in %.1f s; rank 0 writes the outputs", time.perf_counter() - start)
-            return
+            leave_as_follower()
     if not uses_torch and "torch" in sys.modules:
         log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)
     # benchmarks/bench_pipeline.py reads this line: the body is the stage's own work, the rest overhead.
     log.info("done in %.1f s (body %.2f s)", time.perf_counter() - start, body_seconds)
+
+
+def leave_as_follower() -> None:
+    """End a follower rank now, without Python's teardown. The DDP model in the frames being unwound
+    holds gloo's process group; freeing it joins gloo's threads, which can wait forever on a peer that
+    has already left (seen: rank 1 of a 2-process prior hung in ~ProcessGroupGloo after rank 0 exited).
+    A follower has nothing left to write or close: its writes were dropped and it opened no run."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def stage_main(
