@@ -68,6 +68,26 @@ def run_stage(name: str, cwd: Path, *args: str, check: bool = True) -> subproces
     return result
 
 
+# The longest test files (measured under `make test`: the study's sweep, the real-weights pipeline, the
+# coco pipeline, the fault tests, the forced and parallel re-runs) go first: pytest-xdist hands out files
+# in collection order, and one of these started last would run alone at the end.
+LONGEST_FIRST = (
+    "test_study.py",
+    "test_coco_real_weights.py",
+    "test_reproduction.py",
+    "test_failures.py",
+    "test_coco_profile.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the files within a rank, and the tests within a file, keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """The stages run on one thread (synth2.stage); tests of their models do too. On a busy 2-core
