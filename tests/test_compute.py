@@ -133,6 +133,7 @@ def test_on_a_torchrun_launch_rank_0_alone_writes_and_records(rank: int, tmp_pat
     for name, value in {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(stage, "terminate_as_interrupt", lambda: None)  # the test process keeps its SIGTERM
+    monkeypatch.setattr(stage, "leave_as_follower", lambda: None)  # and goes on (a follower's process exits)
     runs = []
 
     @contextlib.contextmanager
