@@ -26,6 +26,8 @@ from synth2 import paths, tracking
 from synth2.diversity import distinct_n, entropy_bits
 from synth2.errors import Synth2Error
 from synth2.io import (
+    current_path,
+    landing_now,
     load_output,
     read_parquet,
     read_tensors,
@@ -144,9 +146,11 @@ def run_round(variant: str, params: Params) -> None:
     training_pairs = (np.concatenate([real_emb, pseudo_emb]), real_captions + pseudo["caption"].tolist())
     prior_losses, synthetic = retrained_synthetic_pairs(params, training_pairs)
     vlm_losses = train_vlm_variant(variant, params, training_pairs, synthetic)
-    # After the VLM's directory (all_or_nothing lands writes in order: these go inside it).
-    write_parquet(pseudo, paths.vlm_dir(variant) / paths.PSEUDO_PAIRS)
-    write_tensors({"embeddings": pseudo_emb.astype(np.float32)}, paths.vlm_dir(variant) / paths.PSEUDO_EMBEDDINGS)
+    # Into the VLM's directory while it still waits in all_or_nothing(): they land with it, or not at all.
+    vlm_dir = current_path(paths.vlm_dir(variant))
+    with landing_now():
+        write_parquet(pseudo, vlm_dir / paths.PSEUDO_PAIRS)
+        write_tensors({"embeddings": pseudo_emb.astype(np.float32)}, vlm_dir / paths.PSEUDO_EMBEDDINGS)
 
     scores, per_image = caption_and_score(variant, params)
     pool["kept"] = pool.index.isin(kept.index)
