@@ -140,6 +140,7 @@ def test_two_rounds_run_through_dvc_and_cache_per_round(tiny_pipeline: Path, tmp
     for variant in TWO_ROUNDS:
         report = json.loads((project / paths.self_improve_metrics(variant)).read_text())
         assert report["pool"]["captioned"] == 40 and report["pool"]["kept"] == 20
+        assert set(report["filter_on_validation"]) == {"top_25", "top_50", "top_75", "top_100"}
         assert set(report["test"]) == {"overall", "seen", "unseen"} and "cider" in report["val"]["overall"]
         rows = pd.read_parquet(project / paths.self_improve_report(variant) / "per_image.parquet")
         assert list(rows.columns) == list(evaluated.columns) and set(rows["variant"]) == {variant}

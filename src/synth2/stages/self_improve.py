@@ -44,16 +44,18 @@ from synth2.models import prior as prior_model
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import ROUND_NAME, Params, round_number
 from synth2.pipeline import ROUND_ZERO
-from synth2.pseudo_captions import filter_pseudo_captions, training_pseudo_pairs
+from synth2.profiles import load_hooks
+from synth2.pseudo_captions import agreement, filter_pseudo_captions, top_rows, training_pseudo_pairs
 from synth2.stage import run_stage
 from synth2.text_embed import embed_texts
-from synth2.vlm_variant.score import caption_and_score, caption_images
+from synth2.vlm_variant.score import caption_and_score, caption_images, evaluation_splits
 from synth2.vlm_variant.train import human_pairs, train_vlm_variant
 from synth2.world.accuracy import attribute_hits
 from synth2.world.parser import caption_labels
 
 log = logging.getLogger("synth2")
 POOL_COLUMNS = ["image_id", "colour", "shape", "size", "position", "combo"]
+CALIBRATION_FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # keep fractions whose validation accuracy a round reports
 SAMPLE_BATCH = 512  # prior sampling batch; the result does not depend on it (synth2.models.prior)
 
 
@@ -114,6 +116,17 @@ def retrained_synthetic_pairs(params: Params, pairs: tuple[np.ndarray, list[str]
     return losses, (require_finite(synthetic, "re-synthesised embeddings"), balanced_captions)
 
 
+def filter_on_validation(params: Params, previous: str, describe, centre: np.ndarray) -> dict[str, float]:
+    """What choosing keep_fraction on validation needs: the previous VLM's captions of the validation
+    images, ranked by the same agreement, and the colour+shape accuracy of the kept share at each
+    candidate fraction (validation labels: the split for choices; the pool's are never read)."""
+    table, embeddings = evaluation_splits(load_hooks(params, "evaluate"))["val"]
+    captions = caption_images(previous, params, embeddings)
+    scores = agreement(describe(captions), embeddings, centre)
+    hits = attribute_hits(captions, table)["colour_shape"].to_numpy()
+    return {f"top_{round(f * 100)}": float(hits[top_rows(scores, f)].mean()) for f in CALIBRATION_FRACTIONS}
+
+
 def run_round(variant: str, params: Params) -> None:
     settings = params.self_improve
     if variant not in settings.rounds:
@@ -132,9 +145,11 @@ def run_round(variant: str, params: Params) -> None:
         steps = params.prior.num_inference_steps
         return prior_model.sample_prior(prior, scheduler, embed_texts(captions), steps, SAMPLE_BATCH, params.seed)
 
+    centre = real_emb.mean(0)
     kept = filter_pseudo_captions(
-        pool[["image_id", "caption"]], pool_emb, describe, real_emb.mean(0), settings.filter, settings.keep_fraction
+        pool[["image_id", "caption"]], pool_emb, describe, centre, settings.filter, settings.keep_fraction
     )
+    calibration = filter_on_validation(params, previous, describe, centre)
     kept = kept.assign(round=variant)
     kept_emb = pool_emb[kept.index.to_numpy()]
     earlier = previous_pseudo_pairs(previous) if settings.mode == "accumulate" else None
@@ -162,6 +177,7 @@ def run_round(variant: str, params: Params) -> None:
         "synthetic_pairs": len(synthetic[1]),
     }
     metrics["prior"] = loss_summary(prior_losses)
+    metrics["filter_on_validation"] = calibration
 
     report = paths.self_improve_report(variant)
     write_parquet(per_image, report / "per_image.parquet")

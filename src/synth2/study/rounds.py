@@ -32,6 +32,7 @@ ROUND_FIGURES = (
     "diversity.this.distinct_2",
     "diversity.previous.concept_entropy",
     "diversity.this.concept_entropy",
+    *(f"filter_on_validation.top_{p}" for p in (25, 50, 75, 100)),
 )
 
 
