@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import yaml
 from synth2 import paths
 from synth2.params import ParamsError
 from synth2.pseudo_captions import filter_pseudo_captions, training_pseudo_pairs
-from tests.conftest import default_params
+from tests.conftest import ROOT, default_params
 from tests.tiny_project import copy_project
 from tests.tiny_project import dvc as run_dvc
 
@@ -43,6 +44,23 @@ def test_rounds_must_chain_back_to_synth_in_one_line(rounds: dict, message: str)
 def test_rounds_are_off_by_default_and_chains_parse():
     assert default_params().self_improve.rounds == {}
     assert default_params({"self_improve": {"rounds": TWO_ROUNDS}}).self_improve.rounds == TWO_ROUNDS
+
+
+def test_a_study_hands_rounds_to_dvc_as_dvc_applies_them(tmp_path: Path):
+    """`synth2 study -S 'self_improve.rounds={...}'` queues `dvc exp run -S ...`: DVC's own override code
+    (Hydra) must accept it on params.yaml's empty mapping and yield what the study validated."""
+    from dvc.utils.hydra import apply_overrides
+
+    from synth2.dvc_runner import set_args
+    from synth2.params import parse_params, parse_with_overrides, read_document
+
+    path = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    overrides = {"seed": 3, "self_improve.rounds": TWO_ROUNDS}
+    apply_overrides(path, set_args(overrides)[1::2])
+    applied = read_document(path)
+    assert applied["self_improve"]["rounds"] == TWO_ROUNDS and applied["seed"] == 3
+    assert parse_params(applied) == parse_with_overrides(read_document(ROOT / "params.yaml"), overrides)
 
 
 # ------------------------------------------------------------------------------------------- filter

@@ -503,8 +503,15 @@ def with_overrides(document: object, overrides: dict[str, object], origin: str =
             node = node[part]
         if leaf not in node:
             raise ParamsError(f"{origin} '{dotted}': params.yaml has no such key; check its spelling")
-        node[leaf] = value
+        node[leaf] = _merged(node[leaf], value)
     return merged
+
+
+def _merged(current: object, value: object) -> object:
+    """`value` set over `current`: a mapping merges into a mapping key by key, as DVC's `-S` (Hydra) does."""
+    if isinstance(current, dict) and isinstance(value, dict):
+        return {**current, **{key: _merged(current.get(key), item) for key, item in value.items()}}
+    return value
 
 
 def parse_with_overrides(
