@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from synth2 import paths
 
 PROFILES = ("world", "coco")
@@ -36,7 +38,9 @@ class Stage:
 
     deps are other stages' outputs (paths, or `${item.KEY}` of a foreach); params are params.yaml keys,
     `${profile}.<stage>` for the profile's own subsection; metrics and plots are not cached (committed).
-    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields).
+    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields). `foreach`
+    may instead name a mapping of params.yaml (`"${self_improve.rounds}"`): DVC makes one stage per key
+    of its value there (`${key}`, and `${item}` its value), none while it is empty.
     """
 
     name: str
@@ -48,16 +52,28 @@ class Stage:
     outs: tuple[Path | str, ...] = ()
     metrics: tuple[Path | str, ...] = ()
     plots: tuple[Plot, ...] = ()
-    foreach: dict[str, dict[str, str]] = field(default_factory=dict)
+    foreach: dict[str, dict[str, str]] | str = field(default_factory=dict)
 
-    def addresses(self) -> dict[str, dict[str, str]]:
-        """{DVC address: template values}: `name@key` per foreach key, else the name alone."""
+    def addresses(self, params: dict | None = None) -> dict[str, dict[str, str]]:
+        """{DVC address: template values}: `name@key` per foreach key, else the name alone. A foreach over
+        a params mapping expands over its value in `params` (params.yaml's document; none without it)."""
+        if isinstance(self.foreach, str):
+            items = params_value(params or {}, self.foreach)
+            return {f"{self.name}@{key}": {"key": key, "item": str(item)} for key, item in items.items()}
         if not self.foreach:
             return {self.name: {}}
         return {
             f"{self.name}@{key}": {"key": key} | {f"item.{k}": v for k, v in item.items()}
             for key, item in self.foreach.items()
         }
+
+
+def params_value(params: dict, template: str) -> dict:
+    """The mapping `${a.b}` names in params.yaml's document; empty when it is absent or no mapping."""
+    node: object = params
+    for part in template.removeprefix("${").removesuffix("}").split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------- variants
@@ -82,6 +98,10 @@ BASELINE = "baseline"
 SELECTION_OF = {v.name: v.selection for v in VARIANTS}
 # The paired differences a study reports: synthetic pairs against none; balanced against unbalanced.
 COMPARISONS = (("synth - baseline", "synth", "baseline"), ("balanced - unbalanced", "synth", "synth_unbalanced"))
+
+# Self-improvement rounds: variant synth_rN -> the variant whose VLM captions the pool (params.yaml).
+ROUNDS_PARAM = "self_improve.rounds"
+ROUND_ZERO = "synth"  # the VLM the first round starts from
 
 # What evaluate scores: every variant on both splits, overall and on seen / unseen concepts.
 SPLITS = ("val", "test")
@@ -313,6 +333,51 @@ STAGES = (
         plots=(Plot(paths.EVAL_PLOT, x="value", y="name", template="bar_horizontal"),),
     ),
     Stage(
+        "self_improve",
+        "Self-improvement rounds, one stage per key of self_improve.rounds (none by default): the previous "
+        "VLM captions a seeded share of the unlabelled pool; a filter that reads no ground truth keeps the "
+        "captions whose prior embedding agrees with their image's; the prior retrains on the human plus kept "
+        "pairs and re-synthesises the balanced captions; the round's VLM trains as train_vlm@synth does, the "
+        "kept pairs tagged real; it is scored on validation and test as evaluate scores. Each round declares "
+        "its own rounds key, so adding a round re-runs no earlier one.",
+        "self_improve",
+        args=("${key}",),
+        deps=(
+            paths.vlm_dir("${item}"),
+            paths.image_set("unlabeled_pool"),
+            paths.IMAGE_ENCODER,
+            paths.PRIOR,
+            paths.CAPTION_LM,
+            paths.REAL_TRAIN,
+            paths.REAL_EMBEDDINGS,
+            paths.BALANCED,
+            paths.gate_report("balanced"),
+            paths.VAL,
+            paths.TEST,
+            paths.VAL_EMBEDDINGS,
+            paths.TEST_EMBEDDINGS,
+        ),
+        params=(
+            "seed",
+            "profile",
+            "device",
+            f"{ROUNDS_PARAM}.${{key}}",
+            "self_improve.pool_size",
+            "self_improve.mode",
+            "self_improve.filter",
+            "self_improve.keep_fraction",
+            "prior",
+            "${profile}.prior",
+            "train_vlm",
+            "${profile}.train_vlm",
+            "evaluate.batch_size",
+            "compute.shards",
+        ),
+        outs=(paths.vlm_dir("${key}"), paths.self_improve_report("${key}")),
+        metrics=(paths.self_improve_metrics("${key}"),),
+        foreach="${" + ROUNDS_PARAM + "}",
+    ),
+    Stage(
         "report",
         "One HTML page of the run for people: metrics, curves, diversity, decoded synthetic samples, examples, "
         "the gates (linked to their pages).",
@@ -342,20 +407,33 @@ def _expand(value: Path | str, values: dict[str, str]) -> Path:
     return Path(text)
 
 
-def outputs() -> dict[Path, str]:
-    """{every output path, foreach items expanded: the DVC address of the stage that writes it}."""
+def outputs(params: dict | None = None) -> dict[Path, str]:
+    """{every output path, foreach items expanded: the DVC address of the stage that writes it}; a foreach
+    over a params mapping expands over `params` (params.yaml's document), else over nothing."""
     written = {}
     for stage in STAGES:
-        for address, values in stage.addresses().items():
+        for address, values in stage.addresses(params).items():
             for out in (*stage.outs, *stage.metrics, *(plot.path for plot in stage.plots)):
                 written[_expand(out, values)] = address
     return written
 
 
+def _workspace_params() -> dict:
+    """params.yaml of the working directory, for the stages it enables; {} when it is missing or unreadable
+    (the params check names what is wrong with it)."""
+    try:
+        document = yaml.safe_load(Path("params.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 def producer(path: Path | str) -> str:
-    """The stage that writes `path` (a declared output or a file inside one): what to run when it is missing."""
+    """The stage that writes `path` (a declared output or a file inside one): what to run when it is missing.
+    Outputs of stages that params.yaml enables (self-improvement rounds) are found from the working
+    directory's params.yaml."""
     path = Path(path)
-    written = outputs()
+    written = outputs(_workspace_params())
     for candidate in (path, *path.parents):
         if candidate in written:
             return written[candidate]

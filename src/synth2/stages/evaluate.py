@@ -18,40 +18,27 @@ hold one variant's VLM at a time (`compute.engine: ray`); one shard is the unsha
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from synth2 import paths, tracking
-from synth2.compute.pool import ShardWork, shard_pool
-from synth2.embeddings import aligned_embeddings
+from synth2.compute.pool import shard_pool
 from synth2.errors import Synth2Error
 from synth2.io import (
     atomic_path,
-    load_output,
-    read_parquet,
-    require_dir,
-    require_rows,
     write_csv,
     write_json,
     write_parquet,
 )
-from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
 from synth2.pipeline import BASELINE, SUBSETS, VARIANT_NAMES
-from synth2.pretrained import resolve_device
 from synth2.profiles import load_hooks
 from synth2.stage import stage_main
 from synth2.tracking import lookup
+from synth2.vlm_variant.score import caption_with, captioner_work, evaluation_splits, score_split
 
 log = logging.getLogger("synth2")
-EVALUATION_SPLITS = {"val": (paths.VAL, paths.VAL_EMBEDDINGS), "test": (paths.TEST, paths.TEST_EMBEDDINGS)}
-
-
-def subset_masks(table: pd.DataFrame) -> dict[str, np.ndarray]:
-    seen = table["seen"].to_numpy(bool)
-    return {"overall": np.ones(len(table), bool), "seen": seen, "unseen": ~seen}
 
 
 def relative_gains(scores: dict, variant: str, baseline: str = BASELINE) -> dict:
@@ -95,47 +82,15 @@ def champion_evidence(per_image: pd.DataFrame, key: str) -> dict[str, dict[int, 
     }
 
 
-class VariantCaptioner:
-    """One variant's VLM at a time, loaded when first asked for: a worker holds one model in memory, and
-    evaluation goes variant by variant, so each worker loads each variant at most once."""
-
-    def __init__(self, device: str) -> None:
-        self.device = resolve_device(device)
-        self.variant: str | None = None
-        self.model: PrefixCaptioner | None = None
-
-    def generate(self, variant: str, embeddings: np.ndarray, max_new_tokens: int, batch_size: int) -> list[str]:
-        if variant != self.variant:
-            self.model = None  # free the previous variant first
-            directory = require_dir(paths.vlm_dir(variant))
-            load = partial(PrefixCaptioner.load, directory, self.device)
-            self.model, self.variant = load_output(directory, "VLM", load), variant
-        return self.model.generate(embeddings, max_new_tokens, batch_size)
-
-
-def caption_shard(
-    variant: str, max_new_tokens: int, batch_size: int, captioner: VariantCaptioner, embeddings: np.ndarray
-) -> list[str]:
-    return captioner.generate(variant, embeddings, max_new_tokens, batch_size)
-
-
 def run(params: Params) -> None:
     profile = load_hooks(params, "evaluate")
-    splits = {}
-    for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
-        table = read_parquet(table_path, columns=list(profile.TEST_COLUMNS))
-        require_rows(table, table_path, ["references"])
-        splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
+    splits = evaluation_splits(profile)
     # A champion metric with nothing to score on validation fails now, not after captioning every image.
     profile.check_champion(params, splits["val"][0])
 
-    work = ShardWork(partial(VariantCaptioner, params.device), tuple(paths.vlm_dir(v) for v in VARIANT_NAMES))
-    with shard_pool(params.compute, work, "evaluate") as captioners:
+    with shard_pool(params.compute, captioner_work(params, VARIANT_NAMES), "evaluate") as captioners:
         generated = {
-            (variant, split): captioners.map(
-                partial(caption_shard, variant, params.train_vlm.max_caption_tokens, params.evaluate.batch_size),
-                embeddings,
-            )
+            (variant, split): caption_with(captioners, variant, params, embeddings)
             for variant in VARIANT_NAMES
             for split, (_, embeddings) in splits.items()
         }
@@ -147,14 +102,8 @@ def run(params: Params) -> None:
         for split, (table, _) in splits.items():
             predictions = generated[variant, split]
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
-            metrics[split][variant] = {}
-            for subset, mask in subset_masks(table).items():
-                if not mask.any():
-                    continue
-                chosen = [p for p, m in zip(predictions, mask) if m]
-                scores, image_scores = profile.score(chosen, table[mask].reset_index(drop=True))
-                metrics[split][variant][subset] = scores
-                per_image.append(image_scores.assign(split=split, subset=subset, variant=variant))
+            metrics[split][variant], rows = score_split(profile, variant, split, table, predictions)
+            per_image += rows
         log.info(
             "%-16s test %s",
             variant,

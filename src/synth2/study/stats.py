@@ -36,12 +36,17 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "n": len(values), "values": values}
 
 
-def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:
-    """Per variant/split/subset/metric summaries and the paired differences, over the seeds of `results`."""
+def aggregate(
+    results: Mapping[int, tuple[dict, pd.DataFrame]],
+    variants: Sequence[str] = VARIANTS,
+    differences_of: Sequence[tuple[str, str, str]] = DIFFERENCES,
+) -> dict[str, Any]:
+    """Per variant/split/subset/metric summaries and the paired differences, over the seeds of `results`
+    (`variants` and `differences_of`: evaluate's, plus any extra variant the experiments scored)."""
     seeds = sorted(results)
     summary: dict[str, Any] = {}
     for split in SPLITS:
-        for variant in VARIANTS:
+        for variant in variants:
             for subset in SUBSETS:
                 metrics = sorted({m for s in seeds for m in results[s][0][split][variant].get(subset, {})})
                 for metric in metrics:
@@ -50,7 +55,7 @@ def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any
                         values
                     )
     differences: dict[str, Any] = {}
-    for label, a, b in DIFFERENCES:
+    for label, a, b in differences_of:
         for split in SPLITS:
             for subset in SUBSETS:
                 for metric in summary[split][a].get(subset, {}):
