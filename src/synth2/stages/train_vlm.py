@@ -29,7 +29,7 @@ from synth2.params import Params
 from synth2.pipeline import SELECTION_OF, VARIANT_NAMES
 from synth2.pretrained import resolve_device, resolve_dtype
 from synth2.profiles import load_hooks
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 
 log = logging.getLogger("synth2")
 
@@ -99,3 +99,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)
