@@ -34,7 +34,7 @@ from synth2.io import (
 from synth2.params import Params
 from synth2.pipeline import BASELINE, SUBSETS, VARIANT_NAMES
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 from synth2.tracking import lookup
 from synth2.vlm_variant.score import caption_with, captioner_work, evaluation_splits, score_split
 
@@ -177,3 +177,4 @@ main = stage_main("evaluate", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -46,7 +46,7 @@ from synth2.params import ROUND_NAME, Params, round_number
 from synth2.pipeline import ROUND_ZERO
 from synth2.profiles import load_hooks
 from synth2.pseudo_captions import agreement, filter_pseudo_captions, top_rows, training_pseudo_pairs
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 from synth2.text_embed import embed_texts
 from synth2.vlm_variant.score import caption_and_score, caption_images, evaluation_splits
 from synth2.vlm_variant.train import human_pairs, train_vlm_variant
@@ -231,3 +231,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -25,7 +25,7 @@ from synth2.io import read_parquet, read_tensors, require_finite, require_rows, 
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
 from synth2.pipeline import SELECTION_OF, VARIANT_NAMES
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 from synth2.vlm_variant.train import human_pairs, train_vlm_variant
 
 log = logging.getLogger("synth2")
@@ -67,3 +67,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)
