@@ -124,6 +124,42 @@ class TrainVLMParams(Section):
         return self
 
 
+class PixelDecoderParams(Section):
+    """The world's diffusion decoder (synth2.models.pixel_decoder), trained on the unlabelled pool."""
+
+    channels: Annotated[list[PosInt], Field(min_length=2, max_length=4)]  # UNet block widths
+    layers_per_block: PosInt
+    num_train_timesteps: PosInt
+    steps: PosInt
+    batch_size: PosInt
+    lr: PosFloat
+
+
+class PixelSpaceParams(Section):
+    """The pixel path (README "Embedding space vs pixel space"): off while `variants` is empty, since each
+    entry adds DVC stages (a `foreach` over it); `[synth_pixel]` trains the decoder, runs the captions
+    through prior -> decoder -> pixels -> image encoder, and trains and scores a VLM on the result."""
+
+    variants: list[Literal["synth_pixel"]]
+    decoder: PixelDecoderParams
+    num_inference_steps: PosInt  # DDIM steps per decoded image: the decoder's cost grows with them
+    batch_size: PosInt  # images decoded at once
+
+    @model_validator(mode="after")
+    def _variants_unique(self) -> PixelSpaceParams:
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants lists a variant twice ({self.variants}); list each once")
+        return self
+
+    def require(self, variant: str) -> None:
+        """A pixel stage runs for a variant params.yaml lists (dvc.yaml makes them from the list)."""
+        if variant not in self.variants:
+            raise ParamsError(
+                f"params.yaml: pixel_space.variants is {self.variants}, without '{variant}'; add it to run the "
+                "pixel path (dvc repro then makes its stages)"
+            )
+
+
 class EvaluateParams(Section):
     batch_size: PosInt
     n_examples: PosInt
@@ -367,11 +403,21 @@ class Params(Section):
     prior: PriorParams
     synthesize: SynthesizeParams
     train_vlm: TrainVLMParams
+    pixel_space: PixelSpaceParams
     evaluate: EvaluateParams
     tracking: TrackingParams
     gates: GateParams
     orchestration: OrchestrationParams
     compute: ComputeParams
+
+    @model_validator(mode="after")
+    def _pixel_space_is_the_worlds(self) -> Params:
+        if self.pixel_space.variants and self.profile != "world":
+            raise ValueError(
+                "pixel_space.variants: the pixel path's diffusion decoder is the world profile's; set it to [] "
+                "with profile coco (coco.synthesize.decoder times a pretrained decoder instead)"
+            )
+        return self
 
 
 def _describe(error: dict, path: Path | str) -> str:

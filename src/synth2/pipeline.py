@@ -14,6 +14,7 @@ neither module is a code dep of the stages, and editing one stage's entry re-run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,9 @@ class Stage:
 
     deps are other stages' outputs (paths, or `${item.KEY}` of a foreach); params are params.yaml keys,
     `${profile}.<stage>` for the profile's own subsection; metrics and plots are not cached (committed).
-    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields).
+    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields). `foreach` may
+    instead name a list in params.yaml (`"${pixel_space.variants}"`): DVC then makes one stage per entry
+    (`${item}` in its fields), and none while the list is empty, so params switch such stages on and off.
     """
 
     name: str
@@ -48,16 +51,27 @@ class Stage:
     outs: tuple[Path | str, ...] = ()
     metrics: tuple[Path | str, ...] = ()
     plots: tuple[Plot, ...] = ()
-    foreach: dict[str, dict[str, str]] = field(default_factory=dict)
+    foreach: dict[str, dict[str, str]] | str = field(default_factory=dict)
 
-    def addresses(self) -> dict[str, dict[str, str]]:
-        """{DVC address: template values}: `name@key` per foreach key, else the name alone."""
+    def addresses(self, document: Mapping | None = None) -> dict[str, dict[str, str]]:
+        """{DVC address: template values}: `name@key` per foreach key, else the name alone. A foreach over a
+        params list takes its entries from `document` (params.yaml as parsed YAML; None: no entries)."""
+        if isinstance(self.foreach, str):
+            return {f"{self.name}@{entry}": {"item": entry} for entry in params_list(self.foreach, document)}
         if not self.foreach:
             return {self.name: {}}
         return {
             f"{self.name}@{key}": {"key": key} | {f"item.{k}": v for k, v in item.items()}
             for key, item in self.foreach.items()
         }
+
+
+def params_list(template: str, document: Mapping | None) -> list[str]:
+    """The entries of the params list `template` names (`${a.b}`), as strings; none when it is absent."""
+    node: object = document
+    for part in template.removeprefix("${").removesuffix("}").split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return [str(entry) for entry in node] if isinstance(node, list) else []
 
 
 # ------------------------------------------------------------------------------------------- variants
@@ -110,6 +124,24 @@ def _gate(name: str, doc: str, deps: tuple[Path, ...], params: tuple[str, ...] =
 
 
 # --------------------------------------------------------------------------------------------- stages
+
+# The params.yaml list whose entries switch the pixel path's stages on (synth2.params.PixelSpaceParams).
+PIXEL_VARIANTS = "${pixel_space.variants}"
+# What every VLM's training reads besides its data (train_vlm's and the pixel variant's alike).
+VLM_PARAMS = (
+    "seed",
+    "profile",
+    "device",
+    "train_vlm.prefix_length",
+    "train_vlm.steps",
+    "train_vlm.batch_size",
+    "train_vlm.lr",
+    "train_vlm.freeze_lm",
+    "train_vlm.unfreeze_top_layers",
+    "train_vlm.max_caption_tokens",
+    "train_vlm.mixed_precision",
+    "${profile}.train_vlm",
+)
 
 PREPARED_OUTS = (*(paths.image_set(s) for s in paths.IMAGE_SETS), paths.TEXT_CORPUS, paths.CONCEPTS)
 
@@ -260,18 +292,7 @@ STAGES = (
         args=("${key}",),
         deps=(paths.CAPTION_LM, paths.REAL_TRAIN, paths.REAL_EMBEDDINGS, "${item.pairs}", "${item.gate}"),
         params=(
-            "seed",
-            "profile",
-            "device",
-            "train_vlm.prefix_length",
-            "train_vlm.steps",
-            "train_vlm.batch_size",
-            "train_vlm.lr",
-            "train_vlm.freeze_lm",
-            "train_vlm.unfreeze_top_layers",
-            "train_vlm.max_caption_tokens",
-            "train_vlm.mixed_precision",
-            "${profile}.train_vlm",
+            *VLM_PARAMS,
             "${item.params}",
             "compute.train_processes",
         ),
@@ -312,6 +333,70 @@ STAGES = (
         metrics=(paths.EVAL_METRICS,),
         plots=(Plot(paths.EVAL_PLOT, x="value", y="name", template="bar_horizontal"),),
     ),
+    # The pixel path (README "Embedding space vs pixel space"): stages only for the variants that
+    # params.yaml's pixel_space.variants lists, none by default.
+    Stage(
+        "pixel_decoder",
+        "The pixel path's diffusion decoder (world): a small UNet2DModel trained on the unlabelled pool's images "
+        "and their image-encoder embeddings to turn an image embedding into pixels.",
+        "pixel_decoder",
+        args=("${item}",),
+        deps=(paths.image_set("unlabeled_pool"), paths.IMAGE_ENCODER, paths.gate_report("pool")),
+        params=("seed", "profile", "device", "pixel_space.decoder"),
+        outs=(paths.pixel_decoder_dir("${item}"),),
+        metrics=(paths.pixel_decoder_metrics("${item}"),),
+        plots=(Plot(paths.pixel_decoder_loss("${item}"), x="step", y="loss"),),
+        foreach=PIXEL_VARIANTS,
+    ),
+    Stage(
+        "pixel_synthesize",
+        "The balanced selection's synthetic embeddings through decoder -> pixels -> image encoder; prior -> "
+        "embedding timed against prior -> decoder -> pixels -> image encoder on the same captions (MLflow, "
+        "the log and an untracked report: never an output).",
+        "pixel_synthesize",
+        args=("${item}",),
+        deps=(
+            paths.pixel_decoder_dir("${item}"),
+            paths.PRIOR,
+            paths.IMAGE_ENCODER,
+            paths.synthetic_dir("balanced"),
+            paths.gate_report("synthetic"),
+        ),
+        params=(
+            "seed",
+            "profile",
+            "device",
+            "synthesize",
+            "prior.num_inference_steps",
+            "pixel_space.num_inference_steps",
+            "pixel_space.batch_size",
+        ),
+        outs=(paths.pixel_synthetic_dir("${item}"), paths.pixel_sheet("${item}").parent),
+        metrics=(paths.pixel_synthesize_metrics("${item}"),),
+        foreach=PIXEL_VARIANTS,
+    ),
+    Stage(
+        "pixel_vlm",
+        "The VLM trained on the real pairs + the pixel path's re-encoded embeddings of the balanced selection, "
+        "with train_vlm's code and settings (as synth, but for the data), and scored with evaluate's code.",
+        "pixel_vlm",
+        args=("${item}",),
+        deps=(
+            paths.CAPTION_LM,
+            paths.REAL_TRAIN,
+            paths.REAL_EMBEDDINGS,
+            paths.pixel_synthetic_dir("${item}"),
+            paths.VAL,
+            paths.TEST,
+            paths.VAL_EMBEDDINGS,
+            paths.TEST_EMBEDDINGS,
+        ),
+        params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate", "compute.train_processes"),
+        outs=(paths.pixel_vlm_dir("${item}"), paths.pixel_vlm_per_image("${item}").parent),
+        metrics=(paths.pixel_vlm_metrics("${item}"), paths.pixel_vlm_scores("${item}")),
+        plots=(Plot(paths.pixel_vlm_loss("${item}"), x="step", y="loss"),),
+        foreach=PIXEL_VARIANTS,
+    ),
     Stage(
         "report",
         "One HTML page of the run for people: metrics, curves, diversity, decoded synthetic samples, examples, "
@@ -342,20 +427,21 @@ def _expand(value: Path | str, values: dict[str, str]) -> Path:
     return Path(text)
 
 
-def outputs() -> dict[Path, str]:
-    """{every output path, foreach items expanded: the DVC address of the stage that writes it}."""
+def outputs(document: Mapping | None = None) -> dict[Path, str]:
+    """{every output path, foreach items expanded: the DVC address of the stage that writes it}; the stages
+    of a foreach over a params list as `document` (params.yaml as parsed YAML) lists them."""
     written = {}
     for stage in STAGES:
-        for address, values in stage.addresses().items():
+        for address, values in stage.addresses(document).items():
             for out in (*stage.outs, *stage.metrics, *(plot.path for plot in stage.plots)):
                 written[_expand(out, values)] = address
     return written
 
 
-def producer(path: Path | str) -> str:
+def producer(path: Path | str, document: Mapping | None = None) -> str:
     """The stage that writes `path` (a declared output or a file inside one): what to run when it is missing."""
     path = Path(path)
-    written = outputs()
+    written = outputs(document)
     for candidate in (path, *path.parents):
         if candidate in written:
             return written[candidate]

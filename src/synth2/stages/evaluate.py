@@ -8,7 +8,8 @@ and its margin over the runner-up are recorded; it takes the registry alias `cha
 holder only when its margin, paired by validation image, has a 95% bootstrap interval above 0
 (synth2.tracking.champion), so the metric must be one scored per image (CIDEr, attribute accuracy).
 Per-image scores of both splits go to `reports/evaluate/per_image.parquet`, from which `synth2 study`
-bootstraps over images. In the coco
+bootstraps over images. The scoring is synth2.vlm_scoring's, which a variant outside this stage calls
+too (synth2.extra_variant). In the coco
 profile "unseen" means an image whose references name a concept no human training caption names.
 
 Captioning is sharded (`compute.shards`, synth2.compute): in this process, or on Ray workers that each
@@ -25,14 +26,11 @@ import pandas as pd
 
 from synth2 import paths, tracking
 from synth2.compute.pool import ShardWork, shard_pool
-from synth2.embeddings import aligned_embeddings
 from synth2.errors import Synth2Error
 from synth2.io import (
     atomic_path,
     load_output,
-    read_parquet,
     require_dir,
-    require_rows,
     write_csv,
     write_json,
     write_parquet,
@@ -44,14 +42,9 @@ from synth2.pretrained import resolve_device
 from synth2.profiles import load_hooks
 from synth2.stage import stage_main
 from synth2.tracking import lookup
+from synth2.vlm_scoring import read_evaluation_splits, score_predictions
 
 log = logging.getLogger("synth2")
-EVALUATION_SPLITS = {"val": (paths.VAL, paths.VAL_EMBEDDINGS), "test": (paths.TEST, paths.TEST_EMBEDDINGS)}
-
-
-def subset_masks(table: pd.DataFrame) -> dict[str, np.ndarray]:
-    seen = table["seen"].to_numpy(bool)
-    return {"overall": np.ones(len(table), bool), "seen": seen, "unseen": ~seen}
 
 
 def relative_gains(scores: dict, variant: str, baseline: str = BASELINE) -> dict:
@@ -121,11 +114,7 @@ def caption_shard(
 
 def run(params: Params) -> None:
     profile = load_hooks(params, "evaluate")
-    splits = {}
-    for split, (table_path, embeddings_path) in EVALUATION_SPLITS.items():
-        table = read_parquet(table_path, columns=list(profile.TEST_COLUMNS))
-        require_rows(table, table_path, ["references"])
-        splits[split] = (table, aligned_embeddings(embeddings_path, table["image_id"].to_numpy()))
+    splits = read_evaluation_splits(profile)
     # A champion metric with nothing to score on validation fails now, not after captioning every image.
     profile.check_champion(params, splits["val"][0])
 
@@ -147,14 +136,8 @@ def run(params: Params) -> None:
         for split, (table, _) in splits.items():
             predictions = generated[variant, split]
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
-            metrics[split][variant] = {}
-            for subset, mask in subset_masks(table).items():
-                if not mask.any():
-                    continue
-                chosen = [p for p, m in zip(predictions, mask) if m]
-                scores, image_scores = profile.score(chosen, table[mask].reset_index(drop=True))
-                metrics[split][variant][subset] = scores
-                per_image.append(image_scores.assign(split=split, subset=subset, variant=variant))
+            metrics[split][variant], frames = score_predictions(profile, variant, split, table, predictions)
+            per_image += frames
         log.info(
             "%-16s test %s",
             variant,
