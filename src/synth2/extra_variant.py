@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synth2.io import require_dir
+from synth2.io import current_path, require_dir
 from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
 from synth2.pretrained import resolve_device
@@ -34,7 +34,8 @@ def score_extra_variant(variant: str, model_dir: Path, params: Params) -> tuple[
     """Greedy captions of every validation and test image by the VLM in `model_dir`, scored as evaluate
     scores its variants: ({split: {subset: scores}}, per-image scores with variant = `variant`)."""
     profile = load_hooks(params, "evaluate")
-    model = PrefixCaptioner.load(require_dir(model_dir), resolve_device(params.device))
+    # current_path: a model this stage has just saved is still pending (synth2.io.all_or_nothing).
+    model = PrefixCaptioner.load(require_dir(current_path(model_dir)), resolve_device(params.device))
     metrics, per_image = {}, []
     for split, (table, embeddings) in read_evaluation_splits(profile).items():
         predictions = model.generate(embeddings, params.train_vlm.max_caption_tokens, params.evaluate.batch_size)

@@ -97,6 +97,10 @@ SELECTION_OF = {v.name: v.selection for v in VARIANTS}
 # The paired differences a study reports: synthetic pairs against none; balanced against unbalanced.
 COMPARISONS = (("synth - baseline", "synth", "baseline"), ("balanced - unbalanced", "synth", "synth_unbalanced"))
 
+# The pixel path's variants (params pixel_space.variants; stages pixel_*): a study that finds one in its
+# experiments reports it against the variant it differs from in the path of its synthetic data only.
+PIXEL_COMPARISONS = (("synth_pixel - synth", "synth_pixel", "synth"),)
+
 # What evaluate scores: every variant on both splits, overall and on seen / unseen concepts.
 SPLITS = ("val", "test")
 SUBSETS = ("overall", "seen", "unseen")

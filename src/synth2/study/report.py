@@ -15,7 +15,7 @@ from typing import Any
 
 from synth2.io import atomic_path, write_json
 from synth2.study.plan import REPORTS
-from synth2.study.stats import SUBSETS, VARIANTS
+from synth2.study.stats import SUBSETS
 from synth2.world.heatmap import heatmap_png
 
 EFFICIENCY_LABELS = {"overall.cider": "overall CIDEr", "unseen.attr_colour_shape": "unseen colour+shape"}
@@ -69,13 +69,14 @@ def markdown(report: Mapping[str, Any]) -> str:
             "",
         ]
     for configuration in report["configurations"]:
+        lines += speed_markdown(configuration)
         summary, differences = configuration["summary"], configuration["differences"]
         metrics = [(k, h) for k, h in HEADLINE if k in summary["test"]["baseline"]["overall"]]
         lines += [f"## {configuration['label']}", "", f"Overrides: `{json.dumps(configuration['overrides'])}`", ""]
         for split in ("test", "val"):
             lines += [f"**{split}**", "", "| variant | subset | " + " | ".join(h for _, h in metrics) + " |"]
             lines.append("|---|---|" + "---:|" * len(metrics))
-            for variant in VARIANTS:
+            for variant in summary[split]:  # train_vlm's variants, then the pixel path's when there is one
                 for subset in SUBSETS:
                     values = summary[split][variant].get(subset)
                     if values:
@@ -97,6 +98,29 @@ def markdown(report: Mapping[str, Any]) -> str:
                         lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(entry) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def speed_markdown(configuration: Mapping[str, Any]) -> list[str]:
+    """The embedding/pixel speed of a configuration's experiments with the pixel path (none: no lines)."""
+    speed = configuration.get("pixel_speed")
+    if not speed:
+        return []
+    if not speed["experiments"]:
+        return [
+            f"**Embedding vs pixel space ({configuration['label']})**: no timing in MLflow for these experiments "
+            "(pixel_synthesize was restored from DVC's run-cache, or tracking was off).",
+            "",
+        ]
+    ratio = speed["pixel_over_embedding_time"]
+    return [
+        f"**Embedding vs pixel space ({configuration['label']})**, measured by pixel_synthesize in "
+        f"{len(speed['experiments'])} experiment(s) on {speed['captions']} captions each (read from MLflow: "
+        "timings are no DVC output): pixel-path time / embedding-path time "
+        f"{_cell(ratio, 2)} (embedding space {ratio['mean']:.2f}x faster; the paper: 1.33x). Captions/s: "
+        f"embedding {_cell(speed['embedding_captions_per_s'], 1)}, pixel {_cell(speed['pixel_captions_per_s'], 1)}; "
+        f"decoder {speed['decoder_parameters']} parameters, {speed['decoder_steps']} DDIM steps.",
+        "",
+    ]
 
 
 def _interval(values: list[float | None], digits: int = 2) -> str:
@@ -222,7 +246,8 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
         label = "\n".join(textwrap.wrap(configuration["label"], 70))
         for col, (subset, metric, title) in enumerate(panels):
             ax = axes[row][col]
-            for x, variant in enumerate(VARIANTS):
+            variants = list(summary)  # train_vlm's variants, then the pixel path's when there is one
+            for x, variant in enumerate(variants):
                 entry = summary[variant].get(subset, {}).get(metric)
                 if not entry:
                     continue
@@ -232,8 +257,8 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
                 ax.errorbar(
                     x, entry["mean"], yerr=error, fmt="o", color="C0", capsize=6, zorder=3, label="mean, 95% t-interval"
                 )
-            ax.set_xticks(range(len(VARIANTS)), VARIANTS)
-            ax.set_xlim(-0.5, len(VARIANTS) - 0.5)
+            ax.set_xticks(range(len(variants)), variants)
+            ax.set_xlim(-0.5, len(variants) - 0.5)
             ax.set_xlabel("variant")
             ax.set_ylabel(f"{title} (test)")
             ax.set_title(f"{label}\n{title}", fontsize=9)

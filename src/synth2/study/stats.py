@@ -1,6 +1,7 @@
 """A study's statistics, per variant, split (val, test), subset (overall, seen, unseen) and metric:
 mean, standard deviation and a 95% t-interval over seeds; paired differences by seed (synth - baseline;
-balanced - unbalanced, i.e. synth - synth_unbalanced) with a 95% t-interval and, for the metrics that are
+balanced - unbalanced, i.e. synth - synth_unbalanced; synth_pixel - synth when every seed has the pixel
+path's variant) with a 95% t-interval and, for the metrics that are
 means over images (CIDEr, attribute accuracy), a 95% hierarchical bootstrap interval over seeds, then
 images within each seed. Tuning happens on `val`; claims come from `test`."""
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from synth2.bootstrap import CONFIDENCE, hierarchical_bootstrap
 from synth2.pipeline import COMPARISONS as DIFFERENCES  # (name, variant, minus variant)
-from synth2.pipeline import SPLITS, SUBSETS
+from synth2.pipeline import PIXEL_COMPARISONS, SPLITS, SUBSETS
 from synth2.pipeline import VARIANT_NAMES as VARIANTS
 
 
@@ -39,9 +40,12 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
 def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:
     """Per variant/split/subset/metric summaries and the paired differences, over the seeds of `results`."""
     seeds = sorted(results)
+    # The pixel path's variants join when every seed has them (the pipeline makes them only when asked).
+    extra = [c for c in PIXEL_COMPARISONS if all(c[1] in results[s][0]["test"] for s in seeds)]
+    variants = [*VARIANTS, *(variant for _, variant, _ in extra)]
     summary: dict[str, Any] = {}
     for split in SPLITS:
-        for variant in VARIANTS:
+        for variant in variants:
             for subset in SUBSETS:
                 metrics = sorted({m for s in seeds for m in results[s][0][split][variant].get(subset, {})})
                 for metric in metrics:
@@ -50,7 +54,7 @@ def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any
                         values
                     )
     differences: dict[str, Any] = {}
-    for label, a, b in DIFFERENCES:
+    for label, a, b in (*DIFFERENCES, *extra):
         for split in SPLITS:
             for subset in SUBSETS:
                 for metric in summary[split][a].get(subset, {}):
