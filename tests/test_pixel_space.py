@@ -4,7 +4,6 @@ switch on, the synth_pixel variant and where its timings go."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +76,108 @@ def test_the_pixel_stages_exist_only_while_params_list_the_variant(tmp_path: Pat
     assert producer(paths.pixel_vlm_per_image("synth_pixel"), pixel_doc) == "pixel_vlm@synth_pixel"
     with pytest.raises(KeyError):
         producer(paths.pixel_vlm_per_image("synth_pixel"), default)  # no such stage while the path is off
+
+
+def lock_stages(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+
+@pytest.mark.slow
+def test_switching_the_pixel_path_on_runs_its_stages_only_and_keeps_its_timings_out_of_dvc(
+    tiny_pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`pixel_space.variants: [synth_pixel]` + `dvc repro` runs the three pixel stages and nothing else;
+    synth_pixel is scored in evaluate's per-image format; the timings land in MLflow (where the study reads
+    them) and an untracked file, in no DVC-tracked output, so a second `dvc repro` has nothing to do."""
+    from mlflow import MlflowClient
+
+    from synth2.study.speed import pixel_speed
+
+    project = copy_project(tiny_pipeline, tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(with_pixel_path(params, ["synth_pixel"]), sort_keys=False))
+    commit_all(project, "pixel path on")
+    lock_before = lock_stages(project)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = {"SYNTH2_TRACKING": "1", "SYNTH2_TRACKING_STRICT": "1", "MLFLOW_TRACKING_URI": store}
+    result = dvc(project, "repro", DVC_EXP_NAME="pixel-test", **tracked)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+
+    ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+    assert ran == {"check_params", *PIXEL_STAGES}  # the check runs on any edit of params.yaml
+    lock_after = lock_stages(project)
+    assert {k: v["outs"] for k, v in lock_after.items() if k not in PIXEL_STAGES} == {
+        k: v["outs"] for k, v in lock_before.items()
+    }
+
+    # synth_pixel: synth's captions, their embeddings through pixels, scored as evaluate scores variants.
+    pixel = project / paths.pixel_synthetic_dir("synth_pixel")
+    synth_captions = pd.read_parquet(project / paths.synthetic_captions("balanced"))
+    assert pd.read_parquet(pixel / "captions.parquet").equals(synth_captions)
+    from safetensors.numpy import load_file
+
+    synth = load_file(project / paths.synthetic_embeddings("balanced"))["embeddings"]
+    re_encoded = load_file(pixel / "embeddings.safetensors")["embeddings"]
+    assert re_encoded.shape == synth.shape and not np.allclose(re_encoded, synth)
+    evaluated = pd.read_parquet(project / paths.EVAL_PER_IMAGE)
+    scored = pd.read_parquet(project / paths.pixel_vlm_per_image("synth_pixel"))
+    assert list(scored.columns) == list(evaluated.columns) and set(scored["variant"]) == {"synth_pixel"}
+    synth_rows = evaluated[evaluated["variant"] == "synth"]
+    assert len(scored) == len(synth_rows) and set(scored["image_id"]) == set(synth_rows["image_id"])
+    scores = json.loads((project / paths.pixel_vlm_scores("synth_pixel")).read_text())
+    for split in ("val", "test"):
+        rows = scored[(scored["split"] == split) & (scored["subset"] == "overall")]
+        assert scores[split]["overall"]["cider"] == pytest.approx(rows["cider"].mean())
+
+    # The timings: in the untracked report and the stage's MLflow run, never in what DVC tracks.
+    timings = json.loads((project / paths.pixel_timings("synth_pixel")).read_text())
+    assert timings["captions"] == params["synthesize"]["timing_captions"] and timings["pixel_seconds"] > 0
+    locked = json.dumps({k: lock_after[k] for k in PIXEL_STAGES})
+    assert "timings" not in locked
+    for stage in PIXEL_STAGES:
+        for metrics in lock_after[stage].get("outs") or []:
+            path = project / metrics["path"]
+            if path.is_file() and path.suffix == ".json":
+                assert "seconds" not in path.read_text() and "per_s" not in path.read_text(), path
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
+    runs = client.search_runs([experiment.experiment_id], "tags.`synth2.stage` = 'pixel_synthesize@synth_pixel'")
+    assert len(runs) == 1
+    recorded = runs[0].data.metrics
+    assert recorded["speed.pixel_over_embedding_time"] == pytest.approx(timings["pixel_over_embedding_time"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    speed = pixel_speed(project, ["pixel-test", "another-experiment"])
+    assert speed["experiments"] == ["pixel-test"]
+    assert speed["pixel_over_embedding_time"]["values"] == [pytest.approx(timings["pixel_over_embedding_time"])]
+
+    status = dvc(project, "status", "--quiet")
+    assert status.returncode == 0, status.stdout  # nothing is stale: the timings are no output
+
+
+def test_a_study_reports_synth_pixel_against_synth_when_every_seed_has_it():
+    """synth2.study.stats: `synth_pixel - synth` paired by seed and by image, with both intervals, once
+    every seed has the variant; a seed without it (the pixel path off) leaves the comparison out."""
+    from synth2.study.stats import aggregate
+    from tests.test_study_stats import seed_result
+
+    def with_pixel(result: tuple[dict, pd.DataFrame], cider: float) -> tuple[dict, pd.DataFrame]:
+        metrics, rows = result
+        for split in metrics:
+            metrics[split]["synth_pixel"] = {s: {"cider": cider} for s in metrics[split]["synth"]}
+        synth = rows[rows["variant"] == "synth"]
+        pixel = synth.assign(
+            variant="synth_pixel", cider=synth["cider"] - metrics["test"]["synth"]["overall"]["cider"] + cider
+        )
+        return metrics, pd.concat([rows, pixel], ignore_index=True)
+
+    cider = {"baseline": 1.0, "synth": 1.5, "synth_unbalanced": 1.2}
+    results = {seed: with_pixel(seed_result(cider, seed=seed), 1.5 - 0.1 * (seed + 1)) for seed in (0, 1, 2)}
+    out = aggregate(results)
+    diff = out["differences"]["synth_pixel - synth"]["test"]["overall"]["cider"]
+    assert diff["values"] == pytest.approx([-0.1, -0.2, -0.3]) and diff["ci95"][0] < -0.2 < diff["ci95"][1]
+    assert diff["bootstrap_ci95"][0] <= -0.2 <= diff["bootstrap_ci95"][1]
+    assert "synth_pixel" in out["summary"]["test"]
+
+    results[1] = seed_result(cider, seed=1)  # one experiment ran without the pixel path
+    assert "synth_pixel - synth" not in aggregate(results)["differences"]
