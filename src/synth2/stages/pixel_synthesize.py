@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def run(variant: str, params: Params) -> None:
     params.pixel_space.require(variant)
-    seed, steps, batch = params.seed, params.pixel_space.num_inference_steps, params.pixel_space.batch_size
+    steps = params.pixel_space.num_inference_steps
     decoder = load_pixel_decoder(require_dir(paths.pixel_decoder_dir(variant)))
     encoder_dir, prior_dir = require_dir(paths.IMAGE_ENCODER), require_dir(paths.PRIOR)
     encoder = load_output(encoder_dir, "autoencoder", lambda: load_autoencoder(encoder_dir))
@@ -58,13 +59,7 @@ def run(variant: str, params: Params) -> None:
     synthetic = require_finite(read_tensors(paths.synthetic_embeddings("balanced"))["embeddings"], str(synthetic_dir))
     captions = read_parquet(paths.synthetic_captions("balanced"))
 
-    def embedding_path(texts: list[str]) -> np.ndarray:
-        steps_prior, batch_prior = params.prior.num_inference_steps, params.synthesize.batch_size
-        return sample_prior(prior, scheduler, embed_texts(texts), steps_prior, batch_prior, seed, progress=False)
-
-    def pixel_path(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = decode_pixels(decoder, embeddings, steps, batch, seed)
-        return encode(encoder, images), images
+    embedding_path, pixel_path = synthesis_paths(params, prior, scheduler, decoder, encoder)
 
     # The data: synth's own embeddings through pixels.
     log.info("decoding %d synthetic embeddings (%d DDIM steps)", len(synthetic), steps)
@@ -88,7 +83,23 @@ def run(variant: str, params: Params) -> None:
     log.info("%s: %s; timings %s", variant, metrics, {k: round(v, 3) for k, v in timings.items()})
 
 
-def time_paths(texts: list[str], embedding_path, pixel_path) -> dict[str, float]:
+def synthesis_paths(params: Params, prior, scheduler, decoder, encoder) -> tuple[Callable, Callable]:
+    """(captions -> embeddings through the prior, embeddings -> (re-encoded embeddings, pixels) through the
+    decoder and the image encoder), with the run's settings and seed."""
+    seed, steps, batch = params.seed, params.pixel_space.num_inference_steps, params.pixel_space.batch_size
+
+    def embedding_path(texts: list[str]) -> np.ndarray:
+        steps_prior, batch_prior = params.prior.num_inference_steps, params.synthesize.batch_size
+        return sample_prior(prior, scheduler, embed_texts(texts), steps_prior, batch_prior, seed, progress=False)
+
+    def pixel_path(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = decode_pixels(decoder, embeddings, steps, batch, seed)
+        return encode(encoder, images), images
+
+    return embedding_path, pixel_path
+
+
+def time_paths(texts: list[str], embedding_path: Callable, pixel_path: Callable) -> dict[str, float]:
     """Seconds of prior -> embedding and of prior -> decoder -> pixels -> encoder on the same `texts`."""
     pixel_path(embedding_path(texts[:8]))  # warm-up: first calls pay for lazy initialisation
     start = time.perf_counter()
