@@ -181,3 +181,23 @@ def test_a_study_reports_synth_pixel_against_synth_when_every_seed_has_it():
 
     results[1] = seed_result(cider, seed=1)  # one experiment ran without the pixel path
     assert "synth_pixel - synth" not in aggregate(results)["differences"]
+
+
+def test_the_study_report_states_the_speed_ratio_or_why_there_is_none():
+    from synth2.study.report import speed_markdown
+    from synth2.study.stats import summarise
+
+    measured = {
+        "experiments": ["px-0", "px-1"],
+        "pixel_over_embedding_time": summarise([4.0, 6.0]),
+        "embedding_captions_per_s": summarise([80.0, 90.0]),
+        "pixel_captions_per_s": summarise([20.0, 15.0]),
+        "captions": 512,
+        "decoder_parameters": 1071971,
+        "decoder_steps": 10,
+    }
+    text = "\n".join(speed_markdown({"label": "default", "pixel_speed": measured}))
+    assert "2 experiment(s) on 512 captions" in text and "5.00 ± 12.71" in text and "5.00x faster" in text
+    none = "\n".join(speed_markdown({"label": "default", "pixel_speed": {"experiments": []}}))
+    assert "no timing in MLflow" in none
+    assert speed_markdown({"label": "default"}) == []  # the pixel path was off: no section
