@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from flows.common import (
     TrackedRun,
     dvc_metrics,
+    headline_metrics,
     project_root,
     quiet_known_failures,
     read_evaluation,
@@ -67,7 +68,8 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
     env = run.stage_env(flow_run_id)
     logger.info("experiment %s with %s", name, overrides)
     status = "FAILED"
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Any] = {}
+    evaluation = None
     try:
         run_dvc_experiment.with_options(
             retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
@@ -75,17 +77,20 @@ def synth2_experiment(overrides: dict[str, Any], name: str | None = None, root: 
         if params_file.read_bytes() != before:  # the point of --temp; say so loudly if DVC ever changes
             raise RuntimeError(f"dvc exp run changed {params_file}; restore it with `git checkout {params_file.name}`")
         metrics = dvc_metrics(project, rev=name)
+        evaluation = read_evaluation(project, rev=name)
         status = "FINISHED"
     except (KeyboardInterrupt, TerminationSignal):  # the task stopped `dvc exp run`; the run says why
         status = "KILLED"
         raise
     finally:
-        run.finish(status, metrics)
+        # The parent run carries the headline numbers as the pipeline's does, so that experiments and pipeline
+        # runs compare side by side in MLflow.
+        run.finish(status, metrics | headline_metrics(evaluation or {}))
         create_markdown_artifact(
             summary_markdown(
                 f"synth2 experiment {name}" + ("" if status == "FINISHED" else f" — {status}"),
                 [],
-                read_evaluation(project, rev=name) if status == "FINISHED" else None,
+                evaluation,
                 run,
                 extra="Overrides: "
                 + ", ".join(f"`{k}={v}`" for k, v in overrides.items())

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from dvc.exceptions import DvcException
-from dvc.repo import Repo
+from dvc.repo import Repo, lock_repo
 
 BACKUPS = Path(".synth2") / "restore"
 
@@ -103,8 +103,12 @@ def main(argv: list[str]) -> int:
     backup = None
     try:
         # Wait for DVC's repository lock instead of failing: another stage's task may hold it for the
-        # short phases around its command.
-        with Repo(".", _wait_for_lock=True) as repo:
+        # short phases around its command. Hold it from the first read: DVC rewrites dvc.lock in place
+        # (truncate, then write), so reading the stage (set_aside) while another task's DVC writes its
+        # entry can find dvc.lock empty ("'./dvc.lock' validation failed: required key not provided @
+        # data['schema']", seen once in the parallel flow). reproduce() takes the same lock (DVC counts
+        # the depth) and still lets it go while the stage's command runs.
+        with Repo(".", _wait_for_lock=True) as repo, lock_repo(repo):
             backup = set_aside(repo, stage)
             try:
                 # single_item: the flow walks the DAG itself, one task per stage; upstream is done.

@@ -214,6 +214,9 @@ def test_a_gate_page_lists_every_expectation_in_gx_words_and_is_deterministic(pr
     # GX's own sentence, as its Data Docs print it, and the arguments it was given
     assert "n_words values must be greater than or equal to" in row and "mostly = " in row
     assert "caption_min_words" in page_text(page)  # the thresholds the gate used
+    _, row = expectation_row(page, "prompted", "expect_column_proportion_of_unique_values_to_be_between")
+    share = round(1 - load_params().gates.max_duplicate_fraction, 6)  # the value a person set, not its binary noise
+    assert f"greater than or equal to {share}." in row, row
     check("captions", load_params())
     assert page_path.read_text() == page  # a DVC out: the same validation gives the same bytes
 

@@ -148,7 +148,7 @@ Path("reports/pipeline.html").write_text("<html>" + Path("metrics/evaluate.json"
 
 
 @pytest.mark.slow
-def test_the_pipeline_run_carries_the_headline_numbers_and_the_report(
+def test_pipeline_and_experiment_runs_carry_the_headline_numbers_and_the_report(
     tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ):
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -212,6 +212,18 @@ def test_the_pipeline_run_carries_the_headline_numbers_and_the_report(
         assert artifact.path == "reports/pipeline.html"
     html = Path(client.download_artifacts(second.info.run_id, "reports/pipeline.html", str(tmp_path)))
     assert html.read_text() == (root / "reports" / "pipeline.html").read_text()
+
+    # A DVC experiment's parent run (the experiment flow) carries the same headline numbers, its own.
+    from flows.experiment import synth2_experiment
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        result = synth2_experiment({"seed": 5}, name="seed5", root=str(root))
+    experiment = client.get_run(result["mlflow_run_id"]).data.metrics
+    assert experiment["test.synth.overall.cider"] == 5.0  # the experiment's evaluation (seed 5), not the workspace's
+    assert experiment["gain.val.synth_unbalanced.overall.cider"] == pytest.approx(
+        gains["val"]["synth_unbalanced"]["overall.cider"]
+    )
+    assert experiment["champion.margin"] == pytest.approx(evaluation["champion"]["margin"])
 
 
 # ------------------------------------------------------------------------------- a checkout that moves

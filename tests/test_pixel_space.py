@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from synth2 import paths
-from synth2.pipeline import STAGES, producer
+from synth2.pipeline import STAGES, outputs
 from tests.tiny_project import commit_all, copy_project, dvc
 
 PIXEL_STAGES = ("pixel_decoder@synth_pixel", "pixel_synthesize@synth_pixel", "pixel_vlm@synth_pixel")
@@ -50,7 +50,7 @@ def test_the_decoder_learns_and_decodes_embeddings_to_images_of_the_pool_size(tm
     assert np.array_equal(decoded, again)  # the saved model is the trained one; sampling is seeded
 
 
-def with_pixel_path(params: dict, variants: list[str]) -> dict:
+def with_pixel_path(params: dict, variants: dict[str, str]) -> dict:
     return params | {"pixel_space": params["pixel_space"] | {"variants": variants}}
 
 
@@ -61,7 +61,7 @@ def test_the_pixel_stages_exist_only_while_params_list_the_variant(tmp_path: Pat
 
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     on = tmp_path / "params.yaml"
-    on.write_text(yaml.safe_dump(with_pixel_path(default, ["synth_pixel"])))
+    on.write_text(yaml.safe_dump(with_pixel_path(default, {"synth_pixel": "balanced"})))
     stages_off, _ = resolved_stages(DVC_YAML, ROOT / "params.yaml", "world", tmp_path / "off")
     stages_on, needs = resolved_stages(DVC_YAML, on, "world", tmp_path / "on")
 
@@ -72,10 +72,10 @@ def test_the_pixel_stages_exist_only_while_params_list_the_variant(tmp_path: Pat
     described = {address for stage in STAGES for address in stage.addresses(yaml.safe_load(on.read_text()))}
     assert described == set(stages_on)
     assert sum(len(stage.addresses(default)) for stage in STAGES) == len(stages_off)
-    pixel_doc = with_pixel_path(default, ["synth_pixel"])
-    assert producer(paths.pixel_vlm_per_image("synth_pixel"), pixel_doc) == "pixel_vlm@synth_pixel"
-    with pytest.raises(KeyError):
-        producer(paths.pixel_vlm_per_image("synth_pixel"), default)  # no such stage while the path is off
+    pixel_doc = with_pixel_path(default, {"synth_pixel": "balanced"})
+    scores_dir = paths.pixel_vlm_per_image("synth_pixel").parent
+    assert outputs(pixel_doc)[scores_dir] == "pixel_vlm@synth_pixel"  # what producer() names from params.yaml
+    assert scores_dir not in outputs(default)  # no such stage while the path is off
 
 
 def lock_stages(root: Path) -> dict:
@@ -86,7 +86,7 @@ def lock_stages(root: Path) -> dict:
 def test_switching_the_pixel_path_on_runs_its_stages_only_and_keeps_its_timings_out_of_dvc(
     tiny_pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """`pixel_space.variants: [synth_pixel]` + `dvc repro` runs the three pixel stages and nothing else;
+    """`pixel_space.variants: {synth_pixel: balanced}` + `dvc repro` runs the three pixel stages and nothing else;
     synth_pixel is scored in evaluate's per-image format; the timings land in MLflow (where the study reads
     them) and an untracked file, in no DVC-tracked output, so a second `dvc repro` has nothing to do."""
     from mlflow import MlflowClient
@@ -95,7 +95,9 @@ def test_switching_the_pixel_path_on_runs_its_stages_only_and_keeps_its_timings_
 
     project = copy_project(tiny_pipeline, tmp_path / "project")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(with_pixel_path(params, ["synth_pixel"]), sort_keys=False))
+    (project / "params.yaml").write_text(
+        yaml.safe_dump(with_pixel_path(params, {"synth_pixel": "balanced"}), sort_keys=False)
+    )
     commit_all(project, "pixel path on")
     lock_before = lock_stages(project)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -158,8 +160,13 @@ def test_switching_the_pixel_path_on_runs_its_stages_only_and_keeps_its_timings_
 def test_a_study_reports_synth_pixel_against_synth_when_every_seed_has_it():
     """synth2.study.stats: `synth_pixel - synth` paired by seed and by image, with both intervals, once
     every seed has the variant; a seed without it (the pixel path off) leaves the comparison out."""
-    from synth2.study.stats import aggregate
+    from synth2.pipeline import COMPARISONS, PIXEL_COMPARISONS, VARIANT_NAMES
+    from synth2.study.stats import aggregate, comparisons_present
     from tests.test_study_stats import seed_result
+
+    def aggregate_with_pixel(results):  # as synth2.study.workflow does
+        pixel = comparisons_present(results, PIXEL_COMPARISONS)
+        return aggregate(results, (*VARIANT_NAMES, *(v for _, v, _ in pixel)), (*COMPARISONS, *pixel))
 
     def with_pixel(result: tuple[dict, pd.DataFrame], cider: float) -> tuple[dict, pd.DataFrame]:
         metrics, rows = result
@@ -173,14 +180,14 @@ def test_a_study_reports_synth_pixel_against_synth_when_every_seed_has_it():
 
     cider = {"baseline": 1.0, "synth": 1.5, "synth_unbalanced": 1.2}
     results = {seed: with_pixel(seed_result(cider, seed=seed), 1.5 - 0.1 * (seed + 1)) for seed in (0, 1, 2)}
-    out = aggregate(results)
+    out = aggregate_with_pixel(results)
     diff = out["differences"]["synth_pixel - synth"]["test"]["overall"]["cider"]
     assert diff["values"] == pytest.approx([-0.1, -0.2, -0.3]) and diff["ci95"][0] < -0.2 < diff["ci95"][1]
     assert diff["bootstrap_ci95"][0] <= -0.2 <= diff["bootstrap_ci95"][1]
     assert "synth_pixel" in out["summary"]["test"]
 
     results[1] = seed_result(cider, seed=1)  # one experiment ran without the pixel path
-    assert "synth_pixel - synth" not in aggregate(results)["differences"]
+    assert "synth_pixel - synth" not in aggregate_with_pixel(results)["differences"]
 
 
 def test_the_study_report_states_the_speed_ratio_or_why_there_is_none():

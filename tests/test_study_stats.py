@@ -11,16 +11,18 @@ from synth2.pipeline import SPLITS, SUBSETS, VARIANT_NAMES
 from synth2.study.stats import aggregate, hierarchical_bootstrap
 
 
-def seed_result(cider: dict[str, float], images: int = 6, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+def seed_result(
+    cider: dict[str, float], images: int = 6, seed: int = 0, variants: tuple[str, ...] = VARIANT_NAMES
+) -> tuple[dict, pd.DataFrame]:
     """One seed's evaluate metrics (every split and subset alike) and per-image CIDEr whose mean is it."""
     rng = np.random.default_rng(seed)
-    metrics = {split: {v: {s: {"cider": cider[v]} for s in SUBSETS} for v in VARIANT_NAMES} for split in SPLITS}
+    metrics = {split: {v: {s: {"cider": cider[v]} for s in SUBSETS} for v in variants} for split in SPLITS}
     rows = []
     for split in SPLITS:
         for subset in SUBSETS:
             noise = rng.normal(0, 0.1, images)
             noise -= noise.mean()  # per-image values average exactly to the metric
-            for variant in VARIANT_NAMES:
+            for variant in variants:
                 rows += [
                     {"split": split, "subset": subset, "variant": variant, "image_id": i, "cider": cider[variant] + n}
                     for i, n in enumerate(noise)
@@ -79,3 +81,33 @@ def test_the_hierarchical_interval_widens_with_the_spread_between_seeds():
     assert (high - low) > 4 * (flat_high - flat_low)
     # It is the interval of the mean over all seeds, not of one seed's.
     assert abs((low + high) / 2 - 0.3) < abs((low + high) / 2 - (-0.2))
+
+
+def test_rounds_join_as_variants_and_each_is_compared_with_the_vlm_that_captioned_its_pool():
+    """Round rows (synth2.study.rounds) join the experiment's own: `synth_r1 - synth` and
+    `synth_r2 - synth_r1` are paired differences with both intervals, like `synth - baseline`."""
+    from synth2.study.report import rounds_markdown
+    from synth2.study.rounds import round_differences, round_figures, with_rounds
+
+    chain = {"synth_r1": "synth", "synth_r2": "synth_r1"}
+    cider = {"baseline": 1.0, "synth": 1.5, "synth_unbalanced": 1.2}
+    results, reports_by_seed = {}, []
+    for seed, (first, second) in enumerate([(1.7, 1.8), (1.6, 1.9), (1.8, 1.8)]):
+        metrics, per_image = seed_result(cider, seed=seed)
+        rounds_metrics, rounds_rows = seed_result(
+            {"synth_r1": first, "synth_r2": second}, seed=seed, variants=tuple(chain)
+        )
+        reports = {
+            v: {s: rounds_metrics[s][v] for s in SPLITS} | {"pool": {"kept_share": 0.5 + seed / 10}} for v in chain
+        }
+        results[seed] = with_rounds(metrics, per_image, reports, rounds_rows)
+        reports_by_seed.append(reports)
+    out = aggregate(results, (*VARIANT_NAMES, *chain), round_differences(chain))
+    first = out["differences"]["synth_r1 - synth"]["test"]["overall"]["cider"]
+    assert first["values"] == pytest.approx([0.2, 0.1, 0.3]) and "bootstrap_ci95" in first
+    second = out["differences"]["synth_r2 - synth_r1"]["test"]["unseen"]["cider"]
+    assert second["values"] == pytest.approx([0.1, 0.3, 0.0]) and second["relative_to_minus"] is not None
+    assert out["summary"]["val"]["synth_r2"]["seen"]["cider"]["mean"] == pytest.approx((1.8 + 1.9 + 1.8) / 3)
+    figures = round_figures(reports_by_seed)
+    assert figures["synth_r2"]["pool.kept_share"]["values"] == pytest.approx([0.5, 0.6, 0.7])
+    assert "| synth_r2 | synth_r1 | 0.600 ± " in "\n".join(rounds_markdown({"chain": chain, "figures": figures}))

@@ -48,8 +48,21 @@ def command(*args: str) -> list[str]:
 
 
 def set_args(overrides: Mapping[str, Any]) -> list[str]:
-    """`-S key=value` per override, values as JSON (which YAML reads back as the same value)."""
-    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    """`-S key=value` per override, values as JSON (which YAML reads back as the same value). A mapping
+    (e.g. `self_improve.rounds`) is `-S ++key={k: v, ...}`, Hydra's own syntax: DVC applies `-S` with
+    Hydra, which takes no JSON keys and, without `++`, refuses keys the file's mapping lacks (`rounds: {}`);
+    Hydra merges it into the file's mapping, as synth2.params.with_overrides does when checking it."""
+    return [arg for key, value in overrides.items() for arg in ("-S", _set_arg(key, value))]
+
+
+def _hydra_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {_hydra_value(item)}" for key, item in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _set_arg(key: str, value: Any) -> str:
+    return f"++{key}={_hydra_value(value)}" if isinstance(value, Mapping) else f"{key}={json.dumps(value)}"
 
 
 def run(root: Path, *args: str, env: Mapping[str, str] | None = None) -> str:

@@ -225,8 +225,10 @@ def caption_tables(g: GateParams) -> list[Table]:
             gxe.ExpectColumnValuesToMatchRegex(
                 column="caption", regex=CAPTION_PATTERN, mostly=g.caption_min_valid_fraction
             ),
+            # Rounded: 1 - 0.95 is 0.050000000000000044 in binary, which GX's sentence (and the gate's
+            # page) would print as such; 12 digits keep every fraction a user can mean.
             gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-                column="caption", min_value=1.0 - g.max_duplicate_fraction
+                column="caption", min_value=round(1.0 - g.max_duplicate_fraction, 12)
             ),
         ]
         if name == "prompted":

@@ -142,8 +142,6 @@ def _json_default(value: Any) -> Any:
 def _stage_of(path: Path) -> str | None:
     """The stage that writes `path` (relative, or absolute inside the working directory: the project),
     from the pipeline's description (imported on a failure only); None for a path no stage writes."""
-    import yaml
-
     from synth2.pipeline import producer
 
     if path.is_absolute():
@@ -152,11 +150,7 @@ def _stage_of(path: Path) -> str | None:
         except ValueError:
             return None
     try:
-        document = yaml.safe_load(Path("params.yaml").read_text())  # a stage switched on by a params list
-    except (OSError, yaml.YAMLError):
-        document = None
-    try:
-        return producer(path, document if isinstance(document, dict) else None)
+        return producer(path)
     except KeyError:
         return None
 

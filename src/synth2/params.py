@@ -15,12 +15,13 @@ the check_params stage through the profile's hooks, so parsing params runs no pr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth2.errors import Synth2Error
 
@@ -137,32 +138,69 @@ class PixelDecoderParams(Section):
 
 class PixelSpaceParams(Section):
     """The pixel path (README "Embedding space vs pixel space"): off while `variants` is empty, since each
-    entry adds DVC stages (a `foreach` over it); `[synth_pixel]` trains the decoder, runs the captions
-    through prior -> decoder -> pixels -> image encoder, and trains and scores a VLM on the result."""
+    key adds DVC stages (a `foreach` over it); `{synth_pixel: balanced}` trains the decoder, sends the
+    balanced selection's synthetic embeddings through decoder -> pixels -> image encoder (timing it against
+    the embedding path), and trains and scores a VLM on the result."""
 
-    variants: list[Literal["synth_pixel"]]
+    # variant -> the selection whose synthetic embeddings go through pixels. One variant, on synth's
+    # selection: it differs from synth in the path of its data only (what the study compares).
+    variants: dict[Literal["synth_pixel"], Literal["balanced"]]
     decoder: PixelDecoderParams
     num_inference_steps: PosInt  # DDIM steps per decoded image: the decoder's cost grows with them
     batch_size: PosInt  # images decoded at once
 
-    @model_validator(mode="after")
-    def _variants_unique(self) -> PixelSpaceParams:
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants lists a variant twice ({self.variants}); list each once")
-        return self
-
     def require(self, variant: str) -> None:
-        """A pixel stage runs for a variant params.yaml lists (dvc.yaml makes them from the list)."""
+        """A pixel stage runs for a variant params.yaml names (dvc.yaml makes the stages from the mapping)."""
         if variant not in self.variants:
             raise ParamsError(
-                f"params.yaml: pixel_space.variants is {self.variants}, without '{variant}'; add it to run the "
-                "pixel path (dvc repro then makes its stages)"
+                f"params.yaml: pixel_space.variants is {self.variants}, without '{variant}'; add "
+                f"'{variant}: balanced' to run the pixel path (dvc repro then makes its stages)"
             )
 
 
 class EvaluateParams(Section):
     batch_size: PosInt
     n_examples: PosInt
+
+
+ROUND_NAME = re.compile(r"^synth_r([1-9][0-9]*)$")
+
+
+def round_number(variant: str) -> int:
+    """N of `synth_rN`; 0 for `synth`, the VLM of round 0."""
+    if variant == "synth":
+        return 0
+    match = ROUND_NAME.match(variant)
+    if not match:
+        raise ValueError(f"'{variant}' is no round name: rounds are named synth_r1, synth_r2, ...")
+    return int(match.group(1))
+
+
+class SelfImproveParams(Section):
+    """Self-improvement rounds (README "Self-improvement rounds"): each round's VLM is trained on the human
+    pairs plus the previous VLM's filtered captions of the unlabelled pool. No round by default."""
+
+    # NEW_VARIANT -> the variant whose VLM captions the pool: {synth_r1: synth, synth_r2: synth_r1, ...}.
+    rounds: dict[str, str]
+    pool_size: PosInt  # pool images captioned per round
+    # accumulate: the kept pairs of this round and of every round before it in its chain; replace: this round's.
+    mode: Literal["accumulate", "replace"]
+    # agreement: keep the pseudo-captions whose prior embedding agrees best with their image's embedding
+    # (no ground truth is read); none: keep every caption.
+    filter: Literal["agreement", "none"]
+    keep_fraction: Annotated[float, Field(gt=0.0, le=1.0)]  # with filter agreement; choose it on validation
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds_form_chains(cls, rounds: dict[str, str]) -> dict[str, str]:
+        for variant, previous in rounds.items():
+            number = round_number(variant)
+            earlier = round_number(previous)
+            if earlier >= number or (earlier and previous not in rounds):
+                raise ValueError(
+                    f"round {variant} captions with '{previous}': name 'synth' or an earlier round of this mapping"
+                )
+        return rounds
 
 
 class TrackingParams(Section):
@@ -405,16 +443,26 @@ class Params(Section):
     train_vlm: TrainVLMParams
     pixel_space: PixelSpaceParams
     evaluate: EvaluateParams
+    self_improve: SelfImproveParams
     tracking: TrackingParams
     gates: GateParams
     orchestration: OrchestrationParams
     compute: ComputeParams
 
     @model_validator(mode="after")
+    def _rounds_need_the_pool(self) -> Params:
+        if self.self_improve.rounds and self.profile != "world":
+            raise ValueError(
+                "self_improve.rounds: rounds caption the shapes world's unlabelled pool (profile world); "
+                f"set rounds to {{}} for profile {self.profile}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pixel_space_is_the_worlds(self) -> Params:
         if self.pixel_space.variants and self.profile != "world":
             raise ValueError(
-                "pixel_space.variants: the pixel path's diffusion decoder is the world profile's; set it to [] "
+                "pixel_space.variants: the pixel path's diffusion decoder is the world profile's; set it to {} "
                 "with profile coco (coco.synthesize.decoder times a pretrained decoder instead)"
             )
         return self
@@ -498,8 +546,15 @@ def with_overrides(document: object, overrides: dict[str, object], origin: str =
             node = node[part]
         if leaf not in node:
             raise ParamsError(f"{origin} '{dotted}': params.yaml has no such key; check its spelling")
-        node[leaf] = value
+        node[leaf] = _merged(node[leaf], value)
     return merged
+
+
+def _merged(current: object, value: object) -> object:
+    """`value` set over `current`: a mapping merges into a mapping key by key, as DVC's `-S` (Hydra) does."""
+    if isinstance(current, dict) and isinstance(value, dict):
+        return {**current, **{key: _merged(current.get(key), item) for key, item in value.items()}}
+    return value
 
 
 def parse_with_overrides(

@@ -123,6 +123,23 @@ EVAL_CAPTIONS = EVAL_DIR / "captions.parquet"  # test captions of every variant
 EVAL_PER_IMAGE = EVAL_DIR / "per_image.parquet"  # per-image scores, val and test
 
 
+# self_improve: one round per key of params self_improve.rounds (none by default); the round's VLM in
+# vlm_dir(round), which also holds the pseudo-caption pairs it was trained on (the next round reads them)
+SELF_IMPROVE_METRICS = METRICS / "self_improve"
+SELF_IMPROVE_REPORTS = REPORTS / "self_improve"
+PSEUDO_PAIRS = "pseudo_pairs.parquet"  # image_id, caption, agreement, round (inside a round's vlm_dir)
+PSEUDO_EMBEDDINGS = "pseudo_embeddings.safetensors"  # their images' embeddings, row for row
+
+
+def self_improve_metrics(variant: str) -> Path:
+    return SELF_IMPROVE_METRICS / f"{variant}.json"
+
+
+def self_improve_report(variant: str) -> Path:
+    """The round's per-image scores (evaluate's format), pool captions and loss curves."""
+    return SELF_IMPROVE_REPORTS / variant
+
+
 # report: one HTML page of the run (metrics, curves, diversity, synthetic samples, examples)
 REPORT = REPORTS / "pipeline.html"
 
@@ -169,10 +186,6 @@ def pixel_sheet(variant: str) -> Path:
 def pixel_timings(variant: str) -> Path:
     """Untracked (not a DVC out, ignored by git): the pixel path's last measured timings, for people."""
     return REPORTS / "timings" / f"pixel_synthesize@{variant}.json"
-
-
-def pixel_vlm_dir(variant: str) -> Path:
-    return MODELS / "pixel_vlm" / variant
 
 
 def pixel_vlm_loss(variant: str) -> Path:

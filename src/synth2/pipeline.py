@@ -14,9 +14,10 @@ neither module is a code dep of the stages, and editing one stage's entry re-run
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from synth2 import paths
 
@@ -37,9 +38,9 @@ class Stage:
 
     deps are other stages' outputs (paths, or `${item.KEY}` of a foreach); params are params.yaml keys,
     `${profile}.<stage>` for the profile's own subsection; metrics and plots are not cached (committed).
-    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields). `foreach` may
-    instead name a list in params.yaml (`"${pixel_space.variants}"`): DVC then makes one stage per entry
-    (`${item}` in its fields), and none while the list is empty, so params switch such stages on and off.
+    A foreach stage runs once per key of `foreach` (`${key}` and `${item.KEY}` in its fields). `foreach`
+    may instead name a mapping of params.yaml (`"${self_improve.rounds}"`): DVC makes one stage per key
+    of its value there (`${key}`, and `${item}` its value), none while it is empty.
     """
 
     name: str
@@ -53,11 +54,12 @@ class Stage:
     plots: tuple[Plot, ...] = ()
     foreach: dict[str, dict[str, str]] | str = field(default_factory=dict)
 
-    def addresses(self, document: Mapping | None = None) -> dict[str, dict[str, str]]:
-        """{DVC address: template values}: `name@key` per foreach key, else the name alone. A foreach over a
-        params list takes its entries from `document` (params.yaml as parsed YAML; None: no entries)."""
+    def addresses(self, params: dict | None = None) -> dict[str, dict[str, str]]:
+        """{DVC address: template values}: `name@key` per foreach key, else the name alone. A foreach over
+        a params mapping expands over its value in `params` (params.yaml's document; none without it)."""
         if isinstance(self.foreach, str):
-            return {f"{self.name}@{entry}": {"item": entry} for entry in params_list(self.foreach, document)}
+            items = params_value(params or {}, self.foreach)
+            return {f"{self.name}@{key}": {"key": key, "item": str(item)} for key, item in items.items()}
         if not self.foreach:
             return {self.name: {}}
         return {
@@ -66,12 +68,12 @@ class Stage:
         }
 
 
-def params_list(template: str, document: Mapping | None) -> list[str]:
-    """The entries of the params list `template` names (`${a.b}`), as strings; none when it is absent."""
-    node: object = document
+def params_value(params: dict, template: str) -> dict:
+    """The mapping `${a.b}` names in params.yaml's document; empty when it is absent or no mapping."""
+    node: object = params
     for part in template.removeprefix("${").removesuffix("}").split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return [str(entry) for entry in node] if isinstance(node, list) else []
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------- variants
@@ -96,6 +98,10 @@ BASELINE = "baseline"
 SELECTION_OF = {v.name: v.selection for v in VARIANTS}
 # The paired differences a study reports: synthetic pairs against none; balanced against unbalanced.
 COMPARISONS = (("synth - baseline", "synth", "baseline"), ("balanced - unbalanced", "synth", "synth_unbalanced"))
+
+# Self-improvement rounds: variant synth_rN -> the variant whose VLM captions the pool (params.yaml).
+ROUNDS_PARAM = "self_improve.rounds"
+ROUND_ZERO = "synth"  # the VLM the first round starts from
 
 # The pixel path's variants (params pixel_space.variants; stages pixel_*): a study that finds one in its
 # experiments reports it against the variant it differs from in the path of its synthetic data only.
@@ -129,7 +135,8 @@ def _gate(name: str, doc: str, deps: tuple[Path, ...], params: tuple[str, ...] =
 
 # --------------------------------------------------------------------------------------------- stages
 
-# The params.yaml list whose entries switch the pixel path's stages on (synth2.params.PixelSpaceParams).
+# The params.yaml mapping whose keys switch the pixel path's stages on, each naming the selection whose
+# synthetic embeddings go through pixels (synth2.params.PixelSpaceParams).
 PIXEL_VARIANTS = "${pixel_space.variants}"
 # What every VLM's training reads besides its data (train_vlm's and the pixel variant's alike).
 VLM_PARAMS = (
@@ -344,26 +351,26 @@ STAGES = (
         "The pixel path's diffusion decoder (world): a small UNet2DModel trained on the unlabelled pool's images "
         "and their image-encoder embeddings to turn an image embedding into pixels.",
         "pixel_decoder",
-        args=("${item}",),
+        args=("${key}",),
         deps=(paths.image_set("unlabeled_pool"), paths.IMAGE_ENCODER, paths.gate_report("pool")),
         params=("seed", "profile", "device", "pixel_space.decoder"),
-        outs=(paths.pixel_decoder_dir("${item}"),),
-        metrics=(paths.pixel_decoder_metrics("${item}"),),
-        plots=(Plot(paths.pixel_decoder_loss("${item}"), x="step", y="loss"),),
+        outs=(paths.pixel_decoder_dir("${key}"),),
+        metrics=(paths.pixel_decoder_metrics("${key}"),),
+        plots=(Plot(paths.pixel_decoder_loss("${key}"), x="step", y="loss"),),
         foreach=PIXEL_VARIANTS,
     ),
     Stage(
         "pixel_synthesize",
-        "The balanced selection's synthetic embeddings through decoder -> pixels -> image encoder; prior -> "
-        "embedding timed against prior -> decoder -> pixels -> image encoder on the same captions (MLflow, "
-        "the log and an untracked report: never an output).",
+        "The selection's synthetic embeddings (synthesize's; synth_pixel: the balanced one) through decoder -> "
+        "pixels -> image encoder; prior -> embedding timed against prior -> decoder -> pixels -> image encoder "
+        "on the same captions (MLflow, the log and an untracked report: never an output).",
         "pixel_synthesize",
-        args=("${item}",),
+        args=("${key}",),
         deps=(
-            paths.pixel_decoder_dir("${item}"),
+            paths.pixel_decoder_dir("${key}"),
             paths.PRIOR,
             paths.IMAGE_ENCODER,
-            paths.synthetic_dir("balanced"),
+            paths.synthetic_dir("${item}"),
             paths.gate_report("synthetic"),
         ),
         params=(
@@ -372,11 +379,12 @@ STAGES = (
             "device",
             "synthesize",
             "prior.num_inference_steps",
+            "pixel_space.variants.${key}",
             "pixel_space.num_inference_steps",
             "pixel_space.batch_size",
         ),
-        outs=(paths.pixel_synthetic_dir("${item}"), paths.pixel_sheet("${item}").parent),
-        metrics=(paths.pixel_synthesize_metrics("${item}"),),
+        outs=(paths.pixel_synthetic_dir("${key}"), paths.pixel_sheet("${key}").parent),
+        metrics=(paths.pixel_synthesize_metrics("${key}"),),
         foreach=PIXEL_VARIANTS,
     ),
     Stage(
@@ -384,22 +392,67 @@ STAGES = (
         "The VLM trained on the real pairs + the pixel path's re-encoded embeddings of the balanced selection, "
         "with train_vlm's code and settings (as synth, but for the data), and scored with evaluate's code.",
         "pixel_vlm",
-        args=("${item}",),
+        args=("${key}",),
         deps=(
             paths.CAPTION_LM,
             paths.REAL_TRAIN,
             paths.REAL_EMBEDDINGS,
-            paths.pixel_synthetic_dir("${item}"),
+            paths.pixel_synthetic_dir("${key}"),
             paths.VAL,
             paths.TEST,
             paths.VAL_EMBEDDINGS,
             paths.TEST_EMBEDDINGS,
         ),
         params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate", "compute.train_processes"),
-        outs=(paths.pixel_vlm_dir("${item}"), paths.pixel_vlm_per_image("${item}").parent),
-        metrics=(paths.pixel_vlm_metrics("${item}"), paths.pixel_vlm_scores("${item}")),
-        plots=(Plot(paths.pixel_vlm_loss("${item}"), x="step", y="loss"),),
+        outs=(paths.vlm_dir("${key}"), paths.pixel_vlm_per_image("${key}").parent),
+        metrics=(paths.pixel_vlm_metrics("${key}"), paths.pixel_vlm_scores("${key}")),
+        plots=(Plot(paths.pixel_vlm_loss("${key}"), x="step", y="loss"),),
         foreach=PIXEL_VARIANTS,
+    ),
+    Stage(
+        "self_improve",
+        "Self-improvement rounds, one stage per key of self_improve.rounds (none by default): the previous "
+        "VLM captions a seeded share of the unlabelled pool; a filter that reads no ground truth keeps the "
+        "captions whose prior embedding agrees with their image's; the prior retrains on the human plus kept "
+        "pairs and re-synthesises the balanced captions; the round's VLM trains as train_vlm@synth does, the "
+        "kept pairs tagged real; it is scored on validation and test as evaluate scores. Each round declares "
+        "its own rounds key, so adding a round re-runs no earlier one.",
+        "self_improve",
+        args=("${key}",),
+        deps=(
+            paths.vlm_dir("${key}"),
+            paths.image_set("unlabeled_pool"),
+            paths.IMAGE_ENCODER,
+            paths.PRIOR,
+            paths.CAPTION_LM,
+            paths.REAL_TRAIN,
+            paths.REAL_EMBEDDINGS,
+            paths.BALANCED,
+            paths.gate_report("balanced"),
+            paths.VAL,
+            paths.TEST,
+            paths.VAL_EMBEDDINGS,
+            paths.TEST_EMBEDDINGS,
+        ),
+        params=(
+            "seed",
+            "profile",
+            "device",
+            f"{ROUNDS_PARAM}.${{key}}",
+            "self_improve.pool_size",
+            "self_improve.mode",
+            "self_improve.filter",
+            "self_improve.keep_fraction",
+            "prior",
+            "${profile}.prior",
+            "train_vlm",
+            "${profile}.train_vlm",
+            "evaluate.batch_size",
+            "compute.shards",
+        ),
+        outs=(paths.vlm_dir("${key}"), paths.self_improve_report("${key}")),
+        metrics=(paths.self_improve_metrics("${key}"),),
+        foreach="${" + ROUNDS_PARAM + "}",
     ),
     Stage(
         "report",
@@ -431,21 +484,33 @@ def _expand(value: Path | str, values: dict[str, str]) -> Path:
     return Path(text)
 
 
-def outputs(document: Mapping | None = None) -> dict[Path, str]:
-    """{every output path, foreach items expanded: the DVC address of the stage that writes it}; the stages
-    of a foreach over a params list as `document` (params.yaml as parsed YAML) lists them."""
+def outputs(params: dict | None = None) -> dict[Path, str]:
+    """{every output path, foreach items expanded: the DVC address of the stage that writes it}; a foreach
+    over a params mapping expands over `params` (params.yaml's document), else over nothing."""
     written = {}
     for stage in STAGES:
-        for address, values in stage.addresses(document).items():
+        for address, values in stage.addresses(params).items():
             for out in (*stage.outs, *stage.metrics, *(plot.path for plot in stage.plots)):
                 written[_expand(out, values)] = address
     return written
 
 
-def producer(path: Path | str, document: Mapping | None = None) -> str:
-    """The stage that writes `path` (a declared output or a file inside one): what to run when it is missing."""
+def _workspace_params() -> dict:
+    """params.yaml of the working directory, for the stages it enables; {} when it is missing or unreadable
+    (the params check names what is wrong with it)."""
+    try:
+        document = yaml.safe_load(Path("params.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def producer(path: Path | str) -> str:
+    """The stage that writes `path` (a declared output or a file inside one): what to run when it is missing.
+    Outputs of stages that params.yaml enables (self-improvement rounds) are found from the working
+    directory's params.yaml."""
     path = Path(path)
-    written = outputs(document)
+    written = outputs(_workspace_params())
     for candidate in (path, *path.parents):
         if candidate in written:
             return written[candidate]

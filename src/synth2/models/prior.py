@@ -24,12 +24,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, PriorTransformer
+from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from synth2.io import MissingInputError, atomic_path, require_dir
 from synth2.models.ddp import rank_rows
+from synth2.models.diffusers_prior import PriorTransformer
 from synth2.models.training import TrainConfig, train
 
 log = logging.getLogger("synth2")

@@ -28,7 +28,7 @@ from synth2.diversity import assign_clusters, diversity_report, fit_kmeans
 from synth2.io import read_parquet, require_rows, write_json, write_parquet
 from synth2.params import Params
 from synth2.profiles import CaptionLabellers, load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 from synth2.text_embed import embed_texts, load_model
 
 log = logging.getLogger("synth2")
@@ -111,3 +111,4 @@ main = stage_main("balance", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

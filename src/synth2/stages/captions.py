@@ -23,7 +23,7 @@ from synth2.compute.pool import ShardPool, ShardWork, shard_pool
 from synth2.io import read_parquet, write_parquet
 from synth2.params import Params
 from synth2.profiles import CaptionGenerator, load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 log = logging.getLogger("synth2")
 
@@ -100,3 +100,4 @@ main = stage_main("captions", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

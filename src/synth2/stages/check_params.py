@@ -15,7 +15,7 @@ from synth2 import paths
 from synth2.io import write_json
 from synth2.params import PARAMS_FILE, Params, ParamsError
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 
 def check(params: Params) -> None:
@@ -35,3 +35,4 @@ main = stage_main("check_params", run, uses_torch=False, tracked=False)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

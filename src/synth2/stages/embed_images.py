@@ -15,7 +15,7 @@ from synth2.contact_sheet import contact_sheet
 from synth2.io import require_finite, write_json, write_tensors
 from synth2.params import Params
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 log = logging.getLogger("synth2")
 
@@ -36,3 +36,4 @@ main = stage_main("embed_images", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -8,8 +8,7 @@ and its margin over the runner-up are recorded; it takes the registry alias `cha
 holder only when its margin, paired by validation image, has a 95% bootstrap interval above 0
 (synth2.tracking.champion), so the metric must be one scored per image (CIDEr, attribute accuracy).
 Per-image scores of both splits go to `reports/evaluate/per_image.parquet`, from which `synth2 study`
-bootstraps over images. The scoring is synth2.vlm_scoring's, which a variant outside this stage calls
-too (synth2.extra_variant). In the coco
+bootstraps over images. In the coco
 profile "unseen" means an image whose references name a concept no human training caption names.
 
 Captioning is sharded (`compute.shards`, synth2.compute): in this process, or on Ray workers that each
@@ -19,30 +18,25 @@ hold one variant's VLM at a time (`compute.engine: ray`); one shard is the unsha
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from synth2 import paths, tracking
-from synth2.compute.pool import ShardWork, shard_pool
+from synth2.compute.pool import shard_pool
 from synth2.errors import Synth2Error
 from synth2.io import (
     atomic_path,
-    load_output,
-    require_dir,
     write_csv,
     write_json,
     write_parquet,
 )
-from synth2.models.prefix_captioner import PrefixCaptioner
 from synth2.params import Params
 from synth2.pipeline import BASELINE, SUBSETS, VARIANT_NAMES
-from synth2.pretrained import resolve_device
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 from synth2.tracking import lookup
-from synth2.vlm_scoring import read_evaluation_splits, score_predictions
+from synth2.vlm_variant.score import caption_with, captioner_work, evaluation_splits, score_split
 
 log = logging.getLogger("synth2")
 
@@ -88,43 +82,15 @@ def champion_evidence(per_image: pd.DataFrame, key: str) -> dict[str, dict[int, 
     }
 
 
-class VariantCaptioner:
-    """One variant's VLM at a time, loaded when first asked for: a worker holds one model in memory, and
-    evaluation goes variant by variant, so each worker loads each variant at most once."""
-
-    def __init__(self, device: str) -> None:
-        self.device = resolve_device(device)
-        self.variant: str | None = None
-        self.model: PrefixCaptioner | None = None
-
-    def generate(self, variant: str, embeddings: np.ndarray, max_new_tokens: int, batch_size: int) -> list[str]:
-        if variant != self.variant:
-            self.model = None  # free the previous variant first
-            directory = require_dir(paths.vlm_dir(variant))
-            load = partial(PrefixCaptioner.load, directory, self.device)
-            self.model, self.variant = load_output(directory, "VLM", load), variant
-        return self.model.generate(embeddings, max_new_tokens, batch_size)
-
-
-def caption_shard(
-    variant: str, max_new_tokens: int, batch_size: int, captioner: VariantCaptioner, embeddings: np.ndarray
-) -> list[str]:
-    return captioner.generate(variant, embeddings, max_new_tokens, batch_size)
-
-
 def run(params: Params) -> None:
     profile = load_hooks(params, "evaluate")
-    splits = read_evaluation_splits(profile)
+    splits = evaluation_splits(profile)
     # A champion metric with nothing to score on validation fails now, not after captioning every image.
     profile.check_champion(params, splits["val"][0])
 
-    work = ShardWork(partial(VariantCaptioner, params.device), tuple(paths.vlm_dir(v) for v in VARIANT_NAMES))
-    with shard_pool(params.compute, work, "evaluate") as captioners:
+    with shard_pool(params.compute, captioner_work(params, VARIANT_NAMES), "evaluate") as captioners:
         generated = {
-            (variant, split): captioners.map(
-                partial(caption_shard, variant, params.train_vlm.max_caption_tokens, params.evaluate.batch_size),
-                embeddings,
-            )
+            (variant, split): caption_with(captioners, variant, params, embeddings)
             for variant in VARIANT_NAMES
             for split, (_, embeddings) in splits.items()
         }
@@ -136,8 +102,8 @@ def run(params: Params) -> None:
         for split, (table, _) in splits.items():
             predictions = generated[variant, split]
             captions.setdefault(split, table[["image_id", profile.EXAMPLE_KEY, "seen"]].copy())[variant] = predictions
-            metrics[split][variant], frames = score_predictions(profile, variant, split, table, predictions)
-            per_image += frames
+            metrics[split][variant], rows = score_split(profile, variant, split, table, predictions)
+            per_image += rows
         log.info(
             "%-16s test %s",
             variant,
@@ -211,3 +177,4 @@ main = stage_main("evaluate", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

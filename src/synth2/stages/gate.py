@@ -16,7 +16,7 @@ from synth2.gates import GateResult, Table, balanced_tables, caption_tables, run
 from synth2.params import Params
 from synth2.pipeline import GATES
 from synth2.profiles import load_hooks
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 
 
 def gate_tables(gate: str, params: Params) -> list[Table]:
@@ -57,3 +57,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

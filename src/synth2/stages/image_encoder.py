@@ -15,7 +15,7 @@ from synth2.io import write_curve, write_json
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 log = logging.getLogger("synth2")
 
@@ -33,3 +33,4 @@ main = stage_main("image_encoder", run, trains=True)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -1,11 +1,12 @@
 """Stage `pixel_synthesize VARIANT`: the pixel path, its data and its cost against the embedding path.
 
-Data: the balanced selection's synthetic embeddings (synthesize's output, so the captions, the prior and
-its noise are synth's) decoded to pixels by the pixel decoder and embedded again by the image encoder:
+Data: the synthetic embeddings of the selection `pixel_space.variants` maps VARIANT to (synthesize's
+output; synth_pixel: the balanced one, so the captions, the prior and its noise are synth's) decoded to
+pixels by the pixel decoder and embedded again by the image encoder:
 what a VLM would see had synthesis gone through pixels. The metrics say how much survives the trip
 (cosine between each embedding and its re-encoding), a sheet shows decoded images.
 
-Timing: on the same captions (the first `synthesize.timing_captions` of the balanced selection),
+Timing: on the same captions (the first `synthesize.timing_captions` of that selection),
 prior -> embedding against prior -> decoder -> pixels -> image encoder, after a warm-up. Timings differ
 from run to run, so they are no DVC output (an output that changes marks everything downstream stale):
 they go to the stage's MLflow run (`speed.*`), the log and an untracked JSON (paths.pixel_timings), and
@@ -55,9 +56,10 @@ def run(variant: str, params: Params) -> None:
     encoder_dir, prior_dir = require_dir(paths.IMAGE_ENCODER), require_dir(paths.PRIOR)
     encoder = load_output(encoder_dir, "autoencoder", lambda: load_autoencoder(encoder_dir))
     prior, scheduler = load_output(prior_dir, "prior", lambda: load_prior(prior_dir))
-    synthetic_dir = paths.synthetic_dir("balanced")
-    synthetic = require_finite(read_tensors(paths.synthetic_embeddings("balanced"))["embeddings"], str(synthetic_dir))
-    captions = read_parquet(paths.synthetic_captions("balanced"))
+    selection = params.pixel_space.variants[variant]  # the selection whose embeddings go through pixels
+    synthetic_path = paths.synthetic_embeddings(selection)
+    synthetic = require_finite(read_tensors(synthetic_path)["embeddings"], str(synthetic_path))
+    captions = read_parquet(paths.synthetic_captions(selection))
 
     embedding_path, pixel_path = synthesis_paths(params, prior, scheduler, decoder, encoder)
 

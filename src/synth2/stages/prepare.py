@@ -15,7 +15,7 @@ from synth2 import paths
 from synth2.io import atomic_path, write_json, write_parquet, write_tensors
 from synth2.params import Params
 from synth2.profiles import load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 log = logging.getLogger("synth2")
 
@@ -41,3 +41,4 @@ main = stage_main("prepare", run, uses_torch=False)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

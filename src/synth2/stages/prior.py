@@ -30,7 +30,7 @@ from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype, resolve_source
 from synth2.profiles import PriorPipeline, load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 from synth2.text_embed import embed_texts
 
 log = logging.getLogger("synth2")
@@ -111,3 +111,4 @@ main = stage_main("prior", run, trains=True)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

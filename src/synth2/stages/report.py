@@ -11,7 +11,7 @@ from synth2.io import atomic_path
 from synth2.params import Params
 from synth2.profiles import load_hooks
 from synth2.report import build_report
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 
 
 def run(params: Params) -> None:
@@ -26,3 +26,4 @@ main = stage_main("report", run, uses_torch=False)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -35,7 +35,7 @@ from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
 from synth2.pretrained import resolve_device, resolve_dtype
 from synth2.profiles import PriorPipeline, Synthesizer, load_hooks
-from synth2.stage import stage_main
+from synth2.stage import end_process, stage_main
 from synth2.text_embed import embed_texts, load_model
 
 log = logging.getLogger("synth2")
@@ -96,3 +96,4 @@ main = stage_main("synthesize", run)
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

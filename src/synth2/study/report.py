@@ -76,7 +76,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         for split in ("test", "val"):
             lines += [f"**{split}**", "", "| variant | subset | " + " | ".join(h for _, h in metrics) + " |"]
             lines.append("|---|---|" + "---:|" * len(metrics))
-            for variant in summary[split]:  # train_vlm's variants, then the pixel path's when there is one
+            for variant in summary[split]:  # evaluate's variants, then any self-improvement round
                 for subset in SUBSETS:
                     values = summary[split][variant].get(subset)
                     if values:
@@ -97,6 +97,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                     if entry:
                         lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(entry) + " |")
         lines.append("")
+        if configuration.get("rounds"):
+            lines += rounds_markdown(configuration["rounds"])
     return "\n".join(lines)
 
 
@@ -121,6 +123,33 @@ def speed_markdown(configuration: Mapping[str, Any]) -> list[str]:
         f"decoder {speed['decoder_parameters']} parameters, {speed['decoder_steps']} DDIM steps.",
         "",
     ]
+
+
+ROUND_HEADINGS = {
+    "pool.kept_share": "kept share",
+    "pool.accuracy_captioned.attr_colour_shape": "colour+shape, captioned",
+    "pool.accuracy_kept.attr_colour_shape": "colour+shape, kept",
+    "diversity.previous.distinct_2": "distinct-2, previous VLM",
+    "diversity.this.distinct_2": "distinct-2, this VLM",
+    "diversity.previous.concept_entropy": "concept entropy, previous VLM",
+    "diversity.this.concept_entropy": "concept entropy, this VLM",
+}
+
+
+def rounds_markdown(rounds: Mapping[str, Any]) -> list[str]:
+    """Per self-improvement round: the pseudo-captions' kept share and accuracy (the world's ground truth,
+    for the report only) and the caption diversity of the previous and this round's VLM on the pool."""
+    lines = [
+        "**Self-improvement rounds (pool)**: mean ± half-width of the 95% t-interval over seeds; accuracy against "
+        "the world's ground truth, which the filter never reads.",
+        "",
+        "| round | captioned by | " + " | ".join(ROUND_HEADINGS.values()) + " |",
+        "|---|---|" + "---:|" * len(ROUND_HEADINGS),
+    ]
+    for variant, figures in rounds["figures"].items():
+        cells = " | ".join(_cell(figures.get(key)) for key in ROUND_HEADINGS)
+        lines.append(f"| {variant} | {rounds['chain'][variant]} | {cells} |")
+    return [*lines, ""]
 
 
 def _interval(values: list[float | None], digits: int = 2) -> str:
@@ -246,7 +275,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
         label = "\n".join(textwrap.wrap(configuration["label"], 70))
         for col, (subset, metric, title) in enumerate(panels):
             ax = axes[row][col]
-            variants = list(summary)  # train_vlm's variants, then the pixel path's when there is one
+            variants = list(summary)  # evaluate's variants, then any self-improvement round
             for x, variant in enumerate(variants):
                 entry = summary[variant].get(subset, {}).get(metric)
                 if not entry:

@@ -1,7 +1,6 @@
 """A study's statistics, per variant, split (val, test), subset (overall, seen, unseen) and metric:
 mean, standard deviation and a 95% t-interval over seeds; paired differences by seed (synth - baseline;
-balanced - unbalanced, i.e. synth - synth_unbalanced; synth_pixel - synth when every seed has the pixel
-path's variant) with a 95% t-interval and, for the metrics that are
+balanced - unbalanced, i.e. synth - synth_unbalanced) with a 95% t-interval and, for the metrics that are
 means over images (CIDEr, attribute accuracy), a 95% hierarchical bootstrap interval over seeds, then
 images within each seed. Tuning happens on `val`; claims come from `test`."""
 
@@ -15,7 +14,7 @@ import pandas as pd
 
 from synth2.bootstrap import CONFIDENCE, hierarchical_bootstrap
 from synth2.pipeline import COMPARISONS as DIFFERENCES  # (name, variant, minus variant)
-from synth2.pipeline import PIXEL_COMPARISONS, SPLITS, SUBSETS
+from synth2.pipeline import SPLITS, SUBSETS
 from synth2.pipeline import VARIANT_NAMES as VARIANTS
 
 
@@ -37,12 +36,21 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "n": len(values), "values": values}
 
 
-def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:
-    """Per variant/split/subset/metric summaries and the paired differences, over the seeds of `results`."""
+def comparisons_present(
+    results: Mapping[int, tuple[dict, pd.DataFrame]], comparisons: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The comparisons whose variant every seed scored (e.g. the pixel path's, which runs only when asked)."""
+    return [c for c in comparisons if all(c[1] in metrics["test"] for metrics, _ in results.values())]
+
+
+def aggregate(
+    results: Mapping[int, tuple[dict, pd.DataFrame]],
+    variants: Sequence[str] = VARIANTS,
+    differences_of: Sequence[tuple[str, str, str]] = DIFFERENCES,
+) -> dict[str, Any]:
+    """Per variant/split/subset/metric summaries and the paired differences, over the seeds of `results`
+    (`variants` and `differences_of`: evaluate's, plus any extra variant the experiments scored)."""
     seeds = sorted(results)
-    # The pixel path's variants join when every seed has them (the pipeline makes them only when asked).
-    extra = [c for c in PIXEL_COMPARISONS if all(c[1] in results[s][0]["test"] for s in seeds)]
-    variants = [*VARIANTS, *(variant for _, variant, _ in extra)]
     summary: dict[str, Any] = {}
     for split in SPLITS:
         for variant in variants:
@@ -54,7 +62,7 @@ def aggregate(results: Mapping[int, tuple[dict, pd.DataFrame]]) -> dict[str, Any
                         values
                     )
     differences: dict[str, Any] = {}
-    for label, a, b in (*DIFFERENCES, *extra):
+    for label, a, b in differences_of:
         for split in SPLITS:
             for subset in SUBSETS:
                 for metric in summary[split][a].get(subset, {}):

@@ -14,10 +14,11 @@ from synth2.pipeline import PIXEL_COMPARISONS
 from synth2.study.mlflow_runs import log_to_mlflow
 from synth2.study.plan import Study
 from synth2.study.report import write_reports
+from synth2.study.rounds import experiment_rounds, read_rounds, round_differences, round_figures, with_rounds
 from synth2.study.run import read_results, run_experiments
 from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
 from synth2.study.speed import pixel_speed
-from synth2.study.stats import VARIANTS, aggregate
+from synth2.study.stats import DIFFERENCES, VARIANTS, aggregate, comparisons_present
 from synth2.world.heatmap import colour_shape_accuracy
 
 log = logging.getLogger("synth2")
@@ -30,16 +31,25 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
     configurations = []
     for configuration in study.configurations:
         names = {seed: configuration.experiment(study.name, seed) for seed in study.seeds}
-        results = {seed: read_results(study.root, name) for seed, name in names.items()}
+        results, round_reports = {}, {}
+        for seed, name in names.items():
+            rounds = experiment_rounds(study.root, name)  # the same in every seed: one configuration
+            round_reports[seed], round_rows = read_rounds(study.root, name, rounds)
+            results[seed] = with_rounds(*read_results(study.root, name), round_reports[seed], round_rows)
         entry = {"label": configuration.label, "overrides": configuration.overrides, "experiments": names}
+        if rounds:
+            entry["rounds"] = {"chain": rounds, "figures": round_figures([round_reports[s] for s in study.seeds])}
         if study.sweep:
             entry["value"] = configuration.value
         first_seed_images = results[study.seeds[0]][1]
         if "colour" in first_seed_images:  # the world: its colour x shape grids (one seed, synth2.world.heatmap)
             entry["colour_shape"] = {"seed": study.seeds[0]} | colour_shape_accuracy(first_seed_images, VARIANTS)
-        if any(variant in results[seed][0]["test"] for _, variant, _ in PIXEL_COMPARISONS for seed in results):
+        pixel = comparisons_present(results, PIXEL_COMPARISONS)  # the pixel path's variant, when it ran
+        if pixel:
             entry["pixel_speed"] = measured_speed(study, list(names.values()))
-        configurations.append(entry | aggregate(results))
+        variants = (*VARIANTS, *rounds, *(variant for _, variant, _ in pixel))
+        differences = (*DIFFERENCES, *round_differences(rounds), *pixel)
+        configurations.append(entry | aggregate(results, variants, differences))
     report = {
         "name": study.name,
         "seeds": study.seeds,

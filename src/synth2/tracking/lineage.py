@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 # Only tracked files that *code or params* live in make a run dirty; the pipeline itself rewrites
 # dvc.lock and the git-tracked (cache: false) metrics and plots while it runs.
@@ -49,21 +50,30 @@ def dvc_invocation() -> tuple[str, str] | None:
     return None
 
 
-def load_dvc_stage(name: str):
-    """The DVC stage running now (DVC_STAGE, set by DVC) or the one named `name`; None if neither."""
+def load_dvc_stage(name: str) -> tuple[Any, Any, set[str]]:
+    """(repo, stage, outs): DVC's repository, the stage running now (DVC_STAGE, set by DVC) or the one
+    named `name`, and every out in dvc.lock (`pipeline_outs`); (None, None, set()) outside a DVC project,
+    stage None when there is no such stage.
+
+    Read under DVC's repository lock, waiting for it. DVC rewrites dvc.lock in place (truncate, then
+    write) and lets its lock go while a stage's command runs, so in the parallel flow another stage's DVC
+    process may be writing dvc.lock right now: read unlocked, it can be empty or half-written.
+    """
     from dvc.exceptions import DvcException, NotDvcRepoError
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
     from dvc.stage.exceptions import StageNotFound
 
     try:
-        repo = Repo(os.getcwd())
+        repo = Repo(os.getcwd(), _wait_for_lock=True)
     except NotDvcRepoError:  # e.g. a stage test in a bare temporary workspace
-        return None, None
+        return None, None, set()
     address = os.environ.get("DVC_STAGE") or name
-    try:
-        return repo, repo.stage.load_one(name=address.split(":")[-1])
-    except (StageNotFound, DvcException):  # no dvc.yaml, or no stage of that name
-        return repo, None
+    with lock_repo(repo):
+        outs = pipeline_outs(Path(repo.root_dir))
+        try:
+            return repo, repo.stage.load_one(name=address.split(":")[-1]), outs
+        except (StageNotFound, DvcException):  # no dvc.yaml, or no stage of that name
+            return repo, None, outs
 
 
 def dvc_md5(path: str | Path) -> str | None:

@@ -147,9 +147,9 @@ def _open(name: str, params: Params, root: Path) -> tuple[SpoolRun, Any]:
     """Record the run's opening; (the spool run, the DVC stage or None outside DVC)."""
     from dvc.dependency.param import ParamsDependency
 
-    repo, stage = load_dvc_stage(name)
+    _repo, stage, written = load_dvc_stage(name)
     stage_name = stage.addressing if stage is not None else name
-    commit, dirty = git_state(Path.cwd(), pipeline_outs(Path.cwd()) if repo is not None else set())
+    commit, dirty = git_state(Path.cwd(), written)
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
     parent, execution = _parent(commit, dirty)
     tags = {TAG_STAGE: stage_name, TAG_EXECUTION: execution, **_commit_tags(commit, dirty)}
