@@ -420,7 +420,7 @@ STAGES = (
         "self_improve",
         args=("${key}",),
         deps=(
-            paths.vlm_dir("${key}"),
+            paths.vlm_dir("${item}"),
             paths.image_set("unlabeled_pool"),
             paths.IMAGE_ENCODER,
             paths.PRIOR,
