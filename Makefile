@@ -123,6 +123,10 @@ PIPELINE_OUTS := reports/params_check.json data/prepared/unlabeled_pool data/pre
 	reports/gates/real.json reports/gates/captions.json reports/gates/balanced.json reports/gates/synthetic.json \
 	reports/gates/pool.html reports/gates/real.html reports/gates/captions.html reports/gates/balanced.html \
 	reports/gates/synthetic.html reports/image_encoder reports/synthesize reports/evaluate reports/pipeline.html
+# The pixel path's (params pixel_space.variants; no stage by default): its VLM, the folders holding one
+# output per variant, and its untracked timings.
+PIXEL_OUTS := models/vlm/synth_pixel models/pixel_decoder data/pixel_synthetic reports/pixel_synthesize \
+	reports/pixel_vlm reports/timings
 
 clean:
-	rm -rf $(PIPELINE_OUTS)
+	rm -rf $(PIPELINE_OUTS) $(PIXEL_OUTS)

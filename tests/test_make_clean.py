@@ -26,13 +26,13 @@ def make_variable(name: str) -> list[str]:
     return result.stdout.split()
 
 
-def dvc_outs(tmp_path: Path, profile: str) -> set[str]:
+def dvc_outs(tmp_path: Path, profile: str, overrides: dict | None = None) -> set[str]:
     from dvc.repo import Repo
 
     project = tmp_path / profile
     project.mkdir()
     shutil.copy(ROOT / "dvc.yaml", project)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"profile": profile}
+    params = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"profile": profile} | (overrides or {})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     Repo.init(str(project), no_scm=True)
     with Repo(str(project)) as repo:
@@ -43,6 +43,17 @@ def dvc_outs(tmp_path: Path, profile: str) -> set[str]:
 def test_clean_removes_exactly_the_uncommitted_dvc_outs(profile: str, tmp_path: Path):
     outs = {out for out in dvc_outs(tmp_path, profile) if not out.startswith(COMMITTED)}
     assert set(make_variable("PIPELINE_OUTS")) == outs
+
+
+def test_clean_removes_the_pixel_paths_outs_when_it_is_on(tmp_path: Path):
+    """PIXEL_OUTS: what the stages `pixel_space.variants` adds write (each out, or the folder holding it),
+    and nothing else; plus the untracked timings."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    pixel_on = {"pixel_space": params["pixel_space"] | {"variants": {"synth_pixel": "balanced"}}}
+    outs = {out for out in dvc_outs(tmp_path, "world", pixel_on) if not out.startswith(COMMITTED)}
+    added = outs - set(make_variable("PIPELINE_OUTS"))
+    folders = set(make_variable("PIXEL_OUTS")) - {"reports/timings"}
+    assert added and {out if out in folders else str(Path(out).parent) for out in added} == folders
 
 
 def test_clean_keeps_user_data_and_the_committed_results(tmp_path: Path):

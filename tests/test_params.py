@@ -47,6 +47,13 @@ def test_a_missing_key_is_named(tmp_path: Path):
         ({"world": {"caption_lm": {"n_embd": 30, "n_head": 4}}}, "'world.caption_lm': "),
         ({"coco": {"prepare": {"val_fraction": 0.6, "test_fraction": 0.5}}}, "val_fraction + test_fraction"),
         ({"captions": {"prompt_template": "no slot"}}, "must contain '{concepts}'"),
+        ({"pixel_space": {"variants": {"synth_pixels": "balanced"}}}, "'pixel_space.variants.synth_pixels.[key]'"),
+        ({"pixel_space": {"variants": {"synth_pixel": "unbalanced"}}}, "'pixel_space.variants.synth_pixel'"),
+        ({"pixel_space": {"decoder": {"channels": [32]}}}, "'pixel_space.decoder.channels': [32]"),
+        (
+            {"pixel_space": {"variants": {"synth_pixel": "balanced"}}, "profile": "coco"},
+            "pixel_space.variants: the pixel path",
+        ),
     ],
 )
 def test_bad_value_names_key_value_and_rule(tmp_path: Path, overrides: dict, expected: str):

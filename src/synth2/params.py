@@ -125,6 +125,39 @@ class TrainVLMParams(Section):
         return self
 
 
+class PixelDecoderParams(Section):
+    """The world's diffusion decoder (synth2.models.pixel_decoder), trained on the unlabelled pool."""
+
+    channels: Annotated[list[PosInt], Field(min_length=2, max_length=4)]  # UNet block widths
+    layers_per_block: PosInt
+    num_train_timesteps: PosInt
+    steps: PosInt
+    batch_size: PosInt
+    lr: PosFloat
+
+
+class PixelSpaceParams(Section):
+    """The pixel path (README "Embedding space vs pixel space"): off while `variants` is empty, since each
+    key adds DVC stages (a `foreach` over it); `{synth_pixel: balanced}` trains the decoder, sends the
+    balanced selection's synthetic embeddings through decoder -> pixels -> image encoder (timing it against
+    the embedding path), and trains and scores a VLM on the result."""
+
+    # variant -> the selection whose synthetic embeddings go through pixels. One variant, on synth's
+    # selection: it differs from synth in the path of its data only (what the study compares).
+    variants: dict[Literal["synth_pixel"], Literal["balanced"]]
+    decoder: PixelDecoderParams
+    num_inference_steps: PosInt  # DDIM steps per decoded image: the decoder's cost grows with them
+    batch_size: PosInt  # images decoded at once
+
+    def require(self, variant: str) -> None:
+        """A pixel stage runs for a variant params.yaml names (dvc.yaml makes the stages from the mapping)."""
+        if variant not in self.variants:
+            raise ParamsError(
+                f"params.yaml: pixel_space.variants is {self.variants}, without '{variant}'; add "
+                f"'{variant}: balanced' to run the pixel path (dvc repro then makes its stages)"
+            )
+
+
 class EvaluateParams(Section):
     batch_size: PosInt
     n_examples: PosInt
@@ -408,6 +441,7 @@ class Params(Section):
     prior: PriorParams
     synthesize: SynthesizeParams
     train_vlm: TrainVLMParams
+    pixel_space: PixelSpaceParams
     evaluate: EvaluateParams
     self_improve: SelfImproveParams
     tracking: TrackingParams
@@ -421,6 +455,15 @@ class Params(Section):
             raise ValueError(
                 "self_improve.rounds: rounds caption the shapes world's unlabelled pool (profile world); "
                 f"set rounds to {{}} for profile {self.profile}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pixel_space_is_the_worlds(self) -> Params:
+        if self.pixel_space.variants and self.profile != "world":
+            raise ValueError(
+                "pixel_space.variants: the pixel path's diffusion decoder is the world profile's; set it to {} "
+                "with profile coco (coco.synthesize.decoder times a pretrained decoder instead)"
             )
         return self
 

@@ -154,3 +154,54 @@ def vlm_metrics(variant: str) -> Path:
 
 def vlm_loss(variant: str) -> Path:
     return PLOTS / "train_vlm" / f"{variant}.csv"
+
+
+# the pixel path (params pixel_space.variants; no stage by default): one set of outputs per variant.
+# Its timings are no output: they differ from run to run (MLflow, the log, and `pixel_timings`, untracked).
+def pixel_decoder_dir(variant: str) -> Path:
+    return MODELS / "pixel_decoder" / variant
+
+
+def pixel_decoder_metrics(variant: str) -> Path:
+    return METRICS / "pixel_decoder" / f"{variant}.json"
+
+
+def pixel_decoder_loss(variant: str) -> Path:
+    return PLOTS / "pixel_decoder" / f"{variant}.csv"
+
+
+def pixel_synthetic_dir(variant: str) -> Path:
+    """The balanced selection's captions and their pixel-path embeddings (prior -> decoder -> encoder)."""
+    return DATA / "pixel_synthetic" / variant
+
+
+def pixel_synthesize_metrics(variant: str) -> Path:
+    return METRICS / "pixel_synthesize" / f"{variant}.json"
+
+
+def pixel_sheet(variant: str) -> Path:
+    return REPORTS / "pixel_synthesize" / variant / "decoded.png"
+
+
+def pixel_timings(variant: str) -> Path:
+    """Untracked (not a DVC out, ignored by git): the pixel path's last measured timings, for people."""
+    return REPORTS / "timings" / f"pixel_synthesize@{variant}.json"
+
+
+def pixel_vlm_loss(variant: str) -> Path:
+    return PLOTS / "pixel_vlm" / f"{variant}.csv"
+
+
+def pixel_vlm_metrics(variant: str) -> Path:
+    """The training summary, as train_vlm's."""
+    return METRICS / "pixel_vlm" / f"{variant}.json"
+
+
+def pixel_vlm_scores(variant: str) -> Path:
+    """{split: {subset: scores}}: what evaluate's metrics hold for each variant."""
+    return METRICS / "pixel_vlm" / f"{variant}.scores.json"
+
+
+def pixel_vlm_per_image(variant: str) -> Path:
+    """Per-image scores in evaluate's per_image format (variant = the pixel variant)."""
+    return REPORTS / "pixel_vlm" / variant / "per_image.parquet"

@@ -103,6 +103,10 @@ COMPARISONS = (("synth - baseline", "synth", "baseline"), ("balanced - unbalance
 ROUNDS_PARAM = "self_improve.rounds"
 ROUND_ZERO = "synth"  # the VLM the first round starts from
 
+# The pixel path's variants (params pixel_space.variants; stages pixel_*): a study that finds one in its
+# experiments reports it against the variant it differs from in the path of its synthetic data only.
+PIXEL_COMPARISONS = (("synth_pixel - synth", "synth_pixel", "synth"),)
+
 # What evaluate scores: every variant on both splits, overall and on seen / unseen concepts.
 SPLITS = ("val", "test")
 SUBSETS = ("overall", "seen", "unseen")
@@ -130,6 +134,25 @@ def _gate(name: str, doc: str, deps: tuple[Path, ...], params: tuple[str, ...] =
 
 
 # --------------------------------------------------------------------------------------------- stages
+
+# The params.yaml mapping whose keys switch the pixel path's stages on, each naming the selection whose
+# synthetic embeddings go through pixels (synth2.params.PixelSpaceParams).
+PIXEL_VARIANTS = "${pixel_space.variants}"
+# What every VLM's training reads besides its data (train_vlm's and the pixel variant's alike).
+VLM_PARAMS = (
+    "seed",
+    "profile",
+    "device",
+    "train_vlm.prefix_length",
+    "train_vlm.steps",
+    "train_vlm.batch_size",
+    "train_vlm.lr",
+    "train_vlm.freeze_lm",
+    "train_vlm.unfreeze_top_layers",
+    "train_vlm.max_caption_tokens",
+    "train_vlm.mixed_precision",
+    "${profile}.train_vlm",
+)
 
 PREPARED_OUTS = (*(paths.image_set(s) for s in paths.IMAGE_SETS), paths.TEXT_CORPUS, paths.CONCEPTS)
 
@@ -280,18 +303,7 @@ STAGES = (
         args=("${key}",),
         deps=(paths.CAPTION_LM, paths.REAL_TRAIN, paths.REAL_EMBEDDINGS, "${item.pairs}", "${item.gate}"),
         params=(
-            "seed",
-            "profile",
-            "device",
-            "train_vlm.prefix_length",
-            "train_vlm.steps",
-            "train_vlm.batch_size",
-            "train_vlm.lr",
-            "train_vlm.freeze_lm",
-            "train_vlm.unfreeze_top_layers",
-            "train_vlm.max_caption_tokens",
-            "train_vlm.mixed_precision",
-            "${profile}.train_vlm",
+            *VLM_PARAMS,
             "${item.params}",
             "compute.train_processes",
         ),
@@ -331,6 +343,71 @@ STAGES = (
         outs=(paths.EVAL_DIR,),
         metrics=(paths.EVAL_METRICS,),
         plots=(Plot(paths.EVAL_PLOT, x="value", y="name", template="bar_horizontal"),),
+    ),
+    # The pixel path (README "Embedding space vs pixel space"): stages only for the variants that
+    # params.yaml's pixel_space.variants lists, none by default.
+    Stage(
+        "pixel_decoder",
+        "The pixel path's diffusion decoder (world): a small UNet2DModel trained on the unlabelled pool's images "
+        "and their image-encoder embeddings to turn an image embedding into pixels.",
+        "pixel_decoder",
+        args=("${key}",),
+        deps=(paths.image_set("unlabeled_pool"), paths.IMAGE_ENCODER, paths.gate_report("pool")),
+        params=("seed", "profile", "device", "pixel_space.decoder"),
+        outs=(paths.pixel_decoder_dir("${key}"),),
+        metrics=(paths.pixel_decoder_metrics("${key}"),),
+        plots=(Plot(paths.pixel_decoder_loss("${key}"), x="step", y="loss"),),
+        foreach=PIXEL_VARIANTS,
+    ),
+    Stage(
+        "pixel_synthesize",
+        "The selection's synthetic embeddings (synthesize's; synth_pixel: the balanced one) through decoder -> "
+        "pixels -> image encoder; prior -> embedding timed against prior -> decoder -> pixels -> image encoder "
+        "on the same captions (MLflow, the log and an untracked report: never an output).",
+        "pixel_synthesize",
+        args=("${key}",),
+        deps=(
+            paths.pixel_decoder_dir("${key}"),
+            paths.PRIOR,
+            paths.IMAGE_ENCODER,
+            paths.synthetic_dir("${item}"),
+            paths.gate_report("synthetic"),
+        ),
+        params=(
+            "seed",
+            "profile",
+            "device",
+            "synthesize",
+            "prior.num_inference_steps",
+            "pixel_space.variants.${key}",
+            "pixel_space.num_inference_steps",
+            "pixel_space.batch_size",
+        ),
+        outs=(paths.pixel_synthetic_dir("${key}"), paths.pixel_sheet("${key}").parent),
+        metrics=(paths.pixel_synthesize_metrics("${key}"),),
+        foreach=PIXEL_VARIANTS,
+    ),
+    Stage(
+        "pixel_vlm",
+        "The VLM trained on the real pairs + the pixel path's re-encoded embeddings of the balanced selection, "
+        "with train_vlm's code and settings (as synth, but for the data), and scored with evaluate's code.",
+        "pixel_vlm",
+        args=("${key}",),
+        deps=(
+            paths.CAPTION_LM,
+            paths.REAL_TRAIN,
+            paths.REAL_EMBEDDINGS,
+            paths.pixel_synthetic_dir("${key}"),
+            paths.VAL,
+            paths.TEST,
+            paths.VAL_EMBEDDINGS,
+            paths.TEST_EMBEDDINGS,
+        ),
+        params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate", "compute.train_processes"),
+        outs=(paths.vlm_dir("${key}"), paths.pixel_vlm_per_image("${key}").parent),
+        metrics=(paths.pixel_vlm_metrics("${key}"), paths.pixel_vlm_scores("${key}")),
+        plots=(Plot(paths.pixel_vlm_loss("${key}"), x="step", y="loss"),),
+        foreach=PIXEL_VARIANTS,
     ),
     Stage(
         "self_improve",

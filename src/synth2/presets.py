@@ -27,6 +27,8 @@ TINY: dict[str, Any] = {
     "synthesize": {"timing_captions": 32},
     "train_vlm": {"steps": 40, "batch_size": 16},
     "evaluate": {"n_examples": 8},
+    # The pixel path, when a test switches it on (pixel_space.variants): a decoder of seconds.
+    "pixel_space": {"decoder": {"channels": [8, 16, 16], "steps": 30, "batch_size": 16}, "num_inference_steps": 3},
 }
 
 

@@ -69,6 +69,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             "",
         ]
     for configuration in report["configurations"]:
+        lines += speed_markdown(configuration)
         summary, differences = configuration["summary"], configuration["differences"]
         metrics = [(k, h) for k, h in HEADLINE if k in summary["test"]["baseline"]["overall"]]
         lines += [f"## {configuration['label']}", "", f"Overrides: `{json.dumps(configuration['overrides'])}`", ""]
@@ -99,6 +100,29 @@ def markdown(report: Mapping[str, Any]) -> str:
         if configuration.get("rounds"):
             lines += rounds_markdown(configuration["rounds"])
     return "\n".join(lines)
+
+
+def speed_markdown(configuration: Mapping[str, Any]) -> list[str]:
+    """The embedding/pixel speed of a configuration's experiments with the pixel path (none: no lines)."""
+    speed = configuration.get("pixel_speed")
+    if not speed:
+        return []
+    if not speed["experiments"]:
+        return [
+            f"**Embedding vs pixel space ({configuration['label']})**: no timing in MLflow for these experiments "
+            "(pixel_synthesize was restored from DVC's run-cache, or tracking was off).",
+            "",
+        ]
+    ratio = speed["pixel_over_embedding_time"]
+    return [
+        f"**Embedding vs pixel space ({configuration['label']})**, measured by pixel_synthesize in "
+        f"{len(speed['experiments'])} experiment(s) on {speed['captions']} captions each (read from MLflow: "
+        "timings are no DVC output): pixel-path time / embedding-path time "
+        f"{_cell(ratio, 2)} (above 1: embedding space is faster; the paper: 1.33). Captions/s: "
+        f"embedding {_cell(speed['embedding_captions_per_s'], 1)}, pixel {_cell(speed['pixel_captions_per_s'], 1)}; "
+        f"decoder {speed['decoder_parameters']} parameters, {speed['decoder_steps']} DDIM steps.",
+        "",
+    ]
 
 
 ROUND_HEADINGS = {

@@ -72,10 +72,28 @@ def _wait(study: Study, todo: list[str], baseline: str) -> list[str]:
 
 
 def read_results(root: Path, name: str) -> tuple[dict, pd.DataFrame]:
-    """(metrics/evaluate.json, reports/evaluate/per_image.parquet) of one experiment."""
+    """(metrics/evaluate.json, reports/evaluate/per_image.parquet) of one experiment, with the pixel path's
+    variant added to both when the experiment ran it."""
     try:
         metrics = json.loads(dvc_runner.read_file(root, paths.EVAL_METRICS, name))
         per_image = pd.read_parquet(io.BytesIO(dvc_runner.read_file(root, paths.EVAL_PER_IMAGE, name, mode="rb")))
     except Exception as exc:  # DVC raises several types for a missing revision or file
         raise StudyError(f"experiment {name}: cannot read its evaluation ({type(exc).__name__}: {exc})") from None
+    for variant in pixel_variants(root, name):  # scored by pixel_vlm, in evaluate's formats
+        scores = json.loads(dvc_runner.read_file(root, paths.pixel_vlm_scores(variant), name))
+        rows = dvc_runner.read_file(root, paths.pixel_vlm_per_image(variant), name, mode="rb")
+        for split, values in scores.items():
+            metrics[split][variant] = values
+        per_image = pd.concat([per_image, pd.read_parquet(io.BytesIO(rows))], ignore_index=True)
     return metrics, per_image
+
+
+def pixel_variants(root: Path, name: str) -> list[str]:
+    """The pixel path's variants an experiment ran (its params.yaml's pixel_space.variants)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(dvc_runner.read_file(root, "params.yaml", name))
+    except Exception:  # an experiment without params.yaml cannot have run the pixel path
+        return []
+    return list((document.get("pixel_space") or {}).get("variants") or [])

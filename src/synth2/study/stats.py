@@ -36,6 +36,13 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "n": len(values), "values": values}
 
 
+def comparisons_present(
+    results: Mapping[int, tuple[dict, pd.DataFrame]], comparisons: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The comparisons whose variant every seed scored (e.g. the pixel path's, which runs only when asked)."""
+    return [c for c in comparisons if all(c[1] in metrics["test"] for metrics, _ in results.values())]
+
+
 def aggregate(
     results: Mapping[int, tuple[dict, pd.DataFrame]],
     variants: Sequence[str] = VARIANTS,

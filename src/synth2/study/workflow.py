@@ -4,18 +4,24 @@ and logged to MLflow (synth2.study.mlflow_runs)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from typing import Any
 
+from synth2 import tracking
+from synth2.pipeline import PIXEL_COMPARISONS
 from synth2.study.mlflow_runs import log_to_mlflow
 from synth2.study.plan import Study
 from synth2.study.report import write_reports
 from synth2.study.rounds import experiment_rounds, read_rounds, round_differences, round_figures, with_rounds
 from synth2.study.run import read_results, run_experiments
 from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
-from synth2.study.stats import DIFFERENCES, VARIANTS, aggregate
+from synth2.study.speed import pixel_speed
+from synth2.study.stats import DIFFERENCES, VARIANTS, aggregate, comparisons_present
 from synth2.world.heatmap import colour_shape_accuracy
+
+log = logging.getLogger("synth2")
 
 
 def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
@@ -38,8 +44,12 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
         first_seed_images = results[study.seeds[0]][1]
         if "colour" in first_seed_images:  # the world: its colour x shape grids (one seed, synth2.world.heatmap)
             entry["colour_shape"] = {"seed": study.seeds[0]} | colour_shape_accuracy(first_seed_images, VARIANTS)
-        variants = (*VARIANTS, *rounds)
-        configurations.append(entry | aggregate(results, variants, (*DIFFERENCES, *round_differences(rounds))))
+        pixel = comparisons_present(results, PIXEL_COMPARISONS)  # the pixel path's variant, when it ran
+        if pixel:
+            entry["pixel_speed"] = measured_speed(study, list(names.values()))
+        variants = (*VARIANTS, *rounds, *(variant for _, variant, _ in pixel))
+        differences = (*DIFFERENCES, *round_differences(rounds), *pixel)
+        configurations.append(entry | aggregate(results, variants, differences))
     report = {
         "name": study.name,
         "seeds": study.seeds,
@@ -51,6 +61,18 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
     if study.sweep and study.sweep.key == HUMAN_PAIRS_KEY and len(study.sweep.values) >= 2:
         report["savings"] = data_efficiency(configurations, study.sweep.values)
     return report
+
+
+def measured_speed(study: Study, experiments: list[str]) -> dict[str, Any]:
+    """The pixel path's timings of these experiments from MLflow (empty when tracking is off or failed:
+    the study's other numbers do not wait for them)."""
+    if not tracking.enabled():
+        return {"experiments": []}
+    try:
+        return pixel_speed(study.root, experiments)
+    except Exception as exc:  # tracking never fails the study
+        log.warning("mlflow: the pixel path's timings were not read (%s: %s)", type(exc).__name__, exc)
+        return {"experiments": []}
 
 
 def report_study(study: Study, wall_seconds: float) -> dict[str, Any]:
