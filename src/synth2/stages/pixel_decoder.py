@@ -17,7 +17,7 @@ from synth2.models import pixel_decoder
 from synth2.models.autoencoder import encode, load_autoencoder
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 
 log = logging.getLogger("synth2")
 
@@ -52,3 +52,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -38,7 +38,7 @@ from synth2.models.autoencoder import encode, load_autoencoder
 from synth2.models.pixel_decoder import decode_pixels, load_pixel_decoder
 from synth2.models.prior import load_prior, sample_prior
 from synth2.params import Params
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 from synth2.text_embed import embed_texts
 
 log = logging.getLogger("synth2")
@@ -130,3 +130,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)

@@ -17,7 +17,7 @@ from synth2.errors import Synth2Error
 from synth2.io import read_parquet, read_tensors, require_finite, require_rows, write_curve, write_json, write_parquet
 from synth2.models.training import loss_curve, loss_summary
 from synth2.params import Params
-from synth2.stage import run_stage
+from synth2.stage import end_process, run_stage
 from synth2.vlm_variant.score import caption_and_score
 from synth2.vlm_variant.train import Pairs, human_pairs, train_vlm_variant
 
@@ -58,3 +58,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()  # without Python's teardown: seconds after torch or GX (synth2.stage)
