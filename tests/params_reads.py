@@ -21,7 +21,6 @@ LOG_DIR_ENV = "SYNTH2_TEST_PARAMS_READS"
 
 
 def install(log_dir: str) -> None:
-    import atexit
     import json
 
     from synth2 import params as schema
@@ -78,6 +77,12 @@ def install(log_dir: str) -> None:
 
     original_run_stage = frame.run_stage
 
+    def write() -> None:
+        stage = os.environ.get("DVC_STAGE", "unknown").replace("/", "_")
+        path = os.path.join(log_dir, f"{stage}.{os.getpid()}.json")
+        with open(path, "w") as f:
+            json.dump({"stage": os.environ.get("DVC_STAGE"), "reads": sorted(reads)}, f)
+
     def run_stage(name, body, *args, **kwargs):
         def recorded_body(params):
             in_body[0] = True
@@ -86,17 +91,14 @@ def install(log_dir: str) -> None:
             finally:
                 in_body[0] = False
 
-        return original_run_stage(name, recorded_body, *args, **kwargs)
+        # Written when the frame returns (or exits on an error), not at interpreter exit: a stage that
+        # succeeded ends with os._exit (synth2.stage.end_process), which runs no atexit handler.
+        try:
+            return original_run_stage(name, recorded_body, *args, **kwargs)
+        finally:
+            write()
 
     frame.run_stage = run_stage
-
-    def write() -> None:
-        stage = os.environ.get("DVC_STAGE", "unknown").replace("/", "_")
-        path = os.path.join(log_dir, f"{stage}.{os.getpid()}.json")
-        with open(path, "w") as f:
-            json.dump({"stage": os.environ.get("DVC_STAGE"), "reads": sorted(reads)}, f)
-
-    atexit.register(write)
 
 
 if os.environ.get(LOG_DIR_ENV):
