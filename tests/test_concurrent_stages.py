@@ -99,7 +99,11 @@ def test_a_stage_records_its_lineage_from_dvc_lock_read_under_dvcs_lock(project:
     its lock go: it waits for the lock, and records its deps' md5s rather than nothing."""
     from mlflow import MlflowClient
 
-    env = project_env(DVC_STAGE="sum_numbers")
+    # Tracking on, into the project's own store, whatever another test of this worker left in os.environ
+    # (CI once ran this with tracking off or another store: no run reached the project's mlflow.db).
+    env = {
+        k: v for k, v in project_env(DVC_STAGE="sum_numbers", SYNTH2_TRACKING="1").items() if k != "MLFLOW_TRACKING_URI"
+    }
     output = read_while_dvc_lock_is_being_written(project, [str(project / "stages" / "sum_numbers.py")], env)
     assert WAITING in output
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the project's own store (strict: synced)
