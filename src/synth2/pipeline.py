@@ -154,6 +154,11 @@ VLM_PARAMS = (
     "${profile}.train_vlm",
 )
 
+# What every VLM's training reads besides its synthetic pairs, and what scoring a VLM reads (evaluate's,
+# the pixel variant's and every round's).
+VLM_TRAINING_DEPS = (paths.CAPTION_LM, paths.REAL_TRAIN, paths.REAL_EMBEDDINGS)
+EVALUATION_DEPS = (paths.VAL, paths.TEST, paths.VAL_EMBEDDINGS, paths.TEST_EMBEDDINGS)
+
 PREPARED_OUTS = (*(paths.image_set(s) for s in paths.IMAGE_SETS), paths.TEXT_CORPUS, paths.CONCEPTS)
 
 STAGES = (
@@ -301,7 +306,7 @@ STAGES = (
         "depends on no synthetic data and no synthetic-data param, so changing them never re-trains it.",
         "train_vlm",
         args=("${key}",),
-        deps=(paths.CAPTION_LM, paths.REAL_TRAIN, paths.REAL_EMBEDDINGS, "${item.pairs}", "${item.gate}"),
+        deps=(*VLM_TRAINING_DEPS, "${item.pairs}", "${item.gate}"),
         params=(
             *VLM_PARAMS,
             "${item.params}",
@@ -326,10 +331,7 @@ STAGES = (
         "evaluate",
         deps=(
             *(paths.vlm_dir(v) for v in VARIANT_NAMES),
-            paths.VAL,
-            paths.TEST,
-            paths.VAL_EMBEDDINGS,
-            paths.TEST_EMBEDDINGS,
+            *EVALUATION_DEPS,
         ),
         params=(
             "seed",
@@ -394,14 +396,9 @@ STAGES = (
         "pixel_vlm",
         args=("${key}",),
         deps=(
-            paths.CAPTION_LM,
-            paths.REAL_TRAIN,
-            paths.REAL_EMBEDDINGS,
+            *VLM_TRAINING_DEPS,
             paths.pixel_synthetic_dir("${key}"),
-            paths.VAL,
-            paths.TEST,
-            paths.VAL_EMBEDDINGS,
-            paths.TEST_EMBEDDINGS,
+            *EVALUATION_DEPS,
         ),
         params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate", "compute.train_processes"),
         outs=(paths.vlm_dir("${key}"), paths.pixel_vlm_per_image("${key}").parent),
@@ -424,15 +421,10 @@ STAGES = (
             paths.image_set("unlabeled_pool"),
             paths.IMAGE_ENCODER,
             paths.PRIOR,
-            paths.CAPTION_LM,
-            paths.REAL_TRAIN,
-            paths.REAL_EMBEDDINGS,
+            *VLM_TRAINING_DEPS,
             paths.BALANCED,
             paths.gate_report("balanced"),
-            paths.VAL,
-            paths.TEST,
-            paths.VAL_EMBEDDINGS,
-            paths.TEST_EMBEDDINGS,
+            *EVALUATION_DEPS,
         ),
         params=(
             "seed",

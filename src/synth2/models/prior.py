@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from synth2.io import MissingInputError, atomic_path, require_dir
 from synth2.models.ddp import rank_rows
 from synth2.models.diffusers_prior import PriorTransformer
 from synth2.models.training import TrainConfig, train
+
+if TYPE_CHECKING:
+    from synth2.params import PriorParams
 
 log = logging.getLogger("synth2")
 
@@ -47,6 +50,11 @@ class PriorConfig:
     num_attention_heads: int
     attention_head_dim: int
     num_train_timesteps: int
+
+    @classmethod
+    def from_params(cls, p: PriorParams) -> PriorConfig:
+        """params.yaml's `prior` section: the prior stage's and every self-improvement round's."""
+        return cls(p.num_layers, p.num_attention_heads, p.attention_head_dim, p.num_train_timesteps)
 
 
 def build_prior(config: PriorConfig, image_dim: int, text_dim: int = TEXT_DIM) -> PriorTransformer:

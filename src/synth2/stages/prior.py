@@ -69,12 +69,7 @@ def run(params: Params) -> None:
 def train_embedding_prior(params: Params, real, image_emb: np.ndarray, rows: np.ndarray) -> dict:
     p = params.prior
     text_emb = embed_texts(real["caption"].tolist())
-    config = prior_model.PriorConfig(
-        num_layers=p.num_layers,
-        num_attention_heads=p.num_attention_heads,
-        attention_head_dim=p.attention_head_dim,
-        num_train_timesteps=p.num_train_timesteps,
-    )
+    config = prior_model.PriorConfig.from_params(p)
     training = prior_model.training_config(p.steps, p.batch_size, p.lr)
     prior, scheduler, losses = prior_model.train_prior(text_emb, image_emb, config, training, params.seed)
     prior_model.save_prior(prior, scheduler, paths.PRIOR)

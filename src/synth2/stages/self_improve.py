@@ -101,12 +101,7 @@ def retrained_synthetic_pairs(params: Params, pairs: tuple[np.ndarray, list[str]
     """The prior retrained on `pairs`, and its embeddings of the balanced captions: (its losses, pairs)."""
     p = params.prior
     image_emb, captions = pairs
-    config = prior_model.PriorConfig(
-        num_layers=p.num_layers,
-        num_attention_heads=p.num_attention_heads,
-        attention_head_dim=p.attention_head_dim,
-        num_train_timesteps=p.num_train_timesteps,
-    )
+    config = prior_model.PriorConfig.from_params(p)
     training = prior_model.training_config(p.steps, p.batch_size, p.lr)
     prior, scheduler, losses = prior_model.train_prior(embed_texts(captions), image_emb, config, training, params.seed)
     balanced = require_rows(read_parquet(paths.BALANCED, columns=["caption"]), paths.BALANCED, ["caption"])
