@@ -319,3 +319,49 @@ def test_a_study_refuses_a_typo_before_queueing_anything(tiny_pipeline: Path, tm
     assert result.stderr.strip() == (
         "error: synth2 study: -S 'balance.target_sise': params.yaml has no such key; check its spelling"
     )
+
+
+def _scored(cider: dict[str, float], seed: int) -> tuple[dict, pd.DataFrame]:
+    """One experiment's evaluation, hand-made: per variant, an overall CIDEr per image of 10 test images
+    (the variant's mean, with noise shared by every variant of the seed) and the same on val."""
+    noise = np.random.default_rng(seed).normal(0, 0.05, 10)
+    rows = [
+        {"split": split, "subset": "overall", "variant": variant, "image_id": i, "cider": mean + noise[i]}
+        for split in ("val", "test")
+        for variant, mean in cider.items()
+        for i in range(10)
+    ]
+    frame = pd.DataFrame(rows)
+    means = frame.groupby(["split", "variant"])["cider"].mean()
+    metrics = {s: {v: {"overall": {"cider": float(means[s, v])}} for v in cider} for s in ("val", "test")}
+    return metrics, frame
+
+
+def test_a_sweep_pairs_each_value_with_the_first_for_the_variants_it_changed():
+    from synth2.study.report import markdown
+    from synth2.study.stats import sweep_differences
+
+    seeds = (0, 1, 2)
+    accumulate = {s: _scored({"baseline": 0.5, "synth_r2": 0.8 + 0.01 * s}, s) for s in seeds}
+    # replace: round 2 lower by 0.1 in every seed; the baseline untouched; a round only replace ran.
+    replace = {s: _scored({"baseline": 0.5, "synth_r2": 0.7 + 0.01 * s, "synth_r3": 0.9}, s) for s in seeds}
+    variants = ["baseline", "synth_r2", "synth_r3"]
+    differences = sweep_differences({"accumulate": accumulate, "replace": replace}, variants)
+    assert list(differences) == ["synth_r2: replace - accumulate"]
+    test = differences["synth_r2: replace - accumulate"]["test"]["overall"]["cider"]
+    assert test["values"] == pytest.approx([-0.1] * 3) and test["mean"] == pytest.approx(-0.1)
+    assert test["bootstrap_ci95"] == pytest.approx([-0.1, -0.1])  # paired by image: the noise cancels
+    assert sweep_differences({"accumulate": accumulate, "again": accumulate}, ["baseline", "synth_r2"]) == {}
+
+    report = {
+        "name": "modes",
+        "seeds": list(seeds),
+        "commit": "0" * 40,
+        "wall_seconds": 60.0,
+        "sweep": {"key": "self_improve.mode", "values": ["accumulate", "replace"]},
+        "configurations": [],
+        "sweep_differences": differences,
+    }
+    text = markdown(report)
+    assert "## Between the values of `self_improve.mode`" in text
+    assert "| synth_r2: replace - accumulate | overall | CIDEr | -0.100 |" in text

@@ -3,7 +3,8 @@ NAME.md (the tables: mean ± half-width of the 95% t-interval; paired difference
 points with the mean and its interval, for the headline test metrics). A sweep of the human pairs adds
 its data-efficiency answer (synth2.study.savings): a section leading NAME.md and NAME.efficiency.png,
 metric vs human pairs with both curves and their bands. A report without a sweep (or written before
-sweeps existed) has neither. On the world, NAME.heatmap.png: per configuration, the colour x shape
+sweeps existed) has neither; any other sweep adds each value against the first, per variant it changed
+(synth2.study.stats.sweep_differences). On the world, NAME.heatmap.png: per configuration, the colour x shape
 accuracy of each variant for the study's first seed (synth2.world.heatmap)."""
 
 from __future__ import annotations
@@ -99,7 +100,29 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
         if configuration.get("rounds"):
             lines += rounds_markdown(configuration["rounds"])
+    if report.get("sweep_differences"):
+        lines += sweep_markdown(report["sweep_differences"], report["sweep"]["key"])
     return "\n".join(lines)
+
+
+def sweep_markdown(differences: Mapping[str, Any], key: str) -> list[str]:
+    """Each later value of the sweep against the first, per variant it changed, paired by seed (test)."""
+    lines = [
+        f"## Between the values of `{key}`",
+        "",
+        "Each value against the first, paired by seed, for every variant the sweep changed (test): mean, 95% "
+        "t-interval over seeds, 95% bootstrap interval over seeds and images, relative to the first value's mean.",
+        "",
+        "| difference | subset | metric | mean | t-interval | bootstrap | relative |",
+        "|---|---|---|---:|---|---|---:|",
+    ]
+    for label, entry in differences.items():
+        for subset in SUBSETS:
+            for metric, heading in HEADLINE:
+                cell = entry["test"].get(subset, {}).get(metric)
+                if cell:
+                    lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(cell) + " |")
+    return [*lines, ""]
 
 
 def speed_markdown(configuration: Mapping[str, Any]) -> list[str]:

@@ -2,7 +2,9 @@
 mean, standard deviation and a 95% t-interval over seeds; paired differences by seed (synth - baseline;
 balanced - unbalanced, i.e. synth - synth_unbalanced) with a 95% t-interval and, for the metrics that are
 means over images (CIDEr, attribute accuracy), a 95% hierarchical bootstrap interval over seeds, then
-images within each seed. Tuning happens on `val`; claims come from `test`."""
+images within each seed. A sweep adds each value against the first, per variant, paired by seed
+(`sweep_differences`: e.g. self_improve.mode=accumulate,replace). Tuning happens on `val`; claims come
+from `test`."""
 
 from __future__ import annotations
 
@@ -76,6 +78,47 @@ def aggregate(
                         entry["bootstrap_ci95"] = list(hierarchical_bootstrap(pairs))
                     differences.setdefault(label, {}).setdefault(split, {}).setdefault(subset, {})[metric] = entry
     return {"seeds": seeds, "summary": summary, "differences": differences}
+
+
+def sweep_differences(
+    results_by_value: Mapping[Any, Mapping[int, tuple[dict, pd.DataFrame]]], variants: Sequence[str]
+) -> dict[str, Any]:
+    """Each later value of a sweep against its first, for every variant, paired by seed (same seed: same
+    world, same evaluation images): differences labelled "VARIANT: VALUE - FIRST", as `aggregate`'s. A
+    variant that every value scored identically in every seed (one the swept key does not reach, e.g. the
+    baseline in a sweep of self_improve.mode) is left out; so is one a value did not score."""
+    values = list(results_by_value)
+    seeds = sorted(results_by_value[values[0]])
+    merged: dict[int, tuple[dict, pd.DataFrame]] = {}
+    for seed in seeds:
+        metrics: dict[str, dict[str, Any]] = {split: {} for split in SPLITS}
+        frames = []
+        for value, results in results_by_value.items():
+            scores, per_image = results[seed]
+            for split in SPLITS:
+                for variant in variants:
+                    if variant in scores[split]:
+                        metrics[split][f"{variant}@{value}"] = scores[split][variant]
+            frames.append(per_image.assign(variant=per_image["variant"] + f"@{value}"))
+        merged[seed] = (metrics, pd.concat(frames, ignore_index=True))
+
+    def differs(variant: str, value: Any) -> bool:
+        pair = (f"{variant}@{value}", f"{variant}@{values[0]}")
+        scored = all(name in merged[s][0][split] for s in seeds for split in SPLITS for name in pair)
+        return scored and any(
+            merged[s][0][split][pair[0]] != merged[s][0][split][pair[1]] for s in seeds for split in SPLITS
+        )
+
+    comparisons = [
+        (f"{variant}: {value} - {values[0]}", f"{variant}@{value}", f"{variant}@{values[0]}")
+        for value in values[1:]
+        for variant in variants
+        if differs(variant, value)
+    ]
+    if not comparisons:
+        return {}
+    compared = sorted({name for _, a, b in comparisons for name in (a, b)})
+    return aggregate(merged, compared, comparisons)["differences"]
 
 
 def _paired_images(

@@ -18,7 +18,7 @@ from synth2.study.rounds import experiment_rounds, read_rounds, round_difference
 from synth2.study.run import read_results, run_experiments
 from synth2.study.savings import HUMAN_PAIRS_KEY, data_efficiency
 from synth2.study.speed import pixel_speed
-from synth2.study.stats import DIFFERENCES, VARIANTS, aggregate, comparisons_present
+from synth2.study.stats import DIFFERENCES, VARIANTS, aggregate, comparisons_present, sweep_differences
 from synth2.world.heatmap import colour_shape_accuracy
 
 log = logging.getLogger("synth2")
@@ -27,8 +27,9 @@ log = logging.getLogger("synth2")
 def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
     """Aggregate every configuration's experiments into the study report (JSON-ready): with a sweep, one
     configuration per value (its `value`), and for a sweep of the human pairs the data-efficiency answer
-    (`savings`, synth2.study.savings)."""
-    configurations = []
+    (`savings`, synth2.study.savings); any other sweep, each value against the first per variant it changed
+    (`sweep_differences`)."""
+    configurations, results_by_value, variants_seen = [], {}, []
     for configuration in study.configurations:
         names = {seed: configuration.experiment(study.name, seed) for seed in study.seeds}
         results, round_reports = {}, {}
@@ -50,6 +51,8 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
         variants = (*VARIANTS, *rounds, *(variant for _, variant, _ in pixel))
         differences = (*DIFFERENCES, *round_differences(rounds), *pixel)
         configurations.append(entry | aggregate(results, variants, differences))
+        results_by_value[str(configuration.value)] = results
+        variants_seen += [v for v in variants if v not in variants_seen]
     report = {
         "name": study.name,
         "seeds": study.seeds,
@@ -60,6 +63,8 @@ def collect(study: Study, wall_seconds: float) -> dict[str, Any]:
     }
     if study.sweep and study.sweep.key == HUMAN_PAIRS_KEY and len(study.sweep.values) >= 2:
         report["savings"] = data_efficiency(configurations, study.sweep.values)
+    elif study.sweep and len(study.sweep.values) >= 2:  # the human pairs' sweep has its own answer (savings)
+        report["sweep_differences"] = sweep_differences(results_by_value, variants_seen)
     return report
 
 
