@@ -283,7 +283,6 @@ STAGES = (
         params=(
             "seed",
             "profile",
-            "device",
             "synthesize",
             "prior.num_inference_steps",
             "${profile}.prior",
@@ -355,7 +354,7 @@ STAGES = (
         "pixel_decoder",
         args=("${key}",),
         deps=(paths.image_set("unlabeled_pool"), paths.IMAGE_ENCODER, paths.gate_report("pool")),
-        params=("seed", "profile", "device", "pixel_space.decoder"),
+        params=("seed", "profile", "pixel_space.decoder"),  # the world's pixel path runs on the CPU
         outs=(paths.pixel_decoder_dir("${key}"),),
         metrics=(paths.pixel_decoder_metrics("${key}"),),
         plots=(Plot(paths.pixel_decoder_loss("${key}"), x="step", y="loss"),),
@@ -378,7 +377,6 @@ STAGES = (
         params=(
             "seed",
             "profile",
-            "device",
             "synthesize",
             "prior.num_inference_steps",
             "pixel_space.variants.${key}",
@@ -400,7 +398,7 @@ STAGES = (
             paths.pixel_synthetic_dir("${key}"),
             *EVALUATION_DEPS,
         ),
-        params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate", "compute.train_processes"),
+        params=(*VLM_PARAMS, "train_vlm.synthetic", "evaluate.batch_size", "compute.train_processes", "compute.shards"),
         outs=(paths.vlm_dir("${key}"), paths.pixel_vlm_per_image("${key}").parent),
         metrics=(paths.pixel_vlm_metrics("${key}"), paths.pixel_vlm_scores("${key}")),
         plots=(Plot(paths.pixel_vlm_loss("${key}"), x="step", y="loss"),),
