@@ -16,6 +16,7 @@ import yaml
 from synth2 import paths
 from synth2.params import ParamsError
 from synth2.pseudo_captions import filter_pseudo_captions, training_pseudo_pairs
+from synth2.stages.self_improve import caption_diversity
 from tests.conftest import ROOT, default_params
 from tests.tiny_project import copy_project
 from tests.tiny_project import dvc as run_dvc
@@ -159,6 +160,11 @@ def test_two_rounds_run_through_dvc_and_cache_per_round(tiny_pipeline: Path, tmp
         report = json.loads((project / paths.self_improve_metrics(variant)).read_text())
         assert report["pool"]["captioned"] == 40 and report["pool"]["kept"] == 20
         assert set(report["filter_on_validation"]) == {"top_25", "top_50", "top_75", "top_100"}
+        # Diversity on the whole pool sample and on the dropped rows (not this round's training pairs).
+        assert set(report["diversity"]) == {"previous", "this", "dropped"}
+        dropped = pd.read_parquet(project / paths.self_improve_report(variant) / "pool_captions.parquet")
+        dropped = dropped[~dropped["kept"]]
+        assert report["diversity"]["dropped"]["this"] == caption_diversity(dropped[f"caption_{variant}"].tolist())
         assert set(report["test"]) == {"overall", "seen", "unseen"} and "cider" in report["val"]["overall"]
         rows = pd.read_parquet(project / paths.self_improve_report(variant) / "per_image.parquet")
         assert list(rows.columns) == list(evaluated.columns) and set(rows["variant"]) == {variant}

@@ -185,7 +185,8 @@ def run_round(variant: str, params: Params) -> None:
 
 def round_report(variant: str, previous: str, pool: pd.DataFrame, pseudo_pairs: int, scores: dict) -> dict:
     """Kept share and accuracy of the pseudo-captions (the world's ground truth, read for this report
-    only), diversity of both VLMs' captions of the same pool images, and the round's scores."""
+    only), diversity of both VLMs' captions of the same pool images (all of them, and the dropped ones,
+    which this round did not train on), and the round's scores."""
     hits = attribute_hits(pool["caption"].tolist(), pool)
     kept = pool["kept"].to_numpy()
 
@@ -206,6 +207,14 @@ def round_report(variant: str, previous: str, pool: pd.DataFrame, pseudo_pairs: 
         "diversity": {
             "previous": caption_diversity(pool["caption"].tolist()),
             "this": caption_diversity(pool[f"caption_{variant}"].tolist()),
+            # The same on the rows the filter dropped: this round's VLM trained on the kept half's captions,
+            # so on the whole pool "this" partly measures how well it repeats its training targets.
+            "dropped": {
+                "previous": caption_diversity(pool.loc[~kept, "caption"].tolist()),
+                "this": caption_diversity(pool.loc[~kept, f"caption_{variant}"].tolist()),
+            }
+            if (~kept).any()
+            else None,
         },
         "val": scores["val"],
         "test": scores["test"],

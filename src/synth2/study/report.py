@@ -156,6 +156,10 @@ ROUND_HEADINGS = {
     "diversity.this.distinct_2": "distinct-2, this VLM",
     "diversity.previous.concept_entropy": "concept entropy, previous VLM",
     "diversity.this.concept_entropy": "concept entropy, this VLM",
+    "diversity.dropped.previous.distinct_2": "distinct-2, previous VLM, dropped rows",
+    "diversity.dropped.this.distinct_2": "distinct-2, this VLM, dropped rows",
+    "diversity.dropped.previous.concept_entropy": "concept entropy, previous VLM, dropped rows",
+    "diversity.dropped.this.concept_entropy": "concept entropy, this VLM, dropped rows",
 }
 
 

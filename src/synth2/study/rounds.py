@@ -32,6 +32,10 @@ ROUND_FIGURES = (
     "diversity.this.distinct_2",
     "diversity.previous.concept_entropy",
     "diversity.this.concept_entropy",
+    "diversity.dropped.previous.distinct_2",
+    "diversity.dropped.this.distinct_2",
+    "diversity.dropped.previous.concept_entropy",
+    "diversity.dropped.this.concept_entropy",
     *(f"filter_on_validation.top_{p}" for p in (25, 50, 75, 100)),
 )
 
