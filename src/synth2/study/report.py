@@ -88,16 +88,8 @@ def markdown(report: Mapping[str, Any]) -> str:
             "**Paired differences (test)**: mean, 95% t-interval over seeds, 95% bootstrap interval over seeds "
             "and images; relative: the mean difference over the second variant's mean.",
             "",
-            "| difference | subset | metric | mean | t-interval | bootstrap | relative |",
-            "|---|---|---|---:|---|---|---:|",
         ]
-        for label in differences:
-            for subset in SUBSETS:
-                for key, heading in metrics:
-                    entry = differences[label]["test"].get(subset, {}).get(key)
-                    if entry:
-                        lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(entry) + " |")
-        lines.append("")
+        lines += difference_table(differences, metrics)
         if configuration.get("rounds"):
             lines += rounds_markdown(configuration["rounds"])
     if report.get("sweep_differences"):
@@ -113,13 +105,20 @@ def sweep_markdown(differences: Mapping[str, Any], key: str) -> list[str]:
         "Each value against the first, paired by seed, for every variant the sweep changed (test): mean, 95% "
         "t-interval over seeds, 95% bootstrap interval over seeds and images, relative to the first value's mean.",
         "",
+    ]
+    return lines + difference_table(differences, HEADLINE)
+
+
+def difference_table(differences: Mapping[str, Any], metrics) -> list[str]:
+    """The test split's paired differences, a row per difference, subset and (key, heading) metric."""
+    lines = [
         "| difference | subset | metric | mean | t-interval | bootstrap | relative |",
         "|---|---|---|---:|---|---|---:|",
     ]
     for label, entry in differences.items():
         for subset in SUBSETS:
-            for metric, heading in HEADLINE:
-                cell = entry["test"].get(subset, {}).get(metric)
+            for key, heading in metrics:
+                cell = entry["test"].get(subset, {}).get(key)
                 if cell:
                     lines.append(f"| {label} | {subset} | {heading} | " + _difference_cells(cell) + " |")
     return [*lines, ""]
