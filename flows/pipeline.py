@@ -12,6 +12,11 @@ instead of failing. Independent arms of the DAG (caption LM -> captions -> balan
 prior; the VLM variants) then run at the same time, up to `orchestration.max_parallel` (null: one per
 core; `--max-parallel 1` is the serial order).
 
+The stages start warm: DVC runs each stage's command (synth2.launch), which hands the stage to a server
+that imported torch, transformers, diffusers and Great Expectations once for this run and forks a process
+per stage (synth2.stage_server), instead of each stage spending seconds importing them; the outputs are
+the same bytes (`orchestration.warm_start: false` runs them cold).
+
 One `dvc status` first: when nothing is stale the flow ends in seconds without starting a task, and the
 command line does not start Prefect (`up_to_date`); `make run` (flows.run) does not even import it: a
 no-op costs what `dvc status` costs. The flow opens the parent MLflow run every stage run nests under,
@@ -26,9 +31,11 @@ another machine ran and pushed; and it pushes the stages' outs once every stage 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -51,7 +58,7 @@ from flows.common import (
     summary_markdown,
     up_to_date,
 )
-from synth2 import paths, tracking
+from synth2 import dvc_runner, paths, stage_server, tracking
 from synth2.errors import Synth2Error, terminate_as_interrupt, user_errors
 from tasks import run_dvc_stage, stop_children, sync_dvc_remote
 
@@ -105,7 +112,9 @@ def synth2_pipeline(
                 f"pipeline {flow_run.name or ''}".strip(),
                 {tracking.TAG_FLOW_RUN: flow_run_id or "", "synth2.targets": ",".join(targets or ["all"])},
             )
-            outcomes |= _run_stages(graph, stale, forced, str(project), run.stage_env(flow_run_id), limit, params)
+            env = run.stage_env(flow_run_id)
+            with warm_stages(params.orchestration.warm_start, project, env) as warm:
+                outcomes |= _run_stages(graph, stale, forced, str(project), env | warm, limit, params)
         if params.orchestration.push:  # also what an earlier run produced but did not push
             remote_sync("push", list(graph), str(project), params.orchestration.remote)
         status = "FINISHED"
@@ -130,6 +139,16 @@ def synth2_pipeline(
         )
         logger.info("pipeline %s in %.1f s", status.lower(), time.perf_counter() - started)
     return {"stages": ordered, "mlflow_run_id": run.run_id if run else None, "metrics": metrics}
+
+
+def warm_stages(enabled: bool, project: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[dict[str, str]]:
+    """What to add to the stages' environment (`env` on top of this process's) for a warm start
+    (`orchestration.warm_start`): a stage server for this run, what it ran and its errors in
+    .synth2/stage_server.log; {} runs every stage cold (and a project whose commands do not go through
+    synth2.launch needs no server)."""
+    if not enabled or "synth2.launch" not in (project / "dvc.yaml").read_text():
+        return contextlib.nullcontext({})
+    return stage_server.running(project / ".synth2" / "stage_server.log", dvc_runner.environment(env))
 
 
 def _parent_record(ordered, ran, graph, evaluation, project) -> tuple[dict, dict, list]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from synth2 import dvc_yaml, pipeline
+from synth2.launch import stage_module
 from tests.conftest import ROOT
 
 PROFILES = pipeline.PROFILES
@@ -54,10 +55,12 @@ def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, tu
         with Repo(str(tmp / profile)) as repo:
             for stage in repo.index.stages:
                 argv = shlex.split(stage.cmd)
-                # The workspace's own sources run (those DVC hashes), not whatever copy is installed.
-                assert argv[:3] == ["PYTHONPATH=src", "python", "-m"], f"{stage.name}: cmd should run src/"
+                # The workspace's own sources run (those DVC hashes), not whatever copy is installed, through
+                # the launcher (warm or cold, the same outputs: not a dep; dvc.yaml's header says so).
+                launcher = ["PYTHONPATH=src", "python", "-m", "synth2.launch"]
+                assert argv[:4] == launcher, f"{stage.name}: cmd should run src/ through synth2.launch"
                 deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-                stages[stage.name] = (argv[3], deps)
+                stages[stage.name] = (stage_module(argv[4]), deps)
         out[profile] = stages
     return out
 

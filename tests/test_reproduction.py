@@ -1,7 +1,8 @@
 """The real tiny pipeline reproduces itself: every stage forced to re-run writes its outputs byte for byte
 again (reading only the params keys dvc.yaml declares for it), and the parallel flow run from clean writes
-what the serial `dvc repro` that built the session's `tiny_pipeline` wrote. Each test is a whole pipeline
-run (minutes on 2 cores): one test per claim.
+what the serial `dvc repro` that built the session's `tiny_pipeline` wrote (the flow's stages warm, forked
+from its stage server; dvc repro's cold). Each test is a whole pipeline run (minutes on 2 cores): one test
+per claim.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def test_every_stage_forced_to_rerun_writes_its_outputs_again_and_reads_only_dec
     log_dir = tmp_path / "reads"
     log_dir.mkdir()
 
-    forced = dvc(project, "repro", "--force", SYNTH2_TRACKING="0", **{params_reads.LOG_DIR_ENV: str(log_dir)})
+    # Cold: the recorder is src/sitecustomize.py, which Python runs when a stage's own interpreter starts.
+    forced = dvc(
+        project, "repro", "--force", cold=True, SYNTH2_TRACKING="0", **{params_reads.LOG_DIR_ENV: str(log_dir)}
+    )
     assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
     declared = declared_params(project)
     assert forced.stdout.count("Running stage") == len(declared), forced.stdout[-3000:]  # each ran, once
@@ -110,3 +114,9 @@ def test_the_parallel_flow_from_clean_writes_what_serial_dvc_repro_wrote(
     serial, parallel = snapshot(tiny_pipeline, *outputs), snapshot(project, *outputs)
     differ = sorted(path for path in serial.keys() | parallel.keys() if serial.get(path) != parallel.get(path))
     assert not differ, f"the parallel flow wrote other bytes than the serial dvc repro: {differ}"
+    # ... and it ran every stage warm, forked from its stage server (synth2.stage_server), where the serial
+    # `dvc repro` ran each in its own cold process: the two ways write the same bytes.
+    served = (project / ".synth2" / "stage_server.log").read_text()
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    cold = [s for s in stages if f"synth2.stages.{stages[s]['cmd'].split('synth2.launch ')[1]} (pid" not in served]
+    assert not cold, f"stages the flow ran cold: {cold}\n{served[-3000:]}"

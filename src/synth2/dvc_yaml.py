@@ -45,11 +45,13 @@ HEADER = """\
 # The Synth² pipeline on the shapes world (profile: world) or on COCO-format data with pretrained Hugging
 # Face models (profile: coco): the same stage modules either way (src/synth2/stages/), each calling its
 # profile's hook module for the stage (src/synth2/profiles/${profile}/STAGE.py). Commands run the
-# workspace's own src/ (what DVC hashes; in a `dvc exp run` that is the experiment's copy). Code deps are
-# every module the stage can run, read from its imports; params are declared by key, `${profile}.<stage>`
-# for the profile's own subsection, so a coco key never re-runs a world stage and a world key never a coco
-# one. The coco profile's data and checkpoints enter through params (coco.*): after changing those files
-# in place, run `dvc repro -f prepare`.
+# workspace's own src/ (what DVC hashes; in a `dvc exp run` that is the experiment's copy) through
+# synth2.launch: `python -m synth2.stages.STAGE`, forked from the flow's warm stage server when there is
+# one, else in the launcher's own process; the same outputs either way, so the launcher is not a dep. Code
+# deps are every module the stage can run, read from its imports; params are declared by key,
+# `${profile}.<stage>` for the profile's own subsection, so a coco key never re-runs a world stage and a
+# world key never a coco one. The coco profile's data and checkpoints enter through params (coco.*): after
+# changing those files in place, run `dvc repro -f prepare`.
 """
 # DVC reads params.yaml for `${profile}` by itself when the file is there; named here, a missing params.yaml
 # is DVC's "'params.yaml' does not exist" instead of "Could not find 'profile'".
@@ -178,7 +180,7 @@ def _out(path: Path | str, cache: bool = True, **options: str | bool | None) -> 
 
 def stage_entry(stage: Stage) -> dict:
     args = " ".join(stage.args)
-    body: dict = {"cmd": f"PYTHONPATH=src python -m synth2.stages.{stage.module}" + (f" {args}" if args else "")}
+    body: dict = {"cmd": f"PYTHONPATH=src python -m synth2.launch {stage.module}" + (f" {args}" if args else "")}
     # Every stage waits for the params check (synth2.stages.check_params says why). The check itself must
     # get to run and fail in its own words whatever params.yaml says: no dep of it names `${profile}` (a
     # bogus profile would be DVC's missing-file error), and DVC keeps its previous output while it runs

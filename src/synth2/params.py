@@ -229,6 +229,9 @@ class OrchestrationParams(Section):
     retry_delay_s: Annotated[float, Field(ge=0.0)]
     # Stages the flow runs at once (independent arms of the DAG); null: one per CPU core.
     max_parallel: PosInt | None
+    # The flow's stages start forked from a warm stage server (synth2.stage_server: torch, transformers,
+    # diffusers, GX imported once per flow run) instead of importing them each; the same outputs.
+    warm_start: bool
     # The flow's DVC remote traffic: pull what its stages need before reproducing them (outs the remote
     # lacks are rebuilt), push what they produced once every stage passed. README: "Scaling out".
     pull: bool

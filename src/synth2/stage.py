@@ -71,6 +71,7 @@ def run_stage(
     log.setLevel(logging.INFO)
     terminate_as_interrupt()
     start = time.perf_counter()
+    torch_preloaded = "torch" in sys.modules  # a stage forked from the warm server (synth2.stage_server)
     with user_errors(f"stage '{name}'"):
         params = load_params()
         if trains and torchrun.needs_launch(params.compute.train_processes):
@@ -99,7 +100,7 @@ def run_stage(
         except torchrun.FollowerDone:
             log.info("done in %.1f s; rank 0 writes the outputs", time.perf_counter() - start)
             leave_as_follower()
-    if not uses_torch and "torch" in sys.modules:
+    if not uses_torch and "torch" in sys.modules and not torch_preloaded:
         log.warning("stage %s imported torch without seeding it: declare uses_torch=True", name)
     # benchmarks/bench_pipeline.py reads this line: the body is the stage's own work, the rest overhead.
     log.info("done in %.1f s (body %.2f s)", time.perf_counter() - start, body_seconds)
