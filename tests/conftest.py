@@ -53,10 +53,17 @@ def stage_env() -> dict[str, str]:
     return env
 
 
+def without_stage_server(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the session's stage server: the stages it runs start cold, each importing its own."""
+    from synth2.launch import ENV_SOCKET
+
+    return {k: v for k, v in env.items() if k != ENV_SOCKET}
+
+
 def run_stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m synth2.stages.NAME` in `cwd` as DVC would."""
+    """Run the stage in `cwd` as DVC would (`python -m synth2.launch NAME`: warm from the session's server)."""
     result = subprocess.run(
-        [sys.executable, "-m", f"synth2.stages.{name}", *args],
+        [sys.executable, "-m", "synth2.launch", name, *args],
         cwd=cwd,
         env=stage_env(),
         capture_output=True,
@@ -100,6 +107,23 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_stages(tmp_path_factory):
+    """A stage server for this test process (one per pytest-xdist worker): the stage commands the tests
+    start through dvc.yaml's launcher (dvc repro, the flows, run_stage) fork from it instead of importing
+    torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tiny pipeline
+    is built cold, and the tests that compare or need a cold start say so (`without_stage_server`,
+    `tests.tiny_project.dvc(..., cold=True)`)."""
+    from synth2 import stage_server
+
+    log = tmp_path_factory.mktemp("stage-server") / "stage_server.log"
+    with stage_server.running(log, stage_env()) as env:
+        os.environ.update(env)
+        yield env
+        for key in env:
+            os.environ.pop(key, None)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """An empty project workspace holding only a tiny params.yaml."""
@@ -131,7 +155,7 @@ def tiny_pipeline(tmp_path_factory, worker_id: str) -> Path:
     with FileLock(str(built) + ".lock"):
         if not done.is_file():
             root = make_tiny_project(built)
-            result = dvc(root, "repro", SYNTH2_TRACKING="0")
+            result = dvc(root, "repro", cold=True, SYNTH2_TRACKING="0")  # the flow's warm run is compared to it
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             commit_all(root, "tiny pipeline reproduced")
             done.touch()

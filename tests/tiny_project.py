@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, stage_env, write_params
+from tests.conftest import ROOT, stage_env, without_stage_server, write_params
 
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=synth2 tests", "-c", "user.email=tests@synth2.invalid", "-c", "commit.gpgsign=false"]
@@ -23,9 +23,11 @@ def project_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def dvc(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def dvc(root: Path, *args: str, cold: bool = False, **env: str) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `root`; its stages warm from the session's stage server unless `cold`."""
+    environment = without_stage_server(project_env(**env)) if cold else project_env(**env)
     return subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=root, env=project_env(**env), capture_output=True, text=True, timeout=1200
+        [str(BIN / "dvc"), *args], cwd=root, env=environment, capture_output=True, text=True, timeout=1200
     )
 
 

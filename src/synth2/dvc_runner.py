@@ -93,9 +93,10 @@ def queue_experiment(root: Path, name: str, overrides: Mapping[str, Any]) -> Non
     run(root, "exp", "run", "--queue", "--name", name, *set_args(overrides))
 
 
-def start_workers(root: Path, jobs: int) -> None:
-    """`dvc queue start --jobs J`: idempotent, it starts only the workers that are missing."""
-    run(root, "queue", "start", "--jobs", str(jobs))
+def start_workers(root: Path, jobs: int, env: Mapping[str, str] | None = None) -> None:
+    """`dvc queue start --jobs J`: idempotent, it starts only the workers that are missing. `env`: more
+    environment for the workers, hence for the experiments' stage commands."""
+    run(root, "queue", "start", "--jobs", str(jobs), env=env)
 
 
 def remove_from_queue(root: Path, names: list[str]) -> None:

@@ -43,8 +43,8 @@ from synth2.launch import ENV_SOCKET, import_time_env
 
 # What the stages import that costs start-up time (python -X importtime on each stage): modelling code of
 # transformers and diffusers (which pull in torch._dynamo, torch.distributed.tensor, sympy, scipy), Great
-# Expectations (pydantic models by the hundred), torch, pandas and pyarrow. A module missing here costs
-# the stage its import time, never correctness.
+# Expectations (pydantic models by the hundred), torch, pandas, pyarrow, DVC. A module missing here costs
+# the stage its import time, never correctness; none of them starts a Python thread when imported.
 PRELOAD = (
     "numpy",
     "pandas",
@@ -67,6 +67,11 @@ PRELOAD = (
     "diffusers.schedulers.scheduling_ddpm",
     "great_expectations",
     "scipy.stats",
+    # The stage's tracking reads its DVC stage and hashes (synth2.tracking.lineage).
+    "dvc.repo",
+    "dvc.repo.stage",
+    "dvc_data.hashfile.build",
+    "psutil",
 )
 READY = "ready"
 

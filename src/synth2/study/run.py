@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synth2 import dvc_runner, paths
+from synth2 import dvc_runner, paths, stage_server
 from synth2.study.plan import Study, StudyError
 
 log = logging.getLogger("synth2")
@@ -40,7 +40,10 @@ def run_experiments(study: Study) -> None:
     for name in todo:
         configuration, seed = wanted[name]
         dvc_runner.queue_experiment(root, name, {"seed": seed, **configuration.overrides})
-    failed = _wait(study, todo, baseline)
+    # The experiments' stages start warm, forked from one stage server (synth2.stage_server) for the study;
+    # queue workers already running from an earlier attempt run theirs cold: the same outputs.
+    with stage_server.running(root / ".synth2" / "stage_server.log", dvc_runner.environment()) as warm:
+        failed = _wait(study, todo, baseline, warm)
     if failed:
         raise StudyError(
             f"{len(failed)} of {len(todo)} experiments failed ({', '.join(failed)}); see `dvc queue logs {failed[0]}`, "
@@ -48,8 +51,9 @@ def run_experiments(study: Study) -> None:
         )
 
 
-def _wait(study: Study, todo: list[str], baseline: str) -> list[str]:
-    """Poll the queue until every experiment of `todo` finished or failed; the failed ones."""
+def _wait(study: Study, todo: list[str], baseline: str, env: dict[str, str]) -> list[str]:
+    """Poll the queue until every experiment of `todo` finished or failed; the failed ones. `env`: the
+    environment of the queue workers it starts."""
     root, started, reported = study.root, time.monotonic(), -1
     while True:
         status = dvc_runner.queue_status(root)
@@ -67,7 +71,7 @@ def _wait(study: Study, todo: list[str], baseline: str) -> list[str]:
         if lost:
             raise StudyError(f"experiments {lost} are neither queued, running nor finished; run the study again")
         if status.workers == 0:  # none started yet, or they stopped (e.g. killed): start them, it is idempotent
-            dvc_runner.start_workers(root, study.jobs)
+            dvc_runner.start_workers(root, study.jobs, env)
         time.sleep(POLL_SECONDS)
 
 
