@@ -33,6 +33,13 @@ from synth2.errors import Synth2Error
 
 log = logging.getLogger("synth2")
 
+# Every DDP wrapper of this process, kept until it ends. A wrapper's Reducer holds gloo's process group,
+# and freeing it joins gloo's threads, which can wait forever on a peer that has already left (seen: rank
+# 0 of a 2-process prior hung in ~ProcessGroupGloo when the wrapper went out of scope after `finish`, its
+# follower gone; the full test suite under load). Both ranks end with os._exit (synth2.stage), so a kept
+# wrapper is never freed.
+_WRAPPERS: list[nn.Module] = []
+
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -52,7 +59,9 @@ def start(model: nn.Module, device: torch.device, batch_size: int, name: str) ->
         )
     log.info("DDP: rank %d of %d (%s)", rank, world, dist.get_backend())
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    wrapper = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    _WRAPPERS.append(wrapper)
+    return wrapper
 
 
 def rank_rows(*tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
