@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from synth2 import paths
+from synth2.launch import stage_module
 from synth2.pipeline import PROFILES, STAGES, Stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,7 +159,7 @@ def untracked(path: str) -> bool:
 def code_deps(stage: Stage, every_profile: bool = False) -> list[str]:
     """The stage's code deps in every profile: its hook modules as `${profile}`, the rest by path
     (`every_profile`: the hook modules of each profile by path, so no dep depends on `profile`'s value)."""
-    module = f"synth2.stages.{stage.module}"
+    module = stage_module(stage.module)
     reached: set[str] = set()
     for profile in PROFILES:
         reached |= {relative(m) for m in closure(module, profile)}

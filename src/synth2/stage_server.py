@@ -18,7 +18,8 @@ What makes a forked stage the same as a cold one:
 * Environment variables the libraries read at import (synth2.launch.IMPORT_TIME_ENV) must match the
   server's, and the interpreter must be the same; otherwise the server refuses and the stage runs cold.
 * The socket lives in a 0700 directory: only this user can ask the server to run code.
-Outputs are byte-identical warm or cold (tests/test_stage_server.py reproduces the tiny pipeline both ways).
+Outputs are byte-identical warm or cold (tests/test_reproduction.py: the warm parallel flow against a cold
+`dvc repro` of the tiny pipeline).
 """
 
 from __future__ import annotations
