@@ -55,6 +55,15 @@ def test_a_stage_runs_forked_from_the_server_with_the_launchers_directory_and_ou
     assert "check_params done" in err  # the stage's own log, on the launcher's stderr
     assert (workspace / "reports" / "params_check.json").is_file()  # written in the launcher's directory
     assert "synth2.stages.check_params (pid" in served(log) and str(workspace) in served(log)
+    # Launched as the server started (as the flow launches check_params): served between two of its
+    # imports, not after all of them.
+    deadline = time.monotonic() + 120
+    while "preloaded" not in served(log) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    lines = served(log).splitlines()
+    stage = next(i for i, line in enumerate(lines) if "synth2.stages.check_params (pid" in line)
+    preloaded = next(i for i, line in enumerate(lines) if "preloaded" in line)
+    assert stage < preloaded, served(log)
 
 
 def test_a_failing_stage_fails_warm_as_it_fails_cold(server, workspace: Path):

@@ -6,7 +6,8 @@ A stage spends 4-9 s importing torch, transformers, diffusers and Great Expectat
 of work (benchmarks/bench_stage_startup.py), and a pipeline runs 17 of them. The server imports those
 libraries once, then, for each `python -m synth2.launch STAGE` that connects, forks a child that takes the
 launcher's stdin/stdout/stderr (passed over the Unix socket), working directory, environment, sys.path and
-arguments, and runs `synth2.stages.STAGE` as `__main__`; the launcher exits with the child's status.
+arguments, and runs `synth2.stages.STAGE` as `__main__`; the launcher exits with the child's status. While
+it starts, it serves launchers between two imports (the child imports the rest itself, as cold).
 
 What makes a forked stage the same as a cold one:
 * Only third-party libraries are preloaded, never synth2: the child drops any synth2 module and imports
@@ -77,10 +78,9 @@ PRELOAD = (
 READY = "ready"
 
 
-def preload() -> None:
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+def preload(name: str) -> None:
+    with contextlib.suppress(ImportError):
+        importlib.import_module(name)
 
 
 def refusal(request: dict, ours: dict[str, str]) -> str | None:
@@ -120,11 +120,13 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
     """Accept launchers until stdin closes (None). Returns only in a forked child: its request and the
     launcher's stdin, stdout and stderr, every server resource closed."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)  # before preloading: a launcher that connects meanwhile waits, it does not run cold
+    listener.bind(path)
     listener.listen(64)
     print(READY, flush=True)
     environment = import_time_env(os.environ)
-    preload()
+    # Preloading takes 10-20 s, and the flow's first stage (check_params) needs none of it: requests are
+    # served between two imports, the child importing what is not loaded yet itself, as it would cold.
+    unloaded, preload_started = list(PRELOAD), time.perf_counter()
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, ("accept",))
     selector.register(sys.stdin, selectors.EVENT_READ, ("owner",))
@@ -139,7 +141,7 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
         listener.close()
 
     while True:
-        for key, _events in selector.select():
+        for key, _events in selector.select(timeout=0 if unloaded else None):
             kind, *rest = key.data
             if kind == "owner":
                 if os.read(sys.stdin.fileno(), 4096):
@@ -209,6 +211,10 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
                 for line in data.splitlines():
                     with contextlib.suppress(ValueError, KeyError, ProcessLookupError):
                         os.kill(pid, int(json.loads(line)["signal"]))
+        if unloaded:
+            preload(unloaded.pop(0))
+            if not unloaded:
+                _log(f"preloaded {len(PRELOAD)} modules in {time.perf_counter() - preload_started:.1f} s")
 
 
 def become_stage(request: dict, fds: list[int]) -> None:
