@@ -76,6 +76,7 @@ PRELOAD = (
     "psutil",
 )
 READY = "ready"
+MID_PRELOAD_STAGES = max(1, (os.cpu_count() or 2) - 1)  # stages run beside the preload (see serve)
 
 
 def preload(name: str) -> None:
@@ -126,6 +127,8 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
     environment = import_time_env(os.environ)
     # Preloading takes 10-20 s, and the flow's first stage (check_params) needs none of it: requests are
     # served between two imports, the child importing what is not loaded yet itself, as it would cold.
+    # Only as many at once as leave the preload a core: the parallel flow starts three stages after
+    # prepare, and each importing torch and transformers beside the server made all of them slower.
     unloaded, preload_started = list(PRELOAD), time.perf_counter()
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, ("accept",))
@@ -154,6 +157,8 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
                 close_all()
                 return None
             if kind == "accept":
+                if unloaded and len(running) >= MID_PRELOAD_STAGES:
+                    continue  # it waits in the listen queue until a stage ends or the preload does
                 connection, _ = listener.accept()
                 try:
                     request, fds = _receive(connection)
