@@ -274,7 +274,7 @@ def up_to_date(targets: list[str] | None, force: list[str] | None) -> list[str] 
     from dvc.repo import Repo, lock_repo
 
     # One Repo and one hold of its lock for both: DVC drops its parsed dvc.yaml and dvc.lock whenever it
-    # takes the lock, so status after the graph, each taking it, parsed them twice (0.3 s of a no-op).
+    # takes the lock, so status after the graph, each taking it, parsed them twice (24 YAML loads, now 21).
     with contextlib.chdir(project), Repo(".") as repo, lock_repo(repo):
         graph = stage_graph(project, targets, repo)
         return None if stale_stages(project, graph, set(), repo) else list(graph)
