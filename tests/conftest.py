@@ -53,13 +53,6 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def without_stage_server(env: dict[str, str]) -> dict[str, str]:
-    """`env` without the session's stage server: the stages it runs start cold, each importing its own."""
-    from synth2.launch import ENV_SOCKET
-
-    return {k: v for k, v in env.items() if k != ENV_SOCKET}
-
-
 def run_stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the stage in `cwd` as DVC would (`python -m synth2.launch NAME`: warm from the session's server)."""
     result = subprocess.run(
@@ -112,7 +105,7 @@ def warm_stages(tmp_path_factory):
     """A stage server for this test process (one per pytest-xdist worker): the stage commands the tests
     start through dvc.yaml's launcher (dvc repro, the flows, run_stage) fork from it instead of importing
     torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tiny pipeline
-    is built cold, and the tests that compare or need a cold start say so (`without_stage_server`,
+    is built cold, and the tests that compare or need a cold start say so (`synth2.launch.without_server`,
     `tests.tiny_project.dvc(..., cold=True)`)."""
     from synth2 import stage_server
 

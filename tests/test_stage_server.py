@@ -17,12 +17,12 @@ import pytest
 import yaml
 
 from synth2 import stage_server
-from synth2.launch import ENV_SOCKET
-from tests.conftest import ROOT, stage_env, without_stage_server
+from synth2.launch import ENV_SOCKET, without_server
+from tests.conftest import ROOT, stage_env
 
 
 def launch(cwd: Path, *args: str, env: dict[str, str], **popen) -> subprocess.Popen:
-    environment = without_stage_server(stage_env()) | {"PYTHONPATH": str(ROOT / "src")} | env
+    environment = without_server(stage_env()) | {"PYTHONPATH": str(ROOT / "src")} | env
     return subprocess.Popen(
         [sys.executable, "-m", "synth2.launch", *args],
         cwd=cwd,
@@ -103,7 +103,7 @@ def test_a_launcher_stopped_or_killed_stops_its_stage(server, tmp_path: Path):
         proc = subprocess.Popen(
             [sys.executable, "-c", script],
             cwd=tmp_path,
-            env=without_stage_server(stage_env()) | {"PYTHONPATH": str(ROOT / "src")} | env,
+            env=without_server(stage_env()) | {"PYTHONPATH": str(ROOT / "src")} | env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

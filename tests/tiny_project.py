@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, stage_env, without_stage_server, write_params
+from synth2.launch import without_server
+from tests.conftest import ROOT, stage_env, write_params
 
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=synth2 tests", "-c", "user.email=tests@synth2.invalid", "-c", "commit.gpgsign=false"]
@@ -25,7 +26,7 @@ def project_env(**extra: str) -> dict[str, str]:
 
 def dvc(root: Path, *args: str, cold: bool = False, **env: str) -> subprocess.CompletedProcess:
     """`dvc ARGS` in `root`; its stages warm from the session's stage server unless `cold`."""
-    environment = without_stage_server(project_env(**env)) if cold else project_env(**env)
+    environment = without_server(project_env(**env)) if cold else project_env(**env)
     return subprocess.run(
         [str(BIN / "dvc"), *args], cwd=root, env=environment, capture_output=True, text=True, timeout=1200
     )

@@ -19,6 +19,7 @@ import runpy
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 
 ENV_SOCKET = "SYNTH2_STAGE_SERVER"
 # Environment variables that the server's preloaded libraries read when they are imported (offline mode,
@@ -42,6 +43,11 @@ IMPORT_TIME_ENV = (
     "ARROW_",
     "PYTHON",
 )
+
+
+def without_server(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without a stage server's address: the stages it runs start cold, each importing its own."""
+    return {k: v for k, v in environ.items() if k != ENV_SOCKET}
 
 
 def import_time_env(environ: dict[str, str] | os._Environ) -> dict[str, str]:
@@ -70,7 +76,7 @@ def run_warm(module: str, args: list[str]) -> int | None:
     except OSError:  # the server has gone (its flow ended): nothing is lost by running cold
         connection.close()
         return None
-    environ = {k: v for k, v in os.environ.items() if k != ENV_SOCKET}  # its own stages never call back
+    environ = without_server(os.environ)  # its own stages never call back
     request = {
         "module": module,
         "args": args,

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from synth2.launch import ENV_SOCKET, import_time_env
+from synth2.launch import ENV_SOCKET, import_time_env, without_server
 
 # What the stages import that costs start-up time (python -X importtime on each stage): modelling code of
 # transformers and diffusers (which pull in torch._dynamo, torch.distributed.tensor, sympy, scipy), Great
@@ -255,7 +255,7 @@ def running(log: Path | None = None, environ: dict[str, str] | None = None) -> I
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=errors,
-        env={k: v for k, v in (os.environ if environ is None else environ).items() if k != ENV_SOCKET},
+        env=without_server(os.environ if environ is None else environ),
     )
     try:
         ready = server.stdout.readline().decode().strip() == READY
