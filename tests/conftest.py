@@ -100,17 +100,21 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def stage_server_log(tmp_path_factory) -> Path:
+    """What this test process's stage server (warm_stages) ran, one line per stage."""
+    return tmp_path_factory.getbasetemp() / "stage_server.log"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_stages(tmp_path_factory):
     """A stage server for this test process (one per pytest-xdist worker): the stage commands the tests
     start through dvc.yaml's launcher (dvc repro, the flows, run_stage) fork from it instead of importing
-    torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tiny pipeline
-    is built cold, and the tests that compare or need a cold start say so (`synth2.launch.without_server`,
+    torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tests that
+    compare with or need a cold start say so (`synth2.launch.without_server`,
     `tests.tiny_project.dvc(..., cold=True)`)."""
     from synth2 import stage_server
 
-    log = tmp_path_factory.mktemp("stage-server") / "stage_server.log"
-    with stage_server.running(log, stage_env()) as env:
+    with stage_server.running(stage_server_log(tmp_path_factory), stage_env()) as env:
         os.environ.update(env)
         yield env
         for key in env:
@@ -130,15 +134,16 @@ from tests.services import mlflow_server, prefect_server  # noqa: E402, F401
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, worker_id: str) -> Path:
-    """The project on the tiny world, reproduced once by `dvc repro` (untracked) and committed: tests read
-    it; a test that changes it works on `tests.tiny_project.copy_project`.
+    """The project on the tiny world, reproduced once by `dvc repro` (untracked, its stages warm: 41 s
+    against 130 s cold, idle) and committed: tests read it; a test that changes it works on
+    `tests.tiny_project.copy_project`. tests/test_reproduction.py re-runs every stage of it cold.
 
     Reproduced once per test run: under pytest-xdist the first worker to need it builds it in the run's
     shared temporary directory while the others wait on a file lock; each worker then reads its own copy,
     so two workers' DVC commands never meet on one repository lock."""
     from filelock import FileLock
 
-    from tests.tiny_project import commit_all, copy_project, dvc, make_tiny_project
+    from tests.tiny_project import commit_all, copy_project, dvc, make_tiny_project, stages_run_cold
 
     reuse = os.environ.get("SYNTH2_TESTS_TINY_PIPELINE")  # development: a project reproduced by an earlier session
     if reuse:
@@ -148,8 +153,10 @@ def tiny_pipeline(tmp_path_factory, worker_id: str) -> Path:
     with FileLock(str(built) + ".lock"):
         if not done.is_file():
             root = make_tiny_project(built)
-            result = dvc(root, "repro", cold=True, SYNTH2_TRACKING="0")  # the flow's warm run is compared to it
+            result = dvc(root, "repro", SYNTH2_TRACKING="0")
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            # Warm, every stage: tests/test_reproduction.py compares its cold re-run with these outputs.
+            assert not stages_run_cold(root, stage_server_log(tmp_path_factory).read_text())
             commit_all(root, "tiny pipeline reproduced")
             done.touch()
     return copy_project(built, tmp_path_factory.mktemp("tiny") / "project")

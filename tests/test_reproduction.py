@@ -1,8 +1,8 @@
-"""The real tiny pipeline reproduces itself: every stage forced to re-run writes its outputs byte for byte
-again (reading only the params keys dvc.yaml declares for it), and the parallel flow run from clean writes
-what the serial `dvc repro` that built the session's `tiny_pipeline` wrote (the flow's stages warm, forked
-from its stage server; dvc repro's cold). Each test is a whole pipeline run (minutes on 2 cores): one test
-per claim.
+"""The real tiny pipeline reproduces itself: every stage forced to re-run cold (each in its own interpreter)
+writes, byte for byte, what the session's `tiny_pipeline` wrote with its stages warm (forked from the stage
+server), reading only the params keys dvc.yaml declares for it; and the parallel flow run from clean writes
+what the serial `dvc repro` that built `tiny_pipeline` wrote. Each test is a whole pipeline run (a minute or
+two on 2 cores): one test per claim.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 from tests import params_reads
 from tests.conftest import ROOT
-from tests.tiny_project import copy_project, dvc, make_tiny_project, project_env, snapshot
+from tests.tiny_project import copy_project, dvc, make_tiny_project, project_env, snapshot, stages_run_cold
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,8 @@ def test_every_stage_forced_to_rerun_writes_its_outputs_again_and_reads_only_dec
     log_dir = tmp_path / "reads"
     log_dir.mkdir()
 
-    # Cold: the recorder is src/sitecustomize.py, which Python runs when a stage's own interpreter starts.
+    # Cold: the recorder is src/sitecustomize.py, which Python runs when a stage's own interpreter starts; and
+    # tiny_pipeline ran warm, so this also checks that a cold stage writes what a warm one wrote.
     forced = dvc(
         project, "repro", "--force", cold=True, SYNTH2_TRACKING="0", **{params_reads.LOG_DIR_ENV: str(log_dir)}
     )
@@ -114,9 +115,7 @@ def test_the_parallel_flow_from_clean_writes_what_serial_dvc_repro_wrote(
     serial, parallel = snapshot(tiny_pipeline, *outputs), snapshot(project, *outputs)
     differ = sorted(path for path in serial.keys() | parallel.keys() if serial.get(path) != parallel.get(path))
     assert not differ, f"the parallel flow wrote other bytes than the serial dvc repro: {differ}"
-    # ... and it ran every stage warm, forked from its stage server (synth2.stage_server), where the serial
-    # `dvc repro` ran each in its own cold process: the two ways write the same bytes.
+    # ... and it ran every stage warm, forked from its stage server (synth2.stage_server).
     served = (project / ".synth2" / "stage_server.log").read_text()
-    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    cold = [s for s in stages if f"synth2.stages.{stages[s]['cmd'].split('synth2.launch ')[1]} (pid" not in served]
+    cold = stages_run_cold(project, served)
     assert not cold, f"stages the flow ran cold: {cold}\n{served[-3000:]}"

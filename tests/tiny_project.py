@@ -7,10 +7,13 @@ exactly as on the repository. conftest.py builds one and reproduces it once per 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from synth2.launch import without_server
 from tests.conftest import ROOT, stage_env, write_params
@@ -66,3 +69,12 @@ def snapshot(root: Path, *relative: str | Path) -> dict[str, bytes]:
             if file.is_file():
                 files[str(file.relative_to(root))] = file.read_bytes()
     return files
+
+
+def stages_run_cold(root: Path, server_log: str) -> list[str]:
+    """The stages of `root`'s dvc.lock that no line of a stage server's log says it ran in `root`: those that
+    ran cold (or not at all)."""
+    served = set(re.findall(r"stage server: (synth2\.stages\..+?) \(pid \d+\) in (.+)$", server_log, re.M))
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    module = lambda cmd: f"synth2.stages.{cmd.split('synth2.launch ')[1]}"  # noqa: E731
+    return [name for name, entry in stages.items() if (module(entry["cmd"]), str(root)) not in served]
