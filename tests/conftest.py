@@ -15,11 +15,11 @@ from synth2.presets import TINY, deep_merge
 ROOT = Path(__file__).resolve().parents[1]
 
 # pytest-xdist (`make test` runs the suite on several workers): each worker's flows get a Prefect home of
-# their own, so two temporary Prefect servers never share one SQLite database.
-if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
-    _prefect_home = Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"]
-    _prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's server opens its database there, not makes it
-    os.environ["PREFECT_HOME"] = str(_prefect_home)
+# their own, so two temporary Prefect servers never share one SQLite database. The checkout's .prefect/ (as
+# the Makefile exports) when pytest is run by hand, never the user's ~/.prefect.
+_prefect_home = Path(os.environ.get("PREFECT_HOME") or ROOT / ".prefect") / os.environ.get("PYTEST_XDIST_WORKER", "")
+_prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's server opens its database there, not makes it
+os.environ["PREFECT_HOME"] = str(_prefect_home)
 
 # Sizes small enough that every stage runs in seconds on 2 cores; real behaviour, tiny data.
 TINY_PARAMS = TINY
