@@ -11,7 +11,8 @@ So the UI runs through MLflow's plugin hook for server apps (--app-name, as MLfl
 app does): `create_app` wraps MLflow's ASGI app in OwnOriginOnly, which refuses every request whose
 Origin is not one of --cors-allowed-origins, localhost ones included. Everything else (stores, the
 uvicorn workers, their signals) is `mlflow ui` itself, run in this process. First it prints the address
-to open: the synth2 experiment's training runs (synth2.tracking.ui).
+to open: the synth2 experiment's training runs (synth2.tracking.ui). The compose stack's `mlflow server`
+runs through the same app (docker/mlflow_server.py).
 
 The app lives in flows/, importable from the checkout's root only (where make and MLflow's uvicorn
 workers run), not in the installed package; so its `mlflow.app` entry point is declared by this
@@ -36,7 +37,7 @@ from synth2.tracking.ui import landing_address
 APP_NAME = "synth2-ui"
 APP = "flows.ui:create_app"  # a factory: uvicorn (--factory) calls it in each worker
 HOST = "127.0.0.1"
-REFUSED = b"Cross-origin request blocked: this MLflow server answers its own origin only (make ui)"
+REFUSED = b"Cross-origin request blocked: this MLflow server answers its own origin only"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,7 +80,7 @@ def create_app() -> OwnOriginOnly:
 
     origins = frozenset(o.strip() for o in (MLFLOW_SERVER_CORS_ALLOWED_ORIGINS.get() or "").split(",") if o.strip())
     if not origins or "*" in origins:
-        raise SystemExit("error: flows.ui needs its own origins in --cors-allowed-origins (no '*'): run `make ui`")
+        raise SystemExit("error: the synth2-ui app needs its own origins in --cors-allowed-origins, no '*'")
     return OwnOriginOnly(app, origins)
 
 

@@ -312,6 +312,12 @@ def test_mlflow_server_refuses_other_origins_and_hosts(stack: Stack):
     body = json.dumps({"name": "cross-origin"}).encode()
     assert http_status(create, "POST", {"Origin": OTHER_ORIGIN, "Content-Type": "application/json"}, body) == 403
     port = stack.mlflow_url.rsplit(":", 1)[1]
+    # A page another port of this host serves (a notebook, a dev server): MLflow alone lets localhost in.
+    other_port = f"http://127.0.0.1:{int(port) + 1}"
+    assert http_status(create, "POST", {"Origin": other_port, "Content-Type": "application/json"}, body) == 403
+    for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):  # the UI's own requests
+        named = json.dumps({"name": f"from {own}"}).encode()
+        assert http_status(create, "POST", {"Origin": own, "Content-Type": "application/json"}, named) == 200
     search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/get?experiment_id=0"
     assert http_status(search, "GET", {"Host": f"127.0.0.1:{port}"}) == 200
     assert http_status(search, "GET", {"Host": f"evil.example:{port}"}) == 403  # a DNS-rebinding page's Host
