@@ -112,6 +112,13 @@ def warm_stages(tmp_path_factory):
     torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tests that
     compare with or need a cold start say so (`synth2.launch.without_server`,
     `tests.tiny_project.dvc(..., cold=True)`)."""
+    # scikit-learn sets KMP_DUPLICATE_LIB_OK and KMP_INIT_AT_FORK in os.environ when imported, and tests
+    # import it (synth2.diversity, the image encoder's probe, the real-weights photos): imported after the
+    # server started, every stage a test started from then on had an import-time environment that differs
+    # from the server's, which the server refuses (synth2.launch.IMPORT_TIME_ENV): they all ran cold (the
+    # real-weights pipeline and the test files after it on its worker). So it is imported first.
+    import sklearn  # noqa: F401
+
     from synth2 import stage_server
 
     with stage_server.running(stage_server_log(tmp_path_factory), stage_env()) as env:
