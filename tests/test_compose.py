@@ -192,7 +192,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     if os.geteuid() != 0:
         pytest.skip("the native compose stack runs its worker as another UID, which needs root")
-    if not reachable_by_all(ROOT):  # MLflow's /app is this checkout, and the venv's editable install points here
+    if not reachable_by_all(ROOT):  # the venv's editable install points here
         pytest.skip(
             f"the native stack's services run as another UID, which cannot reach {ROOT}: `chmod o+x` it "
             "and every directory above it (.ci/run does it for the checkout it runs in)"
@@ -242,10 +242,11 @@ def stack() -> Iterator[Stack]:
                 image_venv,
                 python_env,
             )
-            # MLflow: the image's /app is this checkout; it runs as the host user like the worker.
+            # MLflow: the image's /app is the checkout (here the workspace's copy, which the host user can
+            # read: its uvicorn workers import flows.ui from it); it runs as the host user like the worker.
             mlflow_names = {
                 **names,
-                "/app": str(ROOT),
+                "/app": str(workspace),
                 "/home/synth2": str(base / "mlflow-home"),
                 "/mlartifacts": str(base / "mlartifacts"),
             }
