@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synth2.launch import import_time_env
 from synth2.presets import TINY, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # pytest-xdist (`make test` runs the suite on several workers): each worker's flows get a Prefect home of
 # their own, so two temporary Prefect servers never share one SQLite database. The checkout's .prefect/ (as
 # the Makefile exports) when pytest is run by hand, never the user's ~/.prefect.
-_prefect_home = Path(os.environ.get("PREFECT_HOME") or ROOT / ".prefect") / os.environ.get("PYTEST_XDIST_WORKER", "")
+# pytest imports this file as `conftest`, the tests as `tests.conftest`: it runs twice; the worker's name is added once.
+_prefect_home = Path(os.environ.get("PREFECT_HOME") or ROOT / ".prefect")
+if _prefect_home.name != os.environ.get("PYTEST_XDIST_WORKER", ""):
+    _prefect_home /= os.environ.get("PYTEST_XDIST_WORKER", "")
 _prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's server opens its database there, not makes it
 os.environ["PREFECT_HOME"] = str(_prefect_home)
 
@@ -45,11 +50,24 @@ def write_params(directory: Path, overrides: dict | None = None) -> Path:
     return path
 
 
+# The variables that libraries read at import (synth2.launch.IMPORT_TIME_ENV) as the session's stage server
+# (warm_stages) started with them, as JSON. Libraries that tests import in this process add their own to
+# os.environ later (scikit-learn: KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK; synth2.gates: GX_ANALYTICS_ENABLED;
+# ray.init: PYTHONBREAKPOINT), and the server refuses a stage whose values differ from its own: every stage
+# a worker started after such an import ran cold (measured: 31 of 50 on one worker of a full run).
+SERVER_IMPORT_ENV = "SYNTH2_TESTS_SERVER_IMPORT_ENV"
+
+
 def stage_env() -> dict[str, str]:
+    """The environment of a stage command a test starts: this process's, with the stage server's
+    import-time variables (a test that wants others passes them on top, and its stages then run cold)."""
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MLFLOW_DISABLE_TELEMETRY="true")
     # Stage tests check stage outputs; MLflow tracking has its own tests (tests/test_tracking.py).
     env.setdefault("SYNTH2_TRACKING", "0")
+    served = env.pop(SERVER_IMPORT_ENV, None)
+    if served is not None:
+        env = {k: v for k, v in env.items() if k not in import_time_env(env)} | json.loads(served)
     return env
 
 
@@ -112,19 +130,14 @@ def warm_stages(tmp_path_factory):
     torch, transformers, diffusers and Great Expectations each, as the flow's stages do. The tests that
     compare with or need a cold start say so (`synth2.launch.without_server`,
     `tests.tiny_project.dvc(..., cold=True)`)."""
-    # scikit-learn sets KMP_DUPLICATE_LIB_OK and KMP_INIT_AT_FORK in os.environ when imported, and tests
-    # import it (synth2.diversity, the image encoder's probe, the real-weights photos): imported after the
-    # server started, every stage a test started from then on had an import-time environment that differs
-    # from the server's, which the server refuses (synth2.launch.IMPORT_TIME_ENV): they all ran cold (the
-    # real-weights pipeline and the test files after it on its worker). So it is imported first.
-    import sklearn  # noqa: F401
-
     from synth2 import stage_server
 
-    with stage_server.running(stage_server_log(tmp_path_factory), stage_env()) as env:
+    environment = stage_env()
+    with stage_server.running(stage_server_log(tmp_path_factory), environment) as env:
         os.environ.update(env)
+        os.environ[SERVER_IMPORT_ENV] = json.dumps(import_time_env(environment))
         yield env
-        for key in env:
+        for key in [*env, SERVER_IMPORT_ENV]:
             os.environ.pop(key, None)
 
 
