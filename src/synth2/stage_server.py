@@ -19,8 +19,8 @@ What makes a forked stage the same as a cold one:
 * Environment variables the libraries read at import (synth2.launch.IMPORT_TIME_ENV) must match the
   server's, and the interpreter must be the same; otherwise the server refuses and the stage runs cold.
 * The socket lives in a 0700 directory: only this user can ask the server to run code.
-Outputs are byte-identical warm or cold (tests/test_reproduction.py: the warm parallel flow against a cold
-`dvc repro` of the tiny pipeline).
+Outputs are byte-identical warm or cold (tests/test_reproduction.py: every stage of the tiny pipeline
+re-run cold against its warm `dvc repro`).
 """
 
 from __future__ import annotations
