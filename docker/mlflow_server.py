@@ -46,12 +46,9 @@ def main(argv: list[str]) -> None:
     # MLflow's uvicorn workers import the app (flows.ui:create_app) from the checkout, whatever their cwd.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     sys.path.insert(0, str(ROOT))
-    from flows.ui import APP_NAME, AppEntryPoint
+    from flows.ui import run_guarded
 
-    sys.meta_path.append(AppEntryPoint())  # before mlflow.cli, which lists the apps when imported
-    from mlflow.cli import cli
-
-    cli.main(args=["server", *argv, "--app-name", APP_NAME], prog_name="mlflow")
+    run_guarded(["server", *argv])
 
 
 if __name__ == "__main__":

@@ -103,8 +103,6 @@ def mlflow_ui_args(port: int, backend_store_uri: str) -> list[str]:
         ",".join(hosts),
         "--cors-allowed-origins",
         ",".join(f"http://{host}" for host in hosts),
-        "--app-name",
-        APP_NAME,
     ]
 
 
@@ -132,6 +130,14 @@ class AppEntryPoint(importlib.metadata.DistributionFinder):
         return [_AppDistribution()] if context.name in (None, APP_NAME) else []
 
 
+def run_guarded(args: list[str]) -> None:
+    """The `mlflow` command line ARGS (`ui ...`, `server ...`) in this process, serving through this app."""
+    sys.meta_path.append(AppEntryPoint())  # before mlflow.cli, which lists the apps when imported
+    from mlflow.cli import cli
+
+    cli.main(args=[*args, "--app-name", APP_NAME], prog_name="mlflow")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.ui", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=5000, help="the UI's port on 127.0.0.1")
@@ -143,10 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     # No job runner (huey consumers for MLflow's GenAI judges and trace rollups): synth2 runs none, and
     # it is three more processes to start.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    sys.meta_path.append(AppEntryPoint())  # before mlflow.cli, which lists the apps when imported
-    from mlflow.cli import cli
-
-    cli.main(args=mlflow_ui_args(args.port, args.backend_store_uri), prog_name="mlflow")
+    run_guarded(mlflow_ui_args(args.port, args.backend_store_uri))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 # .env.example and docker/make_env.py: `make serve` writes .env from them when there is none;
 # docker/mlflow_server.py: the compose stack's MLflow, which serves flows.ui's app (tests/test_compose.py).
-FILES = ("Makefile", "pyproject.toml", "requirements.lock", "prefect.yaml", ".env.example", "docker/make_env.py")
-FILES += ("docker/mlflow_server.py",)
+FILES = (
+    "Makefile",
+    "pyproject.toml",
+    "requirements.lock",
+    "prefect.yaml",
+    ".env.example",
+    "docker/make_env.py",
+    "docker/mlflow_server.py",
+)
 PACKAGES = ("flows", "tasks")
 
 

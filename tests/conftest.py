@@ -67,7 +67,8 @@ def stage_env() -> dict[str, str]:
     env.setdefault("SYNTH2_TRACKING", "0")
     served = env.pop(SERVER_IMPORT_ENV, None)
     if served is not None:
-        env = {k: v for k, v in env.items() if k not in import_time_env(env)} | json.loads(served)
+        since = import_time_env(env)
+        env = {k: v for k, v in env.items() if k not in since} | json.loads(served)
     return env
 
 
